@@ -1,0 +1,1 @@
+"""Benchmarks: per-stage latency across backends and precisions."""

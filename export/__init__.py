@@ -1,0 +1,1 @@
+"""ONNX export of RMP-SAM into a model bundle (needs torch)."""

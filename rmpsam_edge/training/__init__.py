@@ -1,0 +1,1 @@
+"""Training of demo weights on synthetic scenes (needs torch)."""

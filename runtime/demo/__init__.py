@@ -1,0 +1,1 @@
+"""Camera / video / image-folder demos on top of the runtime."""

@@ -1,0 +1,1 @@
+"""TensorRT backend (pycuda): engine building, engine cache, runner."""
