@@ -47,9 +47,11 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
 def _torch_load_safe(path: str):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        pass  # unknown globals: retry with inert placeholders for exactly those names
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except pickle.UnpicklingError as exc:
+        if "global" not in str(exc).lower():
+            raise UserError("%s is not a PyTorch checkpoint (%s); pass an RMP-SAM .pth file" % (path, _short(exc)))
+        # unknown globals (mmengine objects, numpy scalars): retry with inert placeholders for exactly those names
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for files that are not checkpoints
         raise UserError("%s is not a PyTorch checkpoint (%s); pass an RMP-SAM .pth file" % (path, _short(exc)))
     try:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(path)
