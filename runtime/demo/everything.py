@@ -1,0 +1,73 @@
+"""'Segment everything' (automatic mask generator): a grid of point prompts decoded in ONE batched decoder
+call, then duplicates removed by mask NMS. numpy only, Python 3.8.
+
+    grid_points(h, w, per_side)                          -> (per_side**2, 2) float32 (x, y) pixel centres
+    mask_iou_matrix(masks (N,H,W) bool)                  -> (N,N) float64
+    mask_nms(masks, scores, iou_threshold, ...)          -> kept indices, best score first
+"""
+from typing import Optional
+
+import numpy as np
+
+
+def grid_points(height: int, width: int, per_side: int) -> np.ndarray:
+    """Cell centres of a per_side x per_side grid over an image of (height, width): (per_side**2, 2) (x, y)."""
+    if per_side < 1:
+        raise ValueError("per_side must be >= 1")
+    xs = (np.arange(per_side, dtype=np.float32) + 0.5) * (float(width) / per_side)
+    ys = (np.arange(per_side, dtype=np.float32) + 0.5) * (float(height) / per_side)
+    gx, gy = np.meshgrid(xs, ys)
+    return np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
+
+
+def _downsample(masks: np.ndarray, max_side: int) -> np.ndarray:
+    """Strided subsampling so IoUs are computed on at most ~max_side x max_side pixels (fast, and exact
+    enough for duplicate removal)."""
+    h, w = masks.shape[-2:]
+    step = max(1, int(np.ceil(max(h, w) / float(max_side))))
+    return masks[:, ::step, ::step] if step > 1 else masks
+
+
+def mask_iou_matrix(masks: np.ndarray, max_side: int = 256) -> np.ndarray:
+    """Pairwise IoU of N binary masks (N,H,W) -> (N,N); two empty masks have IoU 0."""
+    m = _downsample(np.asarray(masks, dtype=bool), max_side)
+    flat = m.reshape(m.shape[0], -1).astype(np.float32)
+    inter = flat @ flat.T
+    area = flat.sum(axis=1)
+    union = area[:, None] + area[None, :] - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
+    return iou.astype(np.float64)
+
+
+def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.7, score_threshold: float = 0.0,
+             min_area: int = 0, max_area_fraction: float = 1.0, max_side: int = 256,
+             max_masks: Optional[int] = None) -> np.ndarray:
+    """Greedy mask NMS. masks (N,H,W) bool, scores (N,). A mask is dropped when its score is below
+    ``score_threshold``, its area is below ``min_area`` or above ``max_area_fraction`` of the image, or its
+    IoU with an already kept (higher-scoring) mask exceeds ``iou_threshold``. Returns kept indices (int64),
+    highest score first."""
+    masks = np.asarray(masks, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    n = masks.shape[0]
+    if n == 0:
+        return np.zeros((0,), dtype=np.int64)
+    if scores.shape[0] != n:
+        raise ValueError("masks and scores disagree: %d vs %d" % (n, scores.shape[0]))
+    area = masks.reshape(n, -1).sum(axis=1)
+    total = float(masks.shape[1] * masks.shape[2])
+    valid = (scores >= score_threshold) & (area >= max(1, min_area)) & (area <= max_area_fraction * total)
+    order = [i for i in np.argsort(-scores, kind="stable") if valid[i]]
+    if not order:
+        return np.zeros((0,), dtype=np.int64)
+    iou = mask_iou_matrix(masks[order], max_side=max_side)
+    keep_local = []
+    suppressed = np.zeros(len(order), dtype=bool)
+    for i in range(len(order)):
+        if suppressed[i]:
+            continue
+        keep_local.append(i)
+        if max_masks is not None and len(keep_local) >= max_masks:
+            break
+        suppressed |= iou[i] > iou_threshold
+    return np.asarray([order[i] for i in keep_local], dtype=np.int64)
