@@ -50,3 +50,32 @@ class TorchRunner(Runner):
             return {"class_logits": cls.cpu().numpy(), "mask_logits": masks.cpu().numpy(),
                     "query_embed": query.cpu().numpy()}
         raise KeyError("unknown graph %r" % graph)
+
+
+def torch_predictor(checkpoint=None, vocab=None, random_init=False, variant="r18", input_size=None,
+                    threads=None, seed=0):
+    """The PyTorch path in one call -> (Predictor, info).
+
+    checkpoint None and random_init False -> the shipped demo weights and their vocabulary. An official
+    checkpoint without ``vocab`` still answers prompts; panoptic/instances then ask for a vocabulary.
+    input_size None -> what the checkpoint recommends (demo weights) or the official keep-ratio rule.
+    """
+    from rmpsam_edge import checkpoint as ck
+    from rmpsam_edge.predictor import Predictor
+    from rmpsam_edge.spec import ModelSpec, RANDOM_WEIGHTS_NOTE
+
+    if vocab is None and checkpoint is None:
+        vocab = ck.DEFAULT_VOCAB if (not random_init and __import__("os").path.isfile(ck.DEFAULT_VOCAB)) else None
+    class_embed, names, num_things = ck.load_vocabulary(vocab) if vocab else (None, None, None)
+    if random_init:
+        model, info = ck.random_model(variant, seed=seed, class_embed=class_embed)
+        info["weights_note"] = RANDOM_WEIGHTS_NOTE
+    else:
+        model, info = ck.load_checkpoint(checkpoint, class_embed=class_embed)
+    info["vocabulary"] = None if vocab is None else {"path": vocab, "classes": len(names), "things": num_things}
+    size = input_size if input_size is not None else info.get("input_size")
+    spec = ModelSpec(info["variant"], input_size=size, class_embed=class_embed, class_names=names,
+                     num_things=num_things, weights_note=info.get("weights_note"))
+    runner = TorchRunner(model, threads=threads)
+    runner.activate()
+    return Predictor(runner, spec), info

@@ -1,0 +1,154 @@
+"""``rmpsam-edge predict``: segment one image with point/box prompts (one decoder pass), panoptic or instances.
+
+Weights: ``--model BUNDLE`` runs the torch-free runtime; ``--checkpoint PTH`` (or nothing: the shipped demo
+weights; or ``--random-init``) runs the PyTorch model. Outputs in ``--out``: ``overlay.png``, binary masks
+(``mask_NNN.png`` + ``masks.npz``; ``panoptic.npz`` for panoptic) and ``result.json``.
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from rmpsam_edge.errors import UserError
+
+
+def add_arguments(p):
+    src = p.add_argument_group("weights (one of; default: the shipped demo weights)")
+    src.add_argument("--model", help="model bundle folder (from `rmpsam-edge export`): runs without torch")
+    src.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (official or trained here)")
+    src.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
+    p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
+    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances")
+    p.add_argument("--backend", default="auto", help="with --model: auto | onnxruntime | openvino | tensorrt")
+    p.add_argument("--image", required=True, help="input image (JPEG/PNG/...)")
+    p.add_argument("--points", nargs="*", default=[], metavar="X,Y", help="click prompts in image pixels")
+    p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in image pixels")
+    p.add_argument("--task", choices=["prompts", "panoptic", "instances"],
+                   help="default: prompts when --points/--boxes are given, else panoptic")
+    p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
+    p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
+    p.add_argument("--threads", type=int, help="CPU threads")
+    p.add_argument("--out", default="out", help="output folder (default: out)")
+    p.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+
+
+def parse_numbers(items, n, what):
+    out = []
+    for item in items:
+        parts = item.replace(" ", "").split(",")
+        try:
+            vals = [float(v) for v in parts if v != ""]
+        except ValueError:
+            vals = []
+        if len(vals) != n:
+            raise UserError("bad %s %r: expected %d comma-separated numbers, e.g. %s"
+                            % (what, item, n, "320,240" if n == 2 else "50,60,300,400"))
+        out.append(vals)
+    return np.asarray(out, dtype=np.float64).reshape(-1, n)
+
+
+def prepare_out(path, force):
+    if os.path.isdir(path) and os.listdir(path) and not force:
+        raise UserError("output folder %s exists and is not empty; pass --force to write into it or choose --out" % path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserError("output path %s is a file; choose a folder with --out" % path)
+    os.makedirs(path, exist_ok=True)
+
+
+def build_predictor(args):
+    """-> (Predictor, model info dict) for --model / --checkpoint / --random-init / the default weights."""
+    if args.model and (args.checkpoint or args.random_init):
+        raise UserError("--model (a bundle) and --checkpoint/--random-init exclude each other; pass one")
+    if args.model:
+        from rmpsam_edge.runtime import load
+        predictor = load(args.model, backend=args.backend, threads=args.threads)
+        if args.imgsz:
+            predictor.spec.input_size = args.imgsz
+        return predictor, {"bundle": os.path.abspath(args.model), "backend": predictor.runner.describe(),
+                           "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
+    try:
+        from rmpsam_edge.torch_runner import torch_predictor
+    except ImportError as exc:
+        if "torch" in str(exc):
+            raise UserError("the PyTorch path needs torch (pip install torch==2.13.0); or pass --model BUNDLE "
+                            "to run an exported bundle without torch")
+        raise
+    return torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant, args.imgsz, args.threads)
+
+
+def run(args):
+    points = parse_numbers(args.points, 2, "point")
+    boxes = parse_numbers(args.boxes, 4, "box")
+    task = args.task or ("prompts" if len(points) or len(boxes) else "panoptic")
+    if task == "prompts" and not (len(points) or len(boxes)):
+        raise UserError("no prompts: give --points X,Y and/or --boxes X1,Y1,X2,Y2, or --task panoptic")
+    from rmpsam_edge.preprocess import load_image
+    image = load_image(args.image)
+    prepare_out(args.out, args.force)
+    predictor, info = build_predictor(args)
+    t0 = time.perf_counter()
+    predictor.set_image(image)
+    result = {"image": os.path.abspath(args.image), "image_size": [int(image.shape[0]), int(image.shape[1])],
+              "task": task, "model": info, "weights_note": predictor.spec.weights_note}
+    from rmpsam_edge import visualize
+    banner = predictor.spec.weights_note
+    if task == "prompts":
+        masks, scores = predictor.predict(points=points if len(points) else None, boxes=boxes if len(boxes) else None)
+        result["results"] = write_prompt_masks(args.out, masks, scores, points, boxes)
+        overlay = visualize.overlay_masks(image, masks, points=points if len(points) else None,
+                                          boxes=boxes if len(boxes) else None, banner=banner)
+    elif task == "panoptic":
+        pan_seg, segments = predictor.panoptic()
+        np.savez_compressed(os.path.join(args.out, "panoptic.npz"), pan_seg=pan_seg)
+        result["segments"] = [_jsonable(s) for s in segments]
+        overlay = visualize.panoptic_overlay(image, pan_seg, segments, predictor.spec.class_names,
+                                             predictor.spec.num_classes, banner=banner)
+    else:
+        inst = predictor.instances(score_thr=args.score_thr)
+        names = predictor.spec.class_names
+        np.savez_compressed(os.path.join(args.out, "masks.npz"), masks=inst["masks"], scores=inst["scores"],
+                            labels=inst["labels"], boxes=inst["boxes"])
+        result["results"] = [{"index": i, "label": int(l), "class_name": names[int(l)], "score": float(s),
+                              "box": [float(v) for v in b], "area": int(m.sum())}
+                             for i, (l, s, b, m) in enumerate(zip(inst["labels"], inst["scores"], inst["boxes"],
+                                                                  inst["masks"]))]
+        overlay = visualize.overlay_masks(image, inst["masks"], labels=[names[int(l)] for l in inst["labels"]],
+                                          boxes=inst["boxes"], banner=banner)
+    result["timings_ms"] = dict(predictor.timings, total=round((time.perf_counter() - t0) * 1000, 2))
+    import cv2
+    cv2.imwrite(os.path.join(args.out, "overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+    with open(os.path.join(args.out, "result.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    n = len(result.get("results", result.get("segments", [])))
+    sys.stdout.write("%s: %d %s -> %s (overlay.png, result.json)%s\n"
+                     % (task, n, "segments" if task == "panoptic" else "masks", args.out,
+                        "  [%s]" % banner if banner else ""))
+    return 0
+
+
+def write_prompt_masks(out, masks, scores, points, boxes):
+    import cv2
+    from rmpsam_edge.postprocess import mask_to_box
+    np.savez_compressed(os.path.join(out, "masks.npz"), masks=masks, scores=scores)
+    prompts = [{"type": "point", "xy": [float(v) for v in p]} for p in points] + \
+              [{"type": "box", "xyxy": [float(v) for v in b]} for b in boxes]
+    tight = mask_to_box(masks) if len(masks) else np.zeros((0, 4))
+    rows = []
+    for i, (m, s) in enumerate(zip(masks, scores)):
+        cv2.imwrite(os.path.join(out, "mask_%03d.png" % i), m.astype(np.uint8) * 255)
+        rows.append({"index": i, "prompt": prompts[i], "score": float(s), "box": [float(v) for v in tight[i]],
+                     "area": int(m.sum())})
+    return rows
+
+
+def _jsonable(d):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        elif isinstance(v, np.ndarray):
+            v = v.tolist()
+        out[k] = v
+    return out
