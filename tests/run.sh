@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The project's one test command (README "Set-up", and .ci/run calls exactly this).
+# 1. a venv in .venv with everything (torch==2.13.0 CPU pinned; never torchvision), the full pytest suite;
+# 2. vermin: the torch-free runtime and the shared numpy-side modules run on Python 3.8;
+# 3. a second venv .venv-np1 with numpy 1.26: the runtime-facing tests once more under numpy 1.x.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+if [ ! -x .venv/bin/rmpsam-edge ] || [ pyproject.toml -nt .venv/.installed ]; then
+  "$PY" -m venv .venv
+  .venv/bin/pip install -q -U pip
+  .venv/bin/pip install -q -e ".[all]" torch==2.13.0
+  touch .venv/.installed
+fi
+
+echo "== pytest (full suite)"
+.venv/bin/python -m pytest -q -p no:cacheprovider tests "$@"
+
+echo "== vermin: runtime + shared numpy modules need at most Python 3.8"
+RUNTIME_FILES=$(ls runtime/*.py runtime/*/*.py rmpsam_edge/spec.py rmpsam_edge/errors.py rmpsam_edge/preprocess.py \
+  rmpsam_edge/postprocess.py rmpsam_edge/predictor.py rmpsam_edge/tracking.py rmpsam_edge/visualize.py 2>/dev/null)
+.venv/bin/vermin -t=3.8- --no-tips --violations --eval-annotations $RUNTIME_FILES
+echo "vermin: ok"
+
+echo "== runtime tests under numpy 1.x"
+if [ ! -x .venv-np1/bin/python ] || [ pyproject.toml -nt .venv-np1/.installed ]; then
+  "$PY" -m venv .venv-np1
+  .venv-np1/bin/pip install -q -U pip
+  .venv-np1/bin/pip install -q "numpy==1.26.4" "opencv-python-headless<4.13" onnxruntime openvino onnx onnxslim \
+    scipy pytest torch==2.13.0
+  .venv-np1/bin/pip install -q -e . --no-deps
+  touch .venv-np1/.installed
+fi
+.venv-np1/bin/python -c "import numpy; assert numpy.__version__.startswith('1.'), numpy.__version__; print('numpy', numpy.__version__)"
+NP1_TESTS=$(ls tests/test_runtime*.py tests/test_bundle*.py tests/test_preprocess*.py tests/test_postprocess*.py \
+  tests/test_predictor*.py tests/test_tracking*.py tests/test_tensorrt*.py 2>/dev/null)
+.venv-np1/bin/python -m pytest -q -p no:cacheprovider $NP1_TESTS
