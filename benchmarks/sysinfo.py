@@ -1,0 +1,152 @@
+"""The benchmark header: exact command, CPU model, cores, OS, Python, package versions, threads, GPU, and on a
+Jetson the power mode (nvpmodel), L4T/JetPack and TensorRT versions. Published numbers are not reproducible
+without these (EfficientViT #52, SAM3-TensorRT #25).
+
+    collect(command=None, threads=None, root="/") -> dict        (every value a str, int or None)
+    header_lines(info) -> list of "key: value" lines
+``root`` lets tests point the /proc and /etc reads at a fake tree. Python 3.8.
+"""
+import datetime
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+PACKAGES = ("rmpsam_edge", "numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime",
+            "onnxruntime-gpu", "openvino", "nncf", "torch", "tensorrt", "matplotlib")
+THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def _run(cmd: List[str], timeout: float = 5.0) -> Optional[str]:
+    if shutil.which(cmd[0]) is None:
+        return None
+    try:
+        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    text = out.stdout.decode("utf-8", "replace").strip()
+    return text if out.returncode == 0 and text else None
+
+
+def package_versions(names=PACKAGES) -> Dict[str, str]:
+    """Installed distribution versions (only those present)."""
+    try:
+        from importlib import metadata
+    except ImportError:  # pragma: no cover - Python < 3.8
+        return {}
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except Exception:  # noqa: BLE001 - PackageNotFoundError and broken metadata alike
+            continue
+    return found
+
+
+def cpu_model(root: str = "/") -> str:
+    text = _read(os.path.join(root, "proc/cpuinfo")) or ""
+    for key in ("model name", "Hardware", "Processor", "cpu model"):
+        m = re.search(r"^%s\s*:\s*(.+)$" % key, text, re.M)
+        if m and m.group(1).strip():
+            return m.group(1).strip()
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def jetson_info(root: str = "/") -> Dict[str, Optional[str]]:
+    """{} when not a Jetson. Otherwise: model, l4t (from /etc/nv_tegra_release), jetpack (nvidia-jetpack
+    package), power_mode (nvpmodel -q), tensorrt (python module or libnvinfer package)."""
+    release = _read(os.path.join(root, "etc/nv_tegra_release"))
+    model = _read(os.path.join(root, "proc/device-tree/model"))
+    if not release and not (model and ("jetson" in model.lower() or "orin" in model.lower())):
+        return {}
+    l4t = None
+    if release:
+        m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
+        l4t = "%s.%s" % (m.group(1), m.group(2)) if m else release.splitlines()[0]
+    info = {"model": model, "l4t": l4t, "jetpack": None, "power_mode": None}
+    if root == "/":
+        jp = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
+        info["jetpack"] = jp
+        q = _run(["nvpmodel", "-q"])
+        if q:
+            m = re.search(r"NV Power Mode:\s*(\S+)\s*\n?\s*(\d+)?", q)
+            info["power_mode"] = ("%s (mode %s)" % (m.group(1), m.group(2))) if (m and m.group(2)) else \
+                (m.group(1) if m else q.splitlines()[0])
+        else:
+            info["power_mode"] = "unknown (nvpmodel not found or needs sudo)"
+        if not package_versions(("tensorrt",)):
+            info["tensorrt_deb"] = _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer8"]) or \
+                _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer10"])
+    return info
+
+
+def gpu_info() -> Optional[str]:
+    """'name, driver, memory' per NVIDIA GPU (nvidia-smi), or None."""
+    return _run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"])
+
+
+def memory_total_gb(root: str = "/") -> Optional[float]:
+    text = _read(os.path.join(root, "proc/meminfo")) or ""
+    m = re.search(r"^MemTotal:\s*(\d+)\s*kB", text, re.M)
+    return round(int(m.group(1)) / 1048576.0, 1) if m else None
+
+
+def collect(command: Optional[List[str]] = None, threads: Optional[int] = None, root: str = "/") -> dict:
+    """Everything the header shows. ``command``: argv of the run (default: this process's argv)."""
+    argv = list(sys.argv if command is None else command)
+    if argv and os.path.basename(argv[0]) in ("rmpsam-edge", "__main__.py", "cli.py"):
+        argv[0] = "rmpsam-edge"
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        affinity = os.cpu_count()
+    info = {
+        "command": " ".join(shlex.quote(a) for a in argv),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(root),
+        "cores_logical": os.cpu_count(),
+        "cores_usable": affinity,
+        "memory_gb": memory_total_gb(root),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": package_versions(),
+        "threads": threads,
+        "thread_env": {k: os.environ[k] for k in THREAD_VARS if k in os.environ},
+        "gpu": gpu_info(),
+        "jetson": jetson_info(root),
+    }
+    return info
+
+
+def header_lines(info: dict) -> List[str]:
+    """Human-readable header, one 'key: value' per line (the table's preamble in the terminal and .md)."""
+    pk = info.get("packages") or {}
+    lines = [
+        "command: %s" % info.get("command"),
+        "date: %s" % info.get("date_utc"),
+        "cpu: %s (%s logical cores, %s usable), %s GB RAM" % (info.get("cpu"), info.get("cores_logical"),
+                                                             info.get("cores_usable"), info.get("memory_gb")),
+        "os: %s, python %s" % (info.get("os"), info.get("python")),
+        "packages: %s" % (", ".join("%s %s" % kv for kv in sorted(pk.items())) or "none found"),
+        "threads: %s%s" % (info.get("threads") if info.get("threads") else "backend default",
+                           "".join(", %s=%s" % kv for kv in sorted((info.get("thread_env") or {}).items()))),
+        "gpu: %s" % (info.get("gpu") or "none"),
+    ]
+    j = info.get("jetson") or {}
+    if j:
+        lines.append("jetson: %s, L4T %s, JetPack %s, power mode %s, TensorRT %s"
+                     % (j.get("model"), j.get("l4t"), j.get("jetpack") or "unknown", j.get("power_mode"),
+                        pk.get("tensorrt") or j.get("tensorrt_deb") or "unknown"))
+    return lines
