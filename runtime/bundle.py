@@ -1,0 +1,196 @@
+"""A model bundle on disk: read and validate ``manifest.json``, check each file's sha256 before use, build the
+``ModelSpec`` (no torch, Python 3.8, numpy 1.x).
+
+A bundle is a folder::
+
+    manifest.json             format, version, variant, input policy, vocabulary names, graphs + sha256, ...
+    encoder.onnx              image (B,3,H,W) -> features (B,256,H/4,W/4)
+    prompt_decoder.onnx       features (1,256,h,w), boxes (Np,4) -> mask_logits (Np,h,w), iou (Np,1)
+    prompt_decoder_many.onnx  (optional) the same with projected keys/values, used when Np > many_prompts_from - 1
+    object_decoder.onnx       features, class_embed (K,P,768) -> class_logits, mask_logits, query_embed
+    vocab.npy                 (optional) class embeddings (K,P,768) float32; names in the manifest
+
+Every problem is one ``UserError`` line naming the file and the fix.
+"""
+import hashlib
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from rmpsam_edge.errors import UserError
+from rmpsam_edge.spec import ModelSpec
+
+FORMAT = "rmpsam-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+VOCAB_FILE = "vocab.npy"
+REQUIRED_GRAPHS = ("encoder", "prompt_decoder", "object_decoder")
+OPTIONAL_GRAPHS = ("prompt_decoder_many",)
+EXPORT_HINT = "export one with: rmpsam-edge export --out %s"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def is_bundle(path: str) -> bool:
+    return os.path.isdir(path) and os.path.isfile(os.path.join(path, MANIFEST))
+
+
+class Bundle(object):
+    """An opened, validated bundle. ``path`` the folder, ``manifest`` the parsed JSON (dict).
+
+    Files are verified against their sha256 the first time they are used (``file_path``)."""
+
+    def __init__(self, path: str, manifest: dict):
+        self.path = path
+        self.manifest = manifest
+        self._verified = set()
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path) -> "Bundle":
+        if isinstance(path, Bundle):
+            return path
+        path = os.fspath(path)
+        if not os.path.exists(path):
+            raise UserError("model bundle not found: %s; %s" % (path, EXPORT_HINT % path))
+        if os.path.isfile(path):
+            parent = os.path.dirname(os.path.abspath(path))
+            if is_bundle(parent):
+                raise UserError("%s is a file inside a bundle; pass the bundle folder %s instead" % (path, parent))
+            raise UserError("%s is a file, not a model bundle folder; %s" % (path, EXPORT_HINT % "DIR"))
+        mpath = os.path.join(path, MANIFEST)
+        if not os.path.isfile(mpath):
+            raise UserError("%s is not a model bundle (no %s); %s" % (path, MANIFEST, EXPORT_HINT % path))
+        try:
+            with open(mpath, "r") as f:
+                manifest = json.load(f)
+        except ValueError as exc:
+            raise UserError("%s is not valid JSON (%s); re-export the bundle with --force" % (mpath, exc))
+        except (OSError, IOError) as exc:
+            raise UserError("cannot read %s: %s" % (mpath, exc))
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise UserError("%s is not an rmpsam-edge bundle manifest (format %r); %s"
+                            % (mpath, manifest.get("format") if isinstance(manifest, dict) else None,
+                               EXPORT_HINT % path))
+        version = manifest.get("format_version")
+        if not isinstance(version, int):
+            raise UserError("%s has no integer format_version; re-export the bundle with --force" % mpath)
+        if version > FORMAT_VERSION:
+            raise UserError("%s has bundle format version %d, newer than this rmpsam_edge reads (%d); "
+                            "upgrade rmpsam_edge (pip install -U rmpsam_edge) or re-export with this version"
+                            % (path, version, FORMAT_VERSION))
+        graphs = manifest.get("graphs")
+        if not isinstance(graphs, dict):
+            raise UserError("%s lists no graphs; re-export the bundle with --force" % mpath)
+        for name in REQUIRED_GRAPHS:
+            entry = graphs.get(name)
+            if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
+                raise UserError("%s has no %s graph entry; re-export the bundle with --force" % (mpath, name))
+        bundle = cls(path, manifest)
+        for name in bundle.graph_names():
+            f = os.path.join(path, graphs[name]["file"])
+            if not os.path.isfile(f):
+                raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
+                                % (path, graphs[name]["file"]))
+        return bundle
+
+    # ------------------------------------------------------------------ files
+    def graph_names(self):
+        """Names of the graphs this bundle holds (required ones first)."""
+        g = self.manifest["graphs"]
+        return [n for n in REQUIRED_GRAPHS + OPTIONAL_GRAPHS if n in g]
+
+    def has_graph(self, name: str) -> bool:
+        return name in self.manifest["graphs"]
+
+    def file_path(self, rel: str, sha256: Optional[str]) -> str:
+        """Absolute path of a bundle file, after checking its sha256 against the manifest (once)."""
+        p = os.path.join(self.path, rel)
+        if p in self._verified:
+            return p
+        if not os.path.isfile(p):
+            raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force" % (self.path, rel))
+        if not sha256:
+            raise UserError("%s has no sha256 in %s; re-export the bundle with --force" % (rel, MANIFEST))
+        if sha256_file(p) != sha256:
+            raise UserError("%s does not match its sha256 in %s (changed or corrupt); re-export the bundle "
+                            "with --force" % (p, MANIFEST))
+        self._verified.add(p)
+        return p
+
+    def graph_path(self, name: str) -> str:
+        """Verified path of graph ``name`` (e.g. 'encoder')."""
+        entry = self.manifest["graphs"].get(name)
+        if entry is None:
+            raise UserError("bundle %s has no %s graph; re-export it" % (self.path, name))
+        return self.file_path(entry["file"], entry.get("sha256"))
+
+    # ------------------------------------------------------------------ contents
+    @property
+    def variant(self) -> str:
+        return self.manifest.get("variant", "?")
+
+    @property
+    def static(self) -> Optional[dict]:
+        """None for dynamic shapes, else {'height': H, 'width': W, 'prompts': Np, 'classes': K or None}."""
+        return self.manifest.get("static")
+
+    @property
+    def many_prompts_from(self) -> Optional[int]:
+        """Prompt count from which ``prompt_decoder_many`` answers (None: the bundle has no such graph)."""
+        if not self.has_graph("prompt_decoder_many"):
+            return None
+        return int(self.manifest.get("many_prompts_from", 0)) or None
+
+    def prompt_graph(self, num_prompts: int) -> str:
+        """Which prompt graph answers ``num_prompts`` prompts in one call."""
+        start = self.many_prompts_from
+        return "prompt_decoder_many" if start is not None and num_prompts >= start else "prompt_decoder"
+
+    def class_embed(self) -> Optional[np.ndarray]:
+        """The vocabulary embeddings (K, P, 768) float32, or None when the bundle has none."""
+        voc = self.manifest.get("vocabulary")
+        if not voc:
+            return None
+        p = self.file_path(voc.get("file", VOCAB_FILE), voc.get("sha256"))
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - any parse error means a broken file
+            raise UserError("%s is not a readable numpy array (%s); re-export the bundle with --force" % (p, exc))
+        if arr.ndim != 3 or arr.shape[-1] != 768:
+            raise UserError("%s has shape %s, expected (K, P, 768); re-export the bundle" % (p, arr.shape))
+        return arr.astype(np.float32)
+
+    def spec(self) -> ModelSpec:
+        """The ModelSpec the pre/post-processing and the Predictor need."""
+        m = self.manifest
+        inp = m.get("input", {})
+        voc = m.get("vocabulary") or {}
+        embed = self.class_embed()
+        return ModelSpec(m.get("variant", "r18"), input_size=inp.get("size"), mean=inp.get("mean", (123.675, 116.28, 103.53)),
+                         std=inp.get("std", (58.395, 57.12, 57.375)), class_embed=embed,
+                         class_names=voc.get("names") if embed is not None else None,
+                         num_things=voc.get("num_things") if embed is not None else None,
+                         weights_note=m.get("weights", {}).get("note"))
+
+    def describe(self) -> str:
+        m = self.manifest
+        shapes = "static %dx%d" % (self.static["height"], self.static["width"]) if self.static else "dynamic shapes"
+        return "%s bundle %s (%s, input %s, opset %s)" % (self.variant, self.path, shapes,
+                                                         m.get("input", {}).get("size") or "official keep-ratio",
+                                                         m.get("opset"))
+
+
+def write_manifest(path: str, manifest: Dict) -> None:
+    """Write ``manifest.json`` (sorted keys, 2-space indent) into bundle folder ``path``."""
+    with open(os.path.join(path, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=True)
+        f.write("\n")

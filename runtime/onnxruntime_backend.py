@@ -1,0 +1,87 @@
+"""ONNX Runtime backend: provider chain TensorRT EP -> CUDA EP -> CPU EP, whichever are installed.
+
+``device``: None/'auto' (the whole installed chain), 'cpu', 'cuda' or 'gpu' (CUDA EP + CPU), 'tensorrt'
+(TensorRT EP + CUDA EP + CPU). Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
+no spinning between calls (friendlier to camera/UI threads on small boards), full graph optimisation.
+"""
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import onnxruntime as ort
+
+from .bundle_runner import BackendUnavailable, BundleRunner
+
+PACKAGE = "onnxruntime"  # pip name; onnxruntime-gpu for the CUDA/TensorRT providers
+CHAIN = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+GPU_PROVIDERS = CHAIN[:2]
+DEVICES = {None: CHAIN, "auto": CHAIN, "cpu": CHAIN[2:], "cuda": CHAIN[1:], "gpu": CHAIN[1:], "tensorrt": CHAIN}
+SHORT = {"TensorrtExecutionProvider": "TensorRT EP", "CUDAExecutionProvider": "CUDA EP",
+         "CPUExecutionProvider": "CPU EP"}
+
+
+def providers_for(device: Optional[str]) -> List[str]:
+    """The installed providers to use for ``device``, best first; BackendUnavailable when none fits."""
+    key = device.lower() if isinstance(device, str) else device
+    if key not in DEVICES:
+        raise ValueError("onnxruntime device must be one of cpu, cuda, gpu, tensorrt, auto; got %r" % (device,))
+    installed = ort.get_available_providers()
+    chosen = [p for p in DEVICES[key] if p in installed]
+    if key in ("cuda", "gpu", "tensorrt") and not any(p in GPU_PROVIDERS for p in chosen):
+        raise BackendUnavailable("onnxruntime %s has no GPU provider (install onnxruntime-gpu)" % ort.__version__)
+    if key == "tensorrt" and CHAIN[0] not in chosen:
+        raise BackendUnavailable("onnxruntime %s has no TensorRT provider" % ort.__version__)
+    return chosen
+
+
+def _provider_options(name: str) -> dict:
+    if name == "TensorrtExecutionProvider":
+        cache = os.path.join(os.path.expanduser("~"), ".cache", "rmpsam_edge", "ort_tensorrt")
+        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+    return {}
+
+
+class OnnxRuntimeRunner(BundleRunner):
+    name = "onnxruntime"
+
+    def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None):
+        super(OnnxRuntimeRunner, self).__init__(bundle, threads)
+        self.providers = providers_for(device)
+        self.sessions = {}
+        self.outputs = {}
+
+    def _options(self) -> "ort.SessionOptions":
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            so.intra_op_num_threads = int(self.threads)
+            so.inter_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        return so
+
+    def _load(self, graph: str, path: str) -> None:
+        providers = [(p, _provider_options(p)) for p in self.providers]
+        sess = ort.InferenceSession(path, self._options(), providers=providers)
+        self.sessions[graph] = sess
+        self.outputs[graph] = [o.name for o in sess.get_outputs()]
+
+    def _unload(self) -> None:
+        self.sessions = {}
+
+    def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        outs = self.sessions[graph].run(None, feeds)
+        return dict(zip(self.outputs[graph], outs))
+
+    def describe(self) -> str:
+        used = self.sessions["encoder"].get_providers() if self.sessions else self.providers
+        threads = "%d threads" % self.threads if self.threads else "default threads"
+        return "onnxruntime %s, %s, %s, %s" % (ort.__version__, " > ".join(SHORT.get(p, p) for p in used),
+                                              self.precision, threads)
+
+
+def create(bundle, device: Optional[str] = None, threads: Optional[int] = None) -> OnnxRuntimeRunner:
+    """Open ``bundle`` and load its graphs (raises BackendUnavailable when ``device`` is not served here)."""
+    runner = OnnxRuntimeRunner(bundle, device=device, threads=threads)
+    runner.activate()
+    return runner
