@@ -159,12 +159,22 @@ def match_queries(prev_embed, cur_embed, use_scipy: bool = True) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------------------
 class Track(object):
     """One tracked object in one frame: id (stable across frames), label / name (class), score, mask
-    (H, W) bool at the frame's size, box (4,) float32 (x1, y1, x2, y2) tight around the mask."""
+    (H, W) bool at the frame's size, box (4,) float32 (x1, y1, x2, y2) tight around the mask.
+    Fields read as attributes (``t.score``) or as keys (``t["score"]``)."""
 
     __slots__ = ("id", "label", "name", "score", "mask", "box")
 
     def __init__(self, id, label, name, score, mask, box):
         self.id, self.label, self.name, self.score, self.mask, self.box = id, label, name, score, mask, box
+
+    def __getitem__(self, key):
+        """``track["score"]`` works like ``track.score`` (tracks can be handled as dicts)."""
+        if key not in self.__slots__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def keys(self):
+        return list(self.__slots__)
 
     def to_dict(self) -> dict:
         """JSON-friendly fields (no mask)."""

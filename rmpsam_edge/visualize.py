@@ -46,13 +46,24 @@ def draw_text(img: np.ndarray, text: str, org: Tuple[int, int], color=(255, 255,
                 cv2.LINE_AA)
 
 
-def draw_banner(img: np.ndarray, text: str) -> None:
-    """A dark strip across the top with ``text`` (e.g. "random weights"). In place."""
+def draw_banner(img: np.ndarray, text: str, position: str = "top") -> None:
+    """A dark strip across the top (or bottom) with ``text`` (e.g. "random weights"). In place."""
+    if position not in ("top", "bottom"):
+        raise ValueError("position must be 'top' or 'bottom', not %r" % (position,))
     fs, th = _font_scale(img.shape)
     (tw, tht), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, fs, th)
     bar = min(img.shape[0], tht + base + 10)
-    img[:bar] = (img[:bar].astype(np.float32) * 0.35).astype(np.uint8)
-    cv2.putText(img, text, (6, tht + 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 220, 60), th, cv2.LINE_AA)
+    y0 = 0 if position == "top" else img.shape[0] - bar
+    img[y0:y0 + bar] = (img[y0:y0 + bar].astype(np.float32) * 0.35).astype(np.uint8)
+    cv2.putText(img, text, (6, y0 + tht + 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (255, 220, 60), th, cv2.LINE_AA)
+
+
+def banner(image_rgb, text: str, position: str = "top") -> np.ndarray:
+    """A copy of the image with ``text`` on a dark strip at the top or bottom -> RGB uint8 (H, W, 3)."""
+    img = as_rgb(image_rgb).copy()
+    if text:
+        draw_banner(img, text, position)
+    return img
 
 
 def _label_anchor(mask: np.ndarray) -> Tuple[int, int]:
@@ -75,8 +86,9 @@ def overlay_masks(image_rgb, masks, labels: Optional[Sequence] = None, ids: Opti
                   contours: bool = True, color_keys: Optional[Sequence[int]] = None) -> np.ndarray:
     """Draw binary masks (N, H, W) over an RGB image (H, W, 3) -> RGB uint8 (H, W, 3).
 
-    labels: N strings (or numbers) written inside each mask; ids: N integers that choose the colours (and are
-    written as "#id"), e.g. track ids, so an object keeps its colour across frames (default: the mask index);
+    labels: N strings (or numbers) written inside each mask; ids: N integers that choose the colours, e.g.
+    track ids, so an object keeps its colour across frames (default: the mask index), written as "#id" when
+    no labels are given;
     boxes: (N, 4) (x1, y1, x2, y2) drawn in the mask colour; points: (P, 2) prompt clicks (drawn as markers);
     banner: one line drawn on a dark strip at the top (e.g. "random weights"); color_keys: N integers that
     choose the colours without being written (overrides ids for the colour). Later masks are drawn on top."""
@@ -110,14 +122,14 @@ def overlay_masks(image_rgb, masks, labels: Optional[Sequence] = None, ids: Opti
             col = tuple(int(c) for c in colors[i % len(colors)]) if n else (60, 220, 60)
             cv2.rectangle(img, (int(round(b[0])), int(round(b[1]))), (int(round(b[2])), int(round(b[3]))), col, th)
     for i in range(n):
-        text = []
-        if ids is not None:
-            text.append("#%d" % keys[i])
-        if labels is not None and i < len(labels) and labels[i] is not None and str(labels[i]) != "":
-            text.append(str(labels[i]))
+        text = ""
+        if labels is not None:
+            text = "" if i >= len(labels) or labels[i] is None else str(labels[i])
+        elif ids is not None:
+            text = "#%d" % keys[i]
         if text and m[i].any():
             x, y = _label_anchor(m[i])
-            draw_text(img, " ".join(text), (x - 10, y - 8), bg=tuple(int(c * 0.5) for c in colors[i]))
+            draw_text(img, text, (x - 10, y - 8), bg=tuple(int(c * 0.5) for c in colors[i]))
     if points is not None:
         for x, y in np.asarray(points, dtype=np.float64).reshape(-1, 2):
             c = (int(round(x)), int(round(y)))

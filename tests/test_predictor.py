@@ -222,3 +222,46 @@ def test_errors():
 
     with pytest.raises(RuntimeError, match="features of shape"):
         Predictor(BadRunner(), make_spec()).set_image(image())
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# overlays of the predictor's outputs (rmpsam_edge.visualize)
+def test_overlay_masks_colours_and_leaves_input_alone():
+    from rmpsam_edge import visualize
+    img = np.full((120, 160, 3), 100, np.uint8)
+    before = img.copy()
+    masks = np.zeros((2, 120, 160), bool)
+    masks[0, 10:60, 10:70] = True
+    masks[1, 70:110, 90:150] = True
+    out = visualize.overlay_masks(img, masks, ids=[7, 42], boxes=[[10, 10, 70, 60]], points=[[140, 20]])
+    np.testing.assert_array_equal(img, before)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    c7 = np.float32(visualize.color_for(7))
+    np.testing.assert_allclose(out[50, 20], 100 * 0.5 + c7 * 0.5, atol=1)  # inside mask 0, away from text
+    assert np.all(out[65, 80] == 100)  # outside every mask, box, label and marker
+    assert tuple(out[20, 140]) != (100, 100, 100)  # the click marker
+    # the same id gets the same colour in another frame, wherever the mask is
+    m2 = np.zeros((1, 120, 160), bool)
+    m2[0, 60:119, 0:60] = True
+    np.testing.assert_array_equal(visualize.overlay_masks(img, m2, ids=[7])[115, 5], out[50, 20])
+    assert len({visualize.color_for(k) for k in range(1, 21)}) == 20
+    with pytest.raises(ValueError):
+        visualize.overlay_masks(img, np.zeros((1, 10, 10), bool))
+
+
+def test_banners_and_panoptic_overlay():
+    from rmpsam_edge import visualize
+    img = np.full((100, 200, 3), 200, np.uint8)
+    top = visualize.overlay_masks(img, np.zeros((0, 100, 200), bool), banner="random weights")
+    assert np.all(top[1, 150] < 100) and np.all(top[90] == 200)  # dark strip at the top only
+    bottom = visualize.banner(img, "12.3 ms", position="bottom")
+    assert np.all(bottom[98, 150] < 100) and np.all(bottom[10] == 200)
+    pan = np.full((100, 200), 3, np.int32)  # K = 3 -> void
+    pan[:, :80] = 2                          # stuff class 2
+    pan[60:, 120:] = 1 + 1000                # thing class 1, instance 1
+    segs = [{"id": 2, "label": 2, "score": 0.9, "isthing": False},
+            {"id": 1001, "label": 1, "score": 0.8, "isthing": True}]
+    out = visualize.panoptic_overlay(img, pan, segs, ["cat", "dog", "grass"], 3, banner="demo")
+    assert np.all(out[50, 100] == 200)  # void stays untouched
+    assert tuple(out[95, 5]) != (200, 200, 200) and tuple(out[95, 195]) != (200, 200, 200)
+    assert tuple(out[95, 5]) != tuple(out[95, 195])

@@ -218,3 +218,10 @@ def test_tracker_options_and_errors():
     t = tracker.update(frames[1])[0]
     d = t.to_dict()
     assert set(d) == {"id", "label", "name", "score", "box", "area"} and d["area"] == int(t.mask.sum())
+
+
+def test_track_reads_as_dict():
+    t = tracking.Track(3, 1, "box", 0.75, np.ones((2, 2), bool), np.float32([0, 0, 2, 2]))
+    assert t["score"] == t.score == 0.75 and t["id"] == 3 and "mask" in t.keys()
+    with pytest.raises(KeyError):
+        t["nope"]
