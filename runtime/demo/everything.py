@@ -71,3 +71,38 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.7, 
             break
         suppressed |= iou[i] > iou_threshold
     return np.asarray([order[i] for i in keep_local], dtype=np.int64)
+
+
+def segment_everything(predictor, per_side: int = 8, iou_threshold: float = 0.7, score_threshold: float = 0.0,
+                       min_area_fraction: float = 0.0005, max_area_fraction: float = 0.95):
+    """Automatic masks for the predictor's current image (``set_image`` done): a per_side x per_side grid of
+    clicks decoded in ONE prompt-decoder call, duplicates removed by mask NMS on the low-resolution masks, and
+    only the kept masks upsampled to image size.
+
+    Returns (masks (M,H,W) bool, scores (M,) float32, points (M,2) the click behind each mask, timings ms:
+    'decoder' and 'postprocess')."""
+    import math
+    import time
+
+    from rmpsam_edge.postprocess import upsample_masks
+    from rmpsam_edge.preprocess import prompts_to_model
+
+    meta = predictor.meta
+    if meta is None or predictor.features is None:
+        raise RuntimeError("no image set: call predictor.set_image(image) first")
+    h, w = meta.ori_shape
+    points = grid_points(h, w, per_side)
+    t0 = time.perf_counter()
+    boxes = prompts_to_model(points, None, meta)
+    logits, iou = predictor.runner.decode_prompts(predictor.features, boxes)
+    t1 = time.perf_counter()
+    logits = np.asarray(logits, dtype=np.float32).reshape((len(points),) + meta.feat_shape)
+    scores = np.asarray(iou, dtype=np.float32).reshape(len(points))
+    # NMS on the un-padded part of the stride-4 masks: same duplicates, 16x fewer pixels than full size
+    lh, lw = int(math.ceil(meta.img_shape[0] / 4.0)), int(math.ceil(meta.img_shape[1] / 4.0))
+    low = logits[:, :lh, :lw] > 0
+    keep = mask_nms(low, scores, iou_threshold=iou_threshold, score_threshold=score_threshold,
+                    min_area=int(min_area_fraction * lh * lw), max_area_fraction=max_area_fraction)
+    masks = upsample_masks(logits[keep], meta, binary=True) if len(keep) else np.zeros((0, h, w), bool)
+    t2 = time.perf_counter()
+    return masks, scores[keep], points[keep], {"decoder": (t1 - t0) * 1e3, "postprocess": (t2 - t1) * 1e3}

@@ -93,6 +93,10 @@ class JsonlOut(object):
         self._write(record)
         self.frames += 1
 
+    def write_summary(self, summary: dict) -> None:
+        """The last line: ``{"summary": {...}}`` (frames, FPS, per-stage ms, dropped frames)."""
+        self._write({"summary": summary})
+
     def close(self) -> None:
         if self._f is not None:
             self._f.close()
