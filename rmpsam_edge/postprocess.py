@@ -240,13 +240,16 @@ def select_instances(cls_logits, num_things: int, max_per_image: int = 100) -> T
 
 def score_masks(mask_logits) -> Tuple[np.ndarray, np.ndarray]:
     """mask_logits (M, H, W) -> (binary masks (M, H, W) bool = logits > 0, mask scores (M,) float32 = mean
-    sigmoid inside the binary mask, as mmdet: sum / (area + 1e-6))."""
+    sigmoid inside the binary mask, as mmdet: sum / (area + 1e-6)). The sigmoid is evaluated only on the
+    mask's own (positive) pixels."""
     x = np.asarray(mask_logits, dtype=np.float32)
     binary = x > 0
-    flat = (x.shape[0], int(np.prod(x.shape[1:])))
-    area = binary.reshape(flat).sum(axis=1).astype(np.float32)
-    inside = np.where(binary, sigmoid(x), np.float32(0)).reshape(flat).sum(axis=1, dtype=np.float32)
-    return binary, (inside / (area + np.float32(1e-6))).astype(np.float32)
+    scores = np.zeros((x.shape[0],), dtype=np.float32)
+    for i in range(x.shape[0]):
+        inside = x[i][binary[i]]
+        total = (np.float32(1.0) / (np.float32(1.0) + np.exp(-inside))).sum(dtype=np.float32)
+        scores[i] = total / (np.float32(inside.size) + np.float32(1e-6))
+    return binary, scores
 
 
 def assemble_instances(query, labels, cls_scores, unique_binary, unique_scores, inverse) -> Dict[str, np.ndarray]:

@@ -230,7 +230,16 @@ class VideoTracker(object):
 
     def _decode(self, features: np.ndarray, num_frames: int, meta: ImageMeta):
         """features (1, C, L*h, w) -> cls (Q, K+1), masks (L, Q, h, w), query (Q, D)."""
-        cls, masks, query = self.runner.decode_objects(features, self.spec.class_embed)
+        try:
+            cls, masks, query = self.runner.decode_objects(features, self.spec.class_embed)
+        except Exception as exc:
+            if num_frames == 1:
+                raise
+            raise UserError("the %s object decoder refused a tube of %d frames (features %s, frames stacked "
+                            "along the height): it needs a dynamic height up to %d; use tube_length=1 with "
+                            "static bundles or engines (%s)" % (self.runner.describe(), num_frames,
+                                                                tuple(features.shape), features.shape[2],
+                                                                str(exc).strip().splitlines()[0][:200]))
         h, w = meta.feat_shape
         cls = np.asarray(cls, np.float32)
         q = cls.shape[-2]

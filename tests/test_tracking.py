@@ -225,3 +225,16 @@ def test_track_reads_as_dict():
     assert t["score"] == t.score == 0.75 and t["id"] == 3 and "mask" in t.keys()
     with pytest.raises(KeyError):
         t["nope"]
+
+
+def test_tube_refused_by_static_decoder_gives_one_line_error():
+    class StaticRunner(ShuffledQueriesRunner):
+        def infer(self, graph, feeds):
+            if graph == "object_decoder" and feeds["features"].shape[2] != 24:
+                raise RuntimeError("Got invalid dimensions for input: features\nindex: 2 Got: 72 Expected: 24")
+            return ShuffledQueriesRunner.infer(self, graph, feeds)
+
+    frames = make_frames(3)
+    with pytest.raises(UserError, match="refused a tube of 3 frames.*tube_length=1"):
+        VideoTracker(StaticRunner(), make_spec(), tube_length=3).track_video(frames)
+    assert len(VideoTracker(StaticRunner(), make_spec(), tube_length=1).track_video(frames)) == 3
