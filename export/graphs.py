@@ -358,6 +358,7 @@ class ObjectDecoderGraph(nn.Module):
         super().__init__()
         head = model.panoptic_head
         self.register_buffer("kernels", _f32(head.kernels.weight))
+        self.num_queries = int(head.kernels.weight.shape[0])  # a constant, so output shapes say 100
         self.stages = nn.ModuleList([StageCore(s, "full") for s in head.mask_heads])
         self.adapter = head.panoptic_attn
         self.cls_proj = head.panoptic_cls
@@ -374,9 +375,9 @@ class ObjectDecoderGraph(nn.Module):
         e = self.cls_proj(q)
         e = e / e.norm(dim=-1, keepdim=True).clamp(min=1e-12)
         kk, p, d = class_embed.shape
-        sims = torch.matmul(e, class_embed.reshape(-1, d).t()).reshape(-1, kk, p).max(dim=-1)[0]
+        n = self.num_queries
+        sims = torch.matmul(e, class_embed.reshape(-1, d).t()).reshape(n, kk, p).max(dim=-1)[0]
         logits = torch.cat((sims, torch.zeros_like(sims[:, :1])), dim=1) * self.scale
-        n = q.shape[0]
         return logits.unsqueeze(0), torch.matmul(q, f).reshape(1, n, h, w), q.unsqueeze(0)
 
 
