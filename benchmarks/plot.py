@@ -31,8 +31,6 @@ def plot_rows(rows: List[dict], path: str, prompts: Sequence[int] = (1, 16), tit
         fid = r.get("fidelity_iou")
         ax1.scatter([_latency(r)], [fid if fid is not None else float("nan")], s=60,
                     marker=markers[i % len(markers)], label=_label(r))
-        if fid is not None:
-            ax1.annotate(_label(r), (_latency(r), fid), textcoords="offset points", xytext=(4, 4), fontsize=7)
     ax1.set_xlabel("encoder + object decoder p50 (ms)")
     ax1.set_ylabel("fidelity vs FP32 (prompt-mask IoU)")
     ax1.set_title("latency vs fidelity")

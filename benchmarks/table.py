@@ -5,8 +5,9 @@ A row is a dict (the same dict goes to the JSON file):
     backend, precision, imgsz (int or "HxW"), status ("ok", "not installed: ...", "export failed: ..."),
     size_mb, fidelity_iou (prompt-mask IoU vs the FP32 row of the same input size; 1.0 for FP32 itself),
     encoder_ms / object_ms / frame_ms: {"p50","p90","p99","mean","n"} latency summaries,
-    prompt_ms: {"1": summary, "16": summary, ...}, fps (end-to-end frames per second),
-    rss_mb (peak resident memory of the process so far), gpu_mb (peak GPU memory or None),
+    prompt_ms: {"1": summary, "16": summary, ...}, fps (end-to-end frames per second: 1000 / frame_ms p50),
+    fps_enc_obj (1000 / (encoder + object decoder p50): the paper's protocol), mem_mb (resident memory the
+    row's runner added when loaded and run once), gpu_mb (GPU memory or None), model (e.g. "r18"),
     flops (optional): {"encoder": {"params","gflops"}, "prompt_decoder": ..., "object_decoder": ...}
 """
 from typing import List, Optional, Sequence
@@ -26,26 +27,29 @@ def short_status(status: str) -> str:
     return status if len(status) <= STATUS_WIDTH else status[:STATUS_WIDTH - 3] + "..."
 
 
-def columns(prompts: Sequence[int], with_flops: bool, fps_label: str) -> List[str]:
-    cols = ["backend", "precision", "imgsz", "status", "size MB", "fidelity IoU", "encoder ms p50/p90/p99"]
+def columns(prompts: Sequence[int], with_flops: bool, fps_label: str, show_model: bool = False) -> List[str]:
+    cols = (["model"] if show_model else []) + ["backend", "precision", "imgsz", "status", "size MB",
+                                                 "fidelity IoU", "encoder ms p50/p90/p99"]
     cols += ["prompt x%d ms" % n for n in prompts]
-    cols += ["object dec ms", fps_label, "peak RSS MB", "GPU MB"]
+    cols += ["object dec ms", fps_label, "mem MB", "GPU MB"]
     if with_flops:
         cols += ["params M enc/prm/obj", "GFLOPs enc/prm/obj"]
     return cols
 
 
-def row_cells(row: dict, prompts: Sequence[int], with_flops: bool) -> List[str]:
+def row_cells(row: dict, prompts: Sequence[int], with_flops: bool, fps_key: str = "fps",
+              show_model: bool = False) -> List[str]:
     ok = row.get("status") == "ok"
     enc = row.get("encoder_ms")
-    cells = [str(row.get("backend")), str(row.get("precision")), str(row.get("imgsz", "-")),
-             short_status(str(row.get("status"))), _num(row.get("size_mb"), "%.1f"),
-             _num(row.get("fidelity_iou"), "%.4f"),
+    fid = "1 (ref)" if row.get("fidelity_ref") else _num(row.get("fidelity_iou"), "%.4f")
+    cells = ([str(row.get("model", "-"))] if show_model else []) + [
+        str(row.get("backend")), str(row.get("precision")), str(row.get("imgsz", "-")),
+        short_status(str(row.get("status"))), _num(row.get("size_mb"), "%.1f"), fid,
              ("%.1f / %.1f / %.1f" % (enc["p50"], enc["p90"], enc["p99"])) if (ok and enc) else "-"]
     pm = row.get("prompt_ms") or {}
     cells += [_ms(pm.get(str(n))) if ok else "-" for n in prompts]
-    cells += [_ms(row.get("object_ms")) if ok else "-", _num(row.get("fps") if ok else None, "%.1f"),
-              _num(row.get("rss_mb"), "%.0f"), _num(row.get("gpu_mb"), "%.0f")]
+    cells += [_ms(row.get("object_ms")) if ok else "-", _num(row.get(fps_key) if ok else None, "%.1f"),
+              _num(row.get("mem_mb"), "%.0f"), _num(row.get("gpu_mb"), "%.0f")]
     if with_flops:
         f = row.get("flops") or {}
         stages = ("encoder", "prompt_decoder", "object_decoder")
@@ -58,10 +62,13 @@ def row_cells(row: dict, prompts: Sequence[int], with_flops: bool) -> List[str]:
 
 
 def format_table(rows: List[dict], prompts: Sequence[int] = (1, 16), with_flops: bool = False,
-                 fps_label: str = "FPS") -> str:
-    """Markdown table with aligned columns, then one note line per row whose status was cut short."""
-    cols = columns(prompts, with_flops, fps_label)
-    body = [row_cells(r, prompts, with_flops) for r in rows]
+                 fps_label: str = "FPS", fps_key: str = "fps", show_model: Optional[bool] = None) -> str:
+    """Markdown table with aligned columns, then one note line per row whose status was cut short.
+    show_model None: a model column only when the rows hold more than one model."""
+    if show_model is None:
+        show_model = len(set(str(r.get("model")) for r in rows)) > 1
+    cols = columns(prompts, with_flops, fps_label, show_model)
+    body = [row_cells(r, prompts, with_flops, fps_key, show_model) for r in rows]
     widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(cols)]
 
     def line(cells):

@@ -93,12 +93,12 @@ def _s(p50):
 ROWS = [
     {"backend": "ort", "precision": "fp32", "imgsz": 512, "status": "ok", "size_mb": 80.2, "fidelity_iou": 1.0,
      "encoder_ms": _s(87.5), "prompt_ms": {"1": _s(4.0), "16": _s(12.8)}, "object_ms": _s(28.5), "fps": 8.6,
-     "rss_mb": 900.0, "gpu_mb": None,
+     "mem_mb": 900.0, "fidelity_ref": True, "gpu_mb": None,
      "flops": {"encoder": {"params": 12.4e6, "gflops": 26.5}, "prompt_decoder": {"params": 9e6, "gflops": 4.4},
                "object_decoder": {"params": 9e6, "gflops": 9.3}}},
     {"backend": "openvino", "precision": "int8", "imgsz": 512, "status": "ok", "size_mb": 30.0,
      "fidelity_iou": 0.987, "encoder_ms": _s(28.2), "prompt_ms": {"1": _s(6.4), "16": _s(15.6)},
-     "object_ms": _s(26.6), "fps": 18.0, "rss_mb": 1000.0, "gpu_mb": None},
+     "object_ms": _s(26.6), "fps": 18.0, "mem_mb": 1000.0, "gpu_mb": None},
     {"backend": "tensorrt", "precision": "fp16", "imgsz": 512,
      "status": "not installed: No module named 'tensorrt' (pip install tensorrt on a CUDA machine)",
      "size_mb": None, "fidelity_iou": None},
@@ -112,7 +112,11 @@ def test_table_has_every_row_and_column():
     body = [l for l in lines[2:] if l.startswith("|")]
     assert len(body) == 3
     assert "87.5 / %.1f / %.1f" % (87.5 * 1.1, 87.5 * 1.2) in body[0] and "26.5 / 4.4 / 9.3" in body[0] and "12.40 / 9.00 / 9.00" in body[0]
-    assert "0.9870" in body[1] and "18.0" in body[1]
+    assert "1 (ref)" in body[0] and "0.9870" in body[1] and "18.0" in body[1] and "1000" in body[1]
+    assert "| model" not in lines[0]  # one model: no model column
+    two = format_table([dict(ROWS[0], model="r18"), dict(ROWS[1], model="r50")], fps_key="fps_enc_obj",
+                       fps_label="FPS enc+obj")
+    assert two.splitlines()[0].startswith("| model") and "FPS enc+obj" in two
     assert "not installed" in body[2] and body[2].count(" - ") >= 5
     assert any(l.startswith("- tensorrt fp16: not installed: No module named 'tensorrt'") for l in lines)
     assert len(set(len(l) for l in lines[:5])) == 1  # aligned
