@@ -1,0 +1,179 @@
+"""Engine building: one visible builder function per graph, one shared core (TensorRT 8.6 and 10.x).
+
+    ONNX --OnnxParser.parse_from_file--> network (explicit batch)
+         -> optimisation profile (min/opt/max of H/W, Np, K, P; profiles.py)
+         -> workspace limit, timing cache file reused across builds
+         -> FP16: FP16 flag + LayerNorm/Softmax/mask pooling/logits pinned to FP32 (precision.py)
+         -> INT8 (encoder only): INT8 + FP16 flags, entropy calibrator, calibration profile
+         -> DLA (encoder only): default device DLA, GPU fallback, static profile
+         -> build_serialized_network -> plan bytes
+
+Everything version-specific goes through ``compat.Compat``.
+"""
+import os
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+from rmpsam_edge.errors import UserError
+
+from . import precision as prec
+from . import profiles
+
+Log = Callable[[str], None]
+
+
+class BuildSettings(object):
+    """What one engine build needs. ``ranges``: symbol -> (min, opt, max) (profiles.make_ranges).
+    ``calibrator``: an IInt8EntropyCalibrator2 (int8 only). ``timing_cache``: file path or None."""
+
+    def __init__(self, precision: str, ranges: Dict[str, Tuple[int, int, int]], workspace_bytes: int = 2 << 30,
+                 dla_core: Optional[int] = None, fp32_layers: Sequence[str] = (), calibrator=None,
+                 timing_cache: Optional[str] = None, verbose: bool = False):
+        if precision not in ("fp32", "fp16", "int8"):
+            raise UserError("--precision %s: use fp32, fp16 or int8" % precision)
+        if dla_core is not None and precision == "fp32":
+            raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
+        self.precision = precision
+        self.ranges = ranges
+        self.workspace_bytes = int(workspace_bytes)
+        self.dla_core = dla_core
+        self.fp32_layers = tuple(fp32_layers)
+        self.calibrator = calibrator
+        self.timing_cache = timing_cache
+        self.verbose = verbose
+
+
+class BuildResult(object):
+    def __init__(self, data: bytes, profile: Dict[str, tuple], pinned: Dict[str, str], warnings: List[str]):
+        self.data, self.profile, self.pinned, self.warnings = data, profile, pinned, warnings
+
+
+# ------------------------------------------------------------------------------------------ per graph
+def build_encoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    """image (1,3,H,W) -> features. The only graph that takes INT8 (calibrated) and DLA."""
+    return build_engine(compat, "encoder", onnx_path, settings, log)
+
+
+def build_prompt_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    """features + boxes (Np,4) -> mask logits, IoU. FP16 at most (with FP32 pins)."""
+    return build_engine(compat, "prompt_decoder", onnx_path, settings, log)
+
+
+def build_object_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    """features + class_embed (K,P,768) -> class logits, mask logits, query embeddings. FP16 at most."""
+    return build_engine(compat, "object_decoder", onnx_path, settings, log)
+
+
+BUILDERS = {"encoder": build_encoder_engine, "prompt_decoder": build_prompt_decoder_engine,
+            "object_decoder": build_object_decoder_engine}
+
+
+# ------------------------------------------------------------------------------------------ shared core
+def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    trt = compat.trt
+    if graph != "encoder" and (settings.precision == "int8" or settings.dla_core is not None):
+        raise UserError("internal: %s is built FP16/FP32 on the GPU only" % graph)
+    messages = []  # type: List[Tuple[str, str]]
+    logger = compat.logger(messages, settings.verbose)
+    if hasattr(trt, "init_libnvinfer_plugins"):
+        trt.init_libnvinfer_plugins(logger, "")
+    builder = trt.Builder(logger)
+    network = compat.create_network(builder)
+    parser = trt.OnnxParser(network, logger)
+    _parse(compat, parser, graph, onnx_path)
+
+    config = builder.create_builder_config()
+    compat.set_workspace(config, settings.workspace_bytes)
+    ranges = settings.ranges
+    if settings.dla_core is not None:
+        ranges = profiles.static_ranges(ranges)  # DLA has no dynamic shapes
+    inputs = [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
+    shapes = profiles.graph_profile(graph, inputs, ranges)
+    profile = builder.create_optimization_profile()
+    for name, (lo, opt, hi) in shapes.items():
+        profile.set_shape(name, lo, opt, hi)
+    config.add_optimization_profile(profile)
+
+    pinned = {}  # type: Dict[str, str]
+    if settings.precision != "fp32":
+        nodes = prec.nodes_from_network(network, compat)
+        pinned = prec.select_fp32(nodes, prec.network_outputs(network), settings.fp32_layers)
+    compat.set_precision(config, settings.precision, bool(pinned))  # raises on strongly typed TensorRT
+    if pinned:
+        prec.apply_fp32(network, compat, pinned)
+        log("%s: %s" % (graph, prec.summary(pinned)))
+    if settings.precision == "int8":
+        if settings.calibrator is None:
+            raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video / glob)")
+        calib_profile = builder.create_optimization_profile()
+        for name, (_, opt, _) in shapes.items():
+            calib_profile.set_shape(name, opt, opt, opt)
+        compat.set_calibrator(config, settings.calibrator, calib_profile)
+    if settings.dla_core is not None:
+        compat.use_dla(builder, config, settings.dla_core)
+
+    cache = _load_timing_cache(config, settings.timing_cache, log)
+    data = compat.build_serialized(builder, network, config)
+    calib_error = getattr(settings.calibrator, "error", None)
+    if calib_error is not None:
+        raise calib_error if isinstance(calib_error, UserError) else UserError(
+            "INT8 calibration failed: %s" % calib_error)
+    cal = settings.calibrator
+    if settings.precision == "int8" and getattr(cal, "used", 1) == 0 and not getattr(cal, "cache_read", True):
+        raise UserError("INT8 calibration saw no images: check --calib")
+    if data is None:
+        errors = [m for s, m in messages if s in ("ERROR", "INTERNAL_ERROR")]
+        raise UserError("TensorRT could not build the %s engine: %s" % (
+            graph, errors[-1] if errors else "no reason given (run with --verbose)"))
+    _save_timing_cache(config, cache, settings.timing_cache)
+    warnings = [m for s, m in messages if s == "WARNING"]
+    return BuildResult(bytes(data), shapes, pinned, warnings)
+
+
+def _parse(compat, parser, graph: str, onnx_path: str) -> None:
+    if not os.path.isfile(onnx_path):
+        raise UserError("%s graph %s not found in the bundle" % (graph, onnx_path))
+    ok = parser.parse_from_file(str(onnx_path))
+    if ok and parser.num_errors == 0:
+        return
+    node_names = _onnx_node_names(onnx_path) if compat.major < 10 else None
+    lines = [compat.parser_error_line(parser.get_error(i), node_names) for i in range(parser.num_errors)]
+    if not lines:
+        lines = ["the file is not a valid ONNX model"]
+    more = " (+%d more errors)" % (len(lines) - 1) if len(lines) > 1 else ""
+    raise UserError("TensorRT cannot parse %s: %s%s" % (os.path.basename(onnx_path), lines[0], more))
+
+
+def _onnx_node_names(onnx_path: str):
+    """TensorRT 8.6's IParserError has only the node index: map it to (name, op) when onnx is installed."""
+    try:
+        import onnx
+        model = onnx.load(onnx_path, load_external_data=False)
+        return [(n.name, n.op_type) for n in model.graph.node]
+    except Exception:
+        return None
+
+
+def _load_timing_cache(config, path: Optional[str], log: Log):
+    data = b""
+    if path and os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    try:
+        cache = config.create_timing_cache(data)
+    except Exception:
+        log("timing cache %s is unreadable; starting a new one" % path)
+        cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, False)
+    return cache
+
+
+def _save_timing_cache(config, cache, path: Optional[str]) -> None:
+    if not path:
+        return
+    current = config.get_timing_cache() or cache
+    data = bytes(current.serialize())
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,178 @@
+"""Engine cache in the bundle: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + ``.engine.json``.
+
+An engine only runs with the TensorRT version and GPU that built it (the top failure of nanosam users:
+engines copied from another machine). So every engine has a sidecar JSON *key* saying what it was built
+for, plus the engine file's size and sha256. ``check()`` reads the key before TensorRT ever sees the
+engine bytes (engines are untrusted files) and answers with a ``Verdict``: usable, or a one-line reason
+(what differs, or that the file is truncated or corrupt). Pure Python: no TensorRT needed.
+"""
+import hashlib
+import json
+import os
+from typing import Dict, List, Optional, Tuple
+
+FORMAT = 1
+ENGINE_DIR = "tensorrt"
+
+# key field -> how it is named in a mismatch line
+FIELDS = (
+    ("format", "sidecar format"),
+    ("tensorrt", "TensorRT version"),
+    ("gpu", "GPU"),
+    ("compute_capability", "compute capability"),
+    ("graph", "graph"),
+    ("onnx_sha256", "ONNX graph sha256"),
+    ("precision", "precision"),
+    ("dla_core", "DLA core"),
+    ("profiles", "optimisation profile"),
+    ("calibration", "INT8 calibration (data + graph sha256)"),
+    ("fp32_policy", "FP32 pinning rules"),
+    ("fp32_layers", "--fp32-layers patterns"),
+)
+# fields that describe the machine and the graph (the rest are the user's build choices)
+ENVIRONMENT = ("format", "tensorrt", "gpu", "compute_capability", "graph", "onnx_sha256", "fp32_policy")
+
+
+def engine_paths(bundle_dir: str, graph: str, precision: str, dla_core: Optional[int] = None) -> Tuple[str, str]:
+    name = "%s.%s%s.engine" % (graph, precision, "" if dla_core is None else ".dla%d" % int(dla_core))
+    path = os.path.join(str(bundle_dir), ENGINE_DIR, name)
+    return path, path + ".json"
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_graph(onnx_path: str) -> str:
+    """sha256 of the ONNX file, plus its external-data file (``<name>.data``) when there is one."""
+    digest = sha256_file(onnx_path)
+    data = onnx_path + ".data"
+    if os.path.isfile(data):
+        digest = hashlib.sha256((digest + sha256_file(data)).encode()).hexdigest()
+    return digest
+
+
+def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
+             profiles: Dict[str, list], dla_core: Optional[int] = None, calibration: Optional[str] = None,
+             fp32_policy: Optional[str] = None, fp32_layers=()) -> Dict[str, object]:
+    return {"format": FORMAT, "tensorrt": str(tensorrt), "gpu": str(gpu),
+            "compute_capability": str(compute_capability), "graph": graph, "onnx_sha256": onnx_sha256,
+            "precision": precision, "dla_core": None if dla_core is None else int(dla_core),
+            "profiles": json.loads(json.dumps(profiles)), "calibration": calibration, "fp32_policy": fp32_policy,
+            "fp32_layers": list(fp32_layers or [])}
+
+
+def differences(stored: Dict[str, object], wanted: Dict[str, object], fields=None) -> List[str]:
+    """['TensorRT version 8.6.1 (engine) != 10.3.0 (here)', ...] for every differing key field."""
+    out = []
+    for field, label in FIELDS:
+        if fields is not None and field not in fields:
+            continue
+        a, b = stored.get(field), wanted.get(field)
+        if a == b:
+            continue
+        if field == "profiles":
+            out.append("%s %s" % (label, _profile_diff(a or {}, b or {})))
+        elif field in ("onnx_sha256", "calibration"):
+            out.append("%s changed (%s != %s)" % (label, _short(a), _short(b)))
+        else:
+            out.append("%s %s (engine) != %s (here)" % (label, _show(a), _show(b)))
+    return out
+
+
+def _short(v) -> str:
+    return "none" if v is None else str(v)[:12] + ".."
+
+
+def _show(v) -> str:
+    return "none" if v is None else ("'%s'" % v if isinstance(v, str) and " " in v else str(v))
+
+
+def _profile_diff(a: Dict[str, list], b: Dict[str, list]) -> str:
+    for name in sorted(set(a) | set(b)):
+        if a.get(name) != b.get(name):
+            return "for %s: %s (engine) != %s (wanted)" % (name, _range(a.get(name)), _range(b.get(name)))
+    return "differs"
+
+
+def _range(p) -> str:
+    return "none" if p is None else "min %s opt %s max %s" % tuple(p)
+
+
+class Verdict(object):
+    """ok: the engine file can be handed to TensorRT (``data`` holds its bytes). Otherwise ``reason`` is one
+    line; ``foreign`` is True for an engine file without a sidecar (not made by us: never replaced without
+    --force); ``stored`` is the sidecar key when one could be read."""
+
+    def __init__(self, ok: bool, reason: str = "", data: Optional[bytes] = None, stored=None, foreign=False):
+        self.ok, self.reason, self.data, self.stored, self.foreign = ok, reason, data, stored, foreign
+
+    def __repr__(self):
+        return "Verdict(ok=%r, reason=%r)" % (self.ok, self.reason)
+
+
+def read_sidecar(sidecar_path: str) -> Tuple[Optional[dict], str]:
+    """-> (sidecar dict or None, reason when None)."""
+    if not os.path.isfile(sidecar_path):
+        return None, "no engine built yet"
+    try:
+        with open(sidecar_path, "r") as f:
+            side = json.load(f)
+        if not isinstance(side, dict) or not isinstance(side.get("key"), dict):
+            raise ValueError("no 'key' object")
+        int(side["engine_bytes"]), str(side["engine_sha256"])
+        return side, ""
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        return None, "engine sidecar %s is unreadable (%s)" % (os.path.basename(sidecar_path), exc)
+
+
+def check(engine_path: str, sidecar_path: str, wanted: Dict[str, object]) -> Verdict:
+    """Key first, then size and sha256; the engine bytes are read only when the key matches."""
+    side, why = read_sidecar(sidecar_path)
+    if side is None:
+        if os.path.isfile(engine_path) and not os.path.isfile(sidecar_path):
+            return Verdict(False, "%s has no sidecar key (not built by rmpsam-edge)" % os.path.basename(engine_path),
+                           foreign=True)
+        return Verdict(False, why)
+    stored = side["key"]
+    diff = differences(stored, wanted)
+    if diff:
+        return Verdict(False, "; ".join(diff), stored=stored)
+    if not os.path.isfile(engine_path):
+        return Verdict(False, "engine file %s is missing" % os.path.basename(engine_path), stored=stored)
+    size = os.path.getsize(engine_path)
+    if size != int(side["engine_bytes"]):
+        return Verdict(False, "engine file is truncated or changed (%d bytes, sidecar says %d)"
+                       % (size, int(side["engine_bytes"])), stored=stored)
+    with open(engine_path, "rb") as f:
+        data = f.read()
+    if hashlib.sha256(data).hexdigest() != side["engine_sha256"]:
+        return Verdict(False, "engine file is corrupt (sha256 differs from its sidecar)", stored=stored)
+    return Verdict(True, data=data, stored=stored)
+
+
+def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, object], extra=None) -> None:
+    """Atomic: old sidecar removed, engine written via a temp file, then the sidecar (the commit mark)."""
+    os.makedirs(os.path.dirname(engine_path) or ".", exist_ok=True)
+    if os.path.exists(sidecar_path):
+        os.remove(sidecar_path)
+    data = bytes(data)
+    _atomic_write(engine_path, data)
+    side = {"key": key, "engine_bytes": len(data), "engine_sha256": hashlib.sha256(data).hexdigest()}
+    side.update(extra or {})
+    _atomic_write(sidecar_path, (json.dumps(side, indent=1, sort_keys=True) + "\n").encode())
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    tmp = "%s.tmp-%d" % (path, os.getpid())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,185 @@
+"""INT8 entropy calibration (``IInt8EntropyCalibrator2``) for the encoder, with a keyed calibration cache.
+
+The calibrator takes ANY iterable of numpy images (1, 3, H, W) or (3, H, W), already normalised, so it is
+fed by the project's calibration-data code (``rmpsam_edge.quantize.calibration``) when that is installed,
+or by ``images_from_paths`` below. The calibration cache file is named after sha256(graph sha256 + data
+fingerprint + calibration shape): new data or a new graph -> a new name, so a stale cache is never used.
+
+TensorRT 8.6: the calibrator API is current. 10.x: deprecated in favour of explicit quantization (Q/DQ
+graphs from ``rmpsam-edge quantize``) but still present; 11: removed (``Compat.has_calibrator``).
+Only the encoder is calibrated: INT8 decoders destroy the panoptic output (deployment notes, section 6),
+so in INT8 mode the decoders are built FP16 with the FP32 pins.
+"""
+import glob
+import hashlib
+import os
+from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rmpsam_edge.errors import UserError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+
+
+def list_calibration_files(source: str) -> List[str]:
+    """Folder -> its images (sorted); glob -> matches; a single image or video -> itself."""
+    if os.path.isdir(source):
+        files = sorted(os.path.join(source, f) for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTS))
+    elif any(c in source for c in "*?["):
+        files = sorted(f for f in glob.glob(source) if f.lower().endswith(IMAGE_EXTS + VIDEO_EXTS))
+    elif os.path.isfile(source):
+        files = [source]
+    else:
+        raise UserError("--calib %s: no such folder, file or glob" % source)
+    if not files:
+        raise UserError("--calib %s: no images found (%s)" % (source, ", ".join(IMAGE_EXTS)))
+    return files
+
+
+def data_fingerprint(files: Sequence[str], count: int, shape: Sequence[int], extra: str = "") -> str:
+    """sha256 over the files' contents (in order), the image count, the calibration shape and ``extra``."""
+    h = hashlib.sha256()
+    for path in files:
+        h.update(os.path.basename(path).encode())
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    h.update(("|%d|%s|%s" % (count, list(shape), extra)).encode())
+    return h.hexdigest()
+
+
+def cache_path(engine_dir: str, onnx_sha256: str, fingerprint: str) -> Tuple[str, str]:
+    """-> (calibration cache path, calibration key). The key goes into the engine sidecar too."""
+    key = hashlib.sha256((onnx_sha256 + fingerprint).encode()).hexdigest()
+    return os.path.join(engine_dir, "calib-%s.cache" % key[:16]), key
+
+
+def letterbox(image_rgb: np.ndarray, hw: Tuple[int, int], mean, std) -> np.ndarray:
+    """Long-side resize into (H, W), normalise, zero-pad bottom/right -> (1, 3, H, W) float32 (the
+    runtime's own preprocessing: resized image at the top-left of a zero canvas)."""
+    import cv2
+    h, w = image_rgb.shape[:2]
+    s = min(hw[0] / float(h), hw[1] / float(w))
+    nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
+    img = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    img = (img - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    out = np.zeros((1, 3, hw[0], hw[1]), np.float32)
+    out[0, :, :nh, :nw] = img.transpose(2, 0, 1)
+    return out
+
+
+def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, count: int) -> Iterator[np.ndarray]:
+    """Fallback feeder (used when ``rmpsam_edge.quantize.calibration`` is not installed): images, and frames
+    spread over any video, letterboxed to the calibration shape."""
+    import cv2
+    done = 0
+    for path in files:
+        if done >= count:
+            return
+        if path.lower().endswith(VIDEO_EXTS):
+            cap = cv2.VideoCapture(path)
+            total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            step = max(1, total // max(1, count - done)) if total else 1
+            idx = 0
+            while done < count:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                if idx % step == 0:
+                    done += 1
+                    yield letterbox(frame[:, :, ::-1], hw, mean, std)
+                idx += 1
+            cap.release()
+            continue
+        frame = cv2.imread(path, cv2.IMREAD_COLOR)
+        if frame is None:
+            raise UserError("--calib: cannot read image %s" % path)
+        done += 1
+        yield letterbox(frame[:, :, ::-1], hw, mean, std)
+
+
+def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[int], cache_file: str,
+                    limit: Optional[int] = None):
+    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` one image at a time at ``shape`` (1, 3, H, W).
+
+    ``get_batch`` must not raise into TensorRT: a problem is kept in ``.error`` and calibration stops;
+    the builder re-raises it. ``.used`` counts the images fed."""
+    shape = tuple(int(d) for d in shape)
+
+    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+        def __init__(self):
+            trt.IInt8EntropyCalibrator2.__init__(self)
+            self.batches = iter(batches)
+            self.cache_file = cache_file
+            self.used = 0
+            self.cache_read = False
+            self.error = None  # type: Optional[BaseException]
+            self.device = cuda.mem_alloc(int(np.prod(shape)) * 4)
+
+        def get_batch_size(self):
+            return shape[0]  # explicit batch: the batch axis of the calibration profile
+
+        def get_batch(self, names):
+            if self.error is not None or (limit is not None and self.used >= limit):
+                return None
+            try:
+                arr = next(self.batches, None)
+                if arr is None:
+                    return None
+                arr = np.asarray(arr, dtype=np.float32)
+                if arr.ndim == 3:
+                    arr = arr[None]
+                if tuple(arr.shape) != shape:
+                    raise UserError("calibration image %d has shape %s, expected %s (the profile's opt shape)"
+                                    % (self.used, list(arr.shape), list(shape)))
+                cuda.memcpy_htod(self.device, np.ascontiguousarray(arr))
+                self.used += 1
+                return [int(self.device)]
+            except BaseException as exc:  # noqa: B902 - never let an exception cross into TensorRT
+                self.error = exc
+                return None
+
+        def read_calibration_cache(self):
+            if self.cache_file and os.path.isfile(self.cache_file):
+                with open(self.cache_file, "rb") as f:
+                    self.cache_read = True
+                    return f.read()
+            return None
+
+        def write_calibration_cache(self, cache):
+            if self.cache_file:
+                os.makedirs(os.path.dirname(self.cache_file) or ".", exist_ok=True)
+                with open(self.cache_file, "wb") as f:
+                    f.write(bytes(cache))
+
+        def free(self):
+            if self.device is not None:
+                self.device.free()
+                self.device = None
+
+    return EntropyCalibrator()
+
+
+def feeder(files: Sequence[str], hw: Tuple[int, int], mean, std, count: int) -> Iterator[np.ndarray]:
+    """Images for calibration: the quantize package's calibration data code when installed, else the
+    fallback above. Either way: normalised (1, 3, H, W) float32 at the calibration shape."""
+    try:
+        from rmpsam_edge.quantize import calibration as qcal  # quantize agent's module
+    except ImportError:
+        qcal = None
+    fn = getattr(qcal, "iter_calibration_images", None) if qcal is not None else None
+    if fn is None:
+        return images_from_paths(files, hw, mean, std, count)
+    return (a if a.shape[-2:] == tuple(hw) else _pad(a, hw) for a in fn(files, size=hw, mean=mean, std=std, count=count))
+
+
+def _pad(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    arr = np.asarray(arr, np.float32)
+    arr = arr[None] if arr.ndim == 3 else arr
+    if arr.shape[-2] > hw[0] or arr.shape[-1] > hw[1]:
+        raise UserError("calibration image %s is larger than the calibration shape %s" % (list(arr.shape), list(hw)))
+    out = np.zeros(arr.shape[:-2] + tuple(hw), np.float32)
+    out[..., :arr.shape[-2], :arr.shape[-1]] = arr
+    return out

@@ -1,0 +1,144 @@
+"""``rmpsam-edge build-engine``: build (or check) the TensorRT engines of a bundle on this GPU.
+
+    rmpsam-edge build-engine --model bundles/r18 --precision fp16 --imgsz 640 --max-prompts 64
+    rmpsam-edge build-engine --model bundles/r18 --precision int8 --calib my_frames/ [--dla 0]
+    rmpsam-edge build-engine --model bundles/r18 --no-build      # are the cached engines usable here?
+
+Flags left out keep what the last build of this bundle used (stored in the engine sidecars), else the
+defaults: fp16, the bundle's input size (else 640) as the max and opt image side, 1..64 prompts.
+"""
+import argparse
+import sys
+
+from rmpsam_edge.errors import UserError
+
+from . import compat as compat_mod
+from . import profiles
+from .engines import GRAPH_ORDER, Bundle, Choices, Session, graph_precision
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="bundle folder (from `rmpsam-edge export`)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
+                   help="fp16 (default): LayerNorm/Softmax/mask pooling/logits stay FP32; int8: INT8 encoder "
+                        "(calibrated, needs --calib) + FP16 decoders")
+    p.add_argument("--imgsz", type=int, help="largest image side; sets max and opt to imgsz x imgsz")
+    p.add_argument("--min-size", help="smallest padded image, HxW (default 32x32)")
+    p.add_argument("--opt-size", help="image size TensorRT tunes for, HxW (e.g. 384x640 for 16:9 at 640)")
+    p.add_argument("--max-size", help="largest padded image, HxW")
+    p.add_argument("--max-prompts", type=int, help="most prompts per decoder call (default 64)")
+    p.add_argument("--opt-prompts", type=int, help="prompt count TensorRT tunes for (default 1)")
+    p.add_argument("--max-classes", type=int, help="most classes in a vocabulary (object decoder)")
+    p.add_argument("--calib", help="INT8 calibration images: folder, video or glob (frames like the deployment's)")
+    p.add_argument("--calib-count", type=int, default=64, help="calibration images to use (default 64)")
+    p.add_argument("--dla", help="Jetson DLA core for the encoder (0 or 1; GPU fallback on), or 'off'")
+    p.add_argument("--workspace", type=float, default=2.0, help="builder workspace limit in GiB (default 2)")
+    p.add_argument("--fp32-layers", action="append", metavar="REGEX",
+                   help="also keep layers whose name matches REGEX in FP32 (repeatable)")
+    p.add_argument("--graphs", default=",".join(GRAPH_ORDER),
+                   help="comma list of graphs to build (default all: %s)" % ",".join(GRAPH_ORDER))
+    p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is usable")
+    p.add_argument("--no-build", action="store_true", help="only check the cached engines; never build")
+    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    p.add_argument("--verbose", action="store_true", help="show TensorRT's builder log")
+
+
+def _dla(text):
+    if text is None:
+        return None
+    if str(text).lower() in ("off", "none", "gpu", "-1"):
+        return -1
+    try:
+        core = int(text)
+    except ValueError:
+        raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
+    if core < 0:
+        raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
+    return core
+
+
+def ranges_from_args(args, base):
+    """Override the stored/default ranges ``base`` with the size and prompt flags that were given."""
+    r = dict(base)
+    hi = (r["H"][2], r["W"][2])
+    opt = (r["H"][1], r["W"][1])
+    lo = (r["H"][0], r["W"][0])
+    if args.imgsz is not None:
+        hi = opt = profiles.parse_size(str(args.imgsz), "--imgsz")
+    if args.max_size:
+        hi = profiles.parse_size(args.max_size, "--max-size")
+        if not args.opt_size and args.imgsz is None:
+            opt = hi
+    if args.opt_size:
+        opt = profiles.parse_size(args.opt_size, "--opt-size")
+    if args.min_size:
+        lo = profiles.parse_size(args.min_size, "--min-size")
+    opt = (min(opt[0], hi[0]), min(opt[1], hi[1]))
+    lo = (min(lo[0], opt[0]), min(lo[1], opt[1])) if not args.min_size else lo
+    np_lo, np_opt, np_hi = r["Np"]
+    if args.max_prompts is not None:
+        np_hi = args.max_prompts
+    if args.opt_prompts is not None:
+        np_opt = args.opt_prompts
+    np_opt = min(np_opt, np_hi)
+    k = r.get("K", (1, 133, 133))
+    if args.max_classes is not None:
+        k = (k[0], min(k[1], args.max_classes), args.max_classes)
+    return profiles.make_ranges(hi, opt, lo, (min(np_lo, np_opt), np_opt, np_hi), k, r.get("P", (1, 1, 16)))
+
+
+def run(args) -> int:
+    graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()]
+    bad = [g for g in graphs if g not in GRAPH_ORDER]
+    if bad:
+        raise UserError("--graphs: unknown graph %s (use %s)" % (", ".join(bad), ", ".join(GRAPH_ORDER)))
+    if args.force and args.no_build:
+        raise UserError("--force and --no-build contradict each other")
+    if args.calib and args.precision not in ("int8", None):
+        raise UserError("--calib is for --precision int8")
+    bundle = Bundle(args.model)
+    trt = compat_mod.import_tensorrt()
+    cuda = compat_mod.import_pycuda()
+    compat = compat_mod.Compat(trt)
+    device = compat.device_info(cuda, args.device)
+    dla = _dla(args.dla)
+    ctx = cuda.Device(args.device).make_context()
+    try:
+        session = Session(compat, device, bundle, cuda)
+        choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
+                          fp32_layers=args.fp32_layers, calib=args.calib, calib_count=args.calib_count,
+                          workspace_gib=args.workspace, verbose=args.verbose)
+        choices = session.fill_choices(choices)
+        if dla == -1:
+            choices.dla_core = None
+        choices.ranges = ranges_from_args(args, choices.ranges)
+        if choices.calib and choices.precision != "int8":
+            raise UserError("--calib is for --precision int8")
+        if choices.dla_core is not None and choices.precision == "fp32":
+            raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
+        sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %s\n" % (
+            compat.version_string, device[0], device[1], choices.precision,
+            _hw(choices.ranges, 0), _hw(choices.ranges, 2), _hw(choices.ranges, 1),
+            "%d..%d (opt %d)" % tuple(choices.ranges["Np"][i] for i in (0, 2, 1))))
+        runtime = trt.Runtime(compat.logger([]))
+        for graph in graphs:
+            if graph == "encoder" and choices.dla_core is not None:
+                runtime.DLA_core = int(choices.dla_core)
+            data, status = session.engine_bytes(graph, choices, build=not args.no_build, force=args.force)
+            if compat.deserialize(runtime, data) is None:  # verify TensorRT accepts it; rebuild once if not
+                if args.no_build:
+                    raise UserError("the %s engine is not accepted by TensorRT %s; rebuild it without --no-build"
+                                    % (graph, compat.version_string))
+                data, status = session.engine_bytes(graph, choices, force=True,
+                                                    reason_prefix="TensorRT could not deserialise the cached engine")
+            sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
+                graph, graph_precision(graph, choices.precision),
+                "up to date" if status == "cached" else "built", len(data) / 1e6))
+    finally:
+        ctx.pop()
+        ctx.detach()
+    return 0
+
+
+def _hw(ranges, i) -> str:
+    return "%dx%d" % (ranges["H"][i], ranges["W"][i])

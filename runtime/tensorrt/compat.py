@@ -1,0 +1,267 @@
+"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.6 and 10.x).
+
+Everything else in ``rmpsam_edge.runtime.tensorrt`` calls TensorRT through a ``Compat`` object, so the few
+calls that differ between versions live here, each with a note on which version has what:
+
+======================================  ===============================  ==================================
+call                                    TensorRT 8.6 (JetPack 5)         TensorRT 10.x (JetPack 6)
+======================================  ===============================  ==================================
+network flags                           1 << EXPLICIT_BATCH (required)   0 (EXPLICIT_BATCH deprecated, ignored;
+                                                                         removed in 11)
+workspace                               set_memory_pool_limit(WORKSPACE) same (max_workspace_size removed)
+build                                   build_serialized_network         same (build_engine removed in 10)
+FP16 / INT8 builder flags, layer        present                          present (layer precision deprecated
+precision, OBEY_PRECISION_CONSTRAINTS                                    in 10.12; all removed in 11: strong
+                                                                         typing only)
+IInt8EntropyCalibrator2                 present                          deprecated (explicit Q/DQ preferred),
+                                                                         still present in 10.x, gone in 11
+parser error location                   IParserError.node() (index)      + node_name(), node_operator()
+I/O                                     named tensors (num_io_tensors,   same; bindings API removed
+                                        get_tensor_*, set_input_shape,
+                                        set_tensor_address,
+                                        execute_async_v3; 8.5+)
+======================================  ===============================  ==================================
+
+Nothing here imports TensorRT at module import time: ``import_tensorrt()`` / ``import_pycuda()`` do it on
+demand and turn a missing package into a one-line ``UserError`` naming what to install.
+"""
+import importlib
+import re
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from rmpsam_edge.errors import UserError
+
+MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address / execute_async_v3)
+
+INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it ships with JetPack "
+                    "(`sudo apt install python3-libnvinfer`, or use the system python3 / --system-site-packages), "
+                    "on a desktop GPU `pip install tensorrt`")
+INSTALL_PYCUDA = "pycuda is not installed: `pip install pycuda` (it needs the CUDA toolkit, nvcc on PATH)"
+
+
+def import_tensorrt():
+    try:
+        return importlib.import_module("tensorrt")
+    except ImportError as exc:
+        raise UserError("%s (%s)" % (INSTALL_TENSORRT, exc))
+
+
+def import_pycuda():
+    """-> the ``pycuda.driver`` module (never ``pycuda.autoinit``: the runner owns its context)."""
+    try:
+        return importlib.import_module("pycuda.driver")
+    except ImportError as exc:
+        raise UserError("%s (%s)" % (INSTALL_PYCUDA, exc))
+
+
+def parse_version(text: str) -> Tuple[int, ...]:
+    nums = []
+    for part in str(text).split("."):
+        m = re.match(r"\d+", part)
+        if not m:
+            break
+        nums.append(int(m.group(0)))
+    return tuple(nums) or (0,)
+
+
+# TensorRT DataType name -> numpy dtype (trt.nptype exists in 8.6 and 10 but not for every type).
+_NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32": np.int32, "BOOL": np.bool_,
+              "UINT8": np.uint8, "INT64": np.int64}
+
+
+class Compat(object):
+    """Version-dispatching facade over one ``tensorrt`` module."""
+
+    def __init__(self, trt):
+        self.trt = trt
+        self.version_string = str(getattr(trt, "__version__", "0"))
+        self.version = parse_version(self.version_string)
+        if self.version[:2] < MIN_VERSION:
+            raise UserError("TensorRT %s is too old: this runtime needs TensorRT 8.5 or newer (named-tensor API; "
+                            "JetPack 5.1+ ships 8.5/8.6)" % self.version_string)
+        flags = trt.BuilderFlag
+        # 8.6 and 10.x: weakly typed networks (FP16/INT8 builder flags). 11.x: strongly typed only.
+        self.weak_typing = hasattr(flags, "FP16") and hasattr(flags, "OBEY_PRECISION_CONSTRAINTS")
+        # 8.6 and 10.x have the implicit-quantization calibrator (deprecated in 10.x); 11 removed it.
+        self.has_calibrator = hasattr(trt, "IInt8EntropyCalibrator2") and hasattr(flags, "INT8")
+
+    @property
+    def major(self) -> int:
+        return self.version[0]
+
+    # ---------------------------------------------------------------- building
+    def logger(self, sink: List[Tuple[str, str]], verbose: bool = False):
+        """An ``ILogger`` that keeps (severity, message) pairs in ``sink`` (errors become one-line reasons)."""
+        trt = self.trt
+        keep = ("INTERNAL_ERROR", "ERROR", "WARNING") + (("INFO", "VERBOSE") if verbose else ())
+
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+
+            def log(self, severity, msg):
+                name = getattr(severity, "name", str(severity)).split(".")[-1]  # Severity.ERROR -> ERROR
+                if name in keep:
+                    sink.append((name, str(msg)))
+
+        return _Logger()
+
+    def create_network(self, builder):
+        trt = self.trt
+        flags = 0
+        if self.major < 10:  # 8.x: explicit batch must be requested; 10.x: always explicit, flag ignored
+            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+        return builder.create_network(flags)
+
+    def set_workspace(self, config, nbytes: int) -> None:
+        # set_memory_pool_limit: 8.4+ and 10.x (max_workspace_size was deprecated in 8.4, removed in 10).
+        config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
+
+    def set_precision(self, config, precision: str, pinned: bool) -> None:
+        """fp32: no flag. fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned). int8: INT8 + FP16."""
+        trt = self.trt
+        if precision == "fp32":
+            return
+        if not self.weak_typing:
+            raise UserError("TensorRT %s builds strongly typed networks only (no FP16/INT8 builder flags): build "
+                            "--precision fp32 from an FP16 or INT8 bundle made by `rmpsam-edge quantize`"
+                            % self.version_string)
+        config.set_flag(trt.BuilderFlag.FP16)
+        if precision == "int8":
+            config.set_flag(trt.BuilderFlag.INT8)
+        if pinned:
+            config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+
+    def pin_fp32(self, layer) -> None:
+        """layer.precision + set_output_type(i, float32) for float outputs (8.6, 10.x; deprecated 10.12)."""
+        trt = self.trt
+        layer.precision = trt.float32
+        for i in range(layer.num_outputs):
+            if layer.get_output(i).dtype in (trt.float32, trt.float16):
+                layer.set_output_type(i, trt.float32)
+
+    def use_dla(self, builder, config, core: int) -> None:
+        trt = self.trt
+        cores = int(getattr(builder, "num_DLA_cores", 0))
+        if cores <= 0:
+            raise UserError("--dla %d: this GPU has no DLA cores (DLA exists on Jetson AGX/NX Xavier and Orin)" % core)
+        if core >= cores:
+            raise UserError("--dla %d: this device has %d DLA core(s) (0..%d)" % (core, cores, cores - 1))
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(core)
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+
+    def set_calibrator(self, config, calibrator, calib_profile) -> None:
+        if not self.has_calibrator:
+            raise UserError("TensorRT %s has no INT8 calibrator (implicit quantization was removed): use an INT8 "
+                            "(Q/DQ) bundle from `rmpsam-edge quantize` and build it with --precision fp32"
+                            % self.version_string)
+        config.int8_calibrator = calibrator  # deprecated in 10.x, still honoured
+        if calib_profile is not None:
+            config.set_calibration_profile(calib_profile)
+
+    def build_serialized(self, builder, network, config):
+        """-> bytes-like, or None on failure. build_serialized_network exists in 8.x and 10.x (build_engine
+        was removed in 10)."""
+        return builder.build_serialized_network(network, config)
+
+    def parser_error_line(self, error, node_names: Optional[Sequence[Tuple[str, str]]] = None) -> str:
+        """One line per parser error naming the failing node. 10.x: node_name()/node_operator(); 8.6: only the
+        node index, mapped to (name, op) through ``node_names`` when the caller could read the ONNX file."""
+        desc = str(error.desc()).strip()
+        index = int(error.node()) if hasattr(error, "node") else -1
+        name, op = "", ""
+        if hasattr(error, "node_name"):
+            name, op = str(error.node_name() or ""), str(error.node_operator() or "")
+        if not name and node_names is not None and 0 <= index < len(node_names):
+            name, op = node_names[index]
+        if name or op:
+            where = "node %d '%s' (%s)" % (index, name, op) if index >= 0 else "node '%s' (%s)" % (name, op)
+        elif index >= 0:
+            where = "node %d" % index
+        else:
+            where = "the graph"
+        return "%s: %s" % (where, desc)
+
+    # ---------------------------------------------------------------- network introspection
+    def layer_kind(self, layer) -> str:
+        """Normalised op kind of a network layer (see ``precision.KINDS``)."""
+        trt = self.trt
+        lt = trt.LayerType
+        t = layer.type
+        simple = {"NORMALIZATION": "layernorm", "SOFTMAX": "softmax", "MATRIX_MULTIPLY": "matmul",
+                  "FULLY_CONNECTED": "matmul", "SHUFFLE": "reshape", "IDENTITY": "cast", "CAST": "cast",
+                  "GATHER": "gather", "SLICE": "slice", "CONCATENATION": "concat", "CONSTANT": "constant",
+                  "SHAPE": "shape", "ACTIVATION": "activation", "CONVOLUTION": "conv",
+                  "DECONVOLUTION": "conv", "GRID_SAMPLE": "grid_sample", "RESIZE": "resize"}
+        for name, kind in simple.items():
+            if hasattr(lt, name) and t == getattr(lt, name):
+                return kind
+        if t == lt.ELEMENTWISE:
+            op = self._downcast(layer, "IElementWiseLayer").op
+            ops = trt.ElementWiseOperation
+            for name, kind in (("GREATER", "greater"), ("PROD", "mul"), ("DIV", "div"), ("SUM", "add"),
+                               ("SUB", "sub"), ("POW", "pow")):
+                if op == getattr(ops, name):
+                    return kind
+            return "elementwise"
+        if t == lt.REDUCE:
+            op = self._downcast(layer, "IReduceLayer").op
+            ops = trt.ReduceOperation
+            for name, kind in (("MAX", "reduce_max"), ("SUM", "reduce_sum"), ("AVG", "reduce_mean")):
+                if op == getattr(ops, name):
+                    return kind
+            return "reduce"
+        if t == lt.UNARY:
+            op = self._downcast(layer, "IUnaryLayer").op
+            return "sqrt" if op == trt.UnaryOperation.SQRT else "unary"
+        return "other"
+
+    def _downcast(self, layer, cls_name: str):
+        # network.get_layer() returns the ILayer base; polygraphy's trick to reach the subclass attributes.
+        layer.__class__ = getattr(self.trt, cls_name)
+        return layer
+
+    # ---------------------------------------------------------------- engines
+    def deserialize(self, runtime, data: bytes):
+        """-> ICudaEngine or None (TensorRT returns None and logs an error for a bad or foreign plan)."""
+        try:
+            return runtime.deserialize_cuda_engine(data)
+        except Exception:  # some versions raise instead of returning None
+            return None
+
+    def np_dtype(self, trt_dtype):
+        name = getattr(trt_dtype, "name", str(trt_dtype)).split(".")[-1].upper()
+        if name not in _NP_DTYPES:
+            raise UserError("engine tensor type %s is not supported by this runtime" % name)
+        return np.dtype(_NP_DTYPES[name])
+
+    def io_tensors(self, engine) -> List[Tuple[str, bool, np.dtype]]:
+        """[(name, is_input, numpy dtype)] through the named-tensor API (8.5+, the only one in 10.x)."""
+        trt = self.trt
+        out = []
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+            out.append((name, is_input, self.np_dtype(engine.get_tensor_dtype(name))))
+        return out
+
+    def profile_shapes(self, engine, name: str, profile: int = 0) -> Tuple[Tuple[int, ...], ...]:
+        """(min, opt, max) of one input in one optimisation profile."""
+        return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, profile))
+
+    # ---------------------------------------------------------------- device (pycuda)
+    @staticmethod
+    def device_info(cuda, index: int = 0) -> Tuple[str, str]:
+        """-> (GPU name, compute capability 'major.minor') of CUDA device ``index``."""
+        try:
+            cuda.init()
+            count = cuda.Device.count()
+        except Exception as exc:
+            raise UserError("CUDA is not usable here (%s): TensorRT needs an NVIDIA GPU and its driver" % exc)
+        if count <= index:
+            raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
+        dev = cuda.Device(index)
+        return str(dev.name()), "%d.%d" % tuple(dev.compute_capability())

@@ -1,0 +1,161 @@
+"""Which layers of an FP16 (or INT8) build are pinned to FP32, and why.
+
+What EfficientViT-SAM, EfficientTAM and SAM users found by hand (FP16 engines with wrong or NaN masks)
+is encoded here as rules on the graph, checked against real exported RMP-SAM graphs in the tests:
+
+* ``layernorm``   every LayerNorm (TensorRT's INormalizationLayer, or the decomposed ReduceMean/Sub/Pow
+                  chain of an old-opset export, found by its ``.../xxx_norm/...`` module path);
+* ``softmax``     every Softmax (attention over all stride-4 pixels);
+* ``mask_pool``   the MatMul whose input is the hard ``(M > 0)`` mask: a SUM over up to h*w pixels of
+                  256-channel features, which overflows FP16 (65504) on large images;
+* ``logits``      the ops between a ``*logits`` output and the MatMul that makes it (x100 cosine scale,
+                  ReduceMax over prototypes, the final mask / class MatMuls);
+* ``sum_squares`` ReduceL2 / sum of squares (the cosine classifier's normalisation) that overflow FP16;
+* ``user``        layers whose name matches a ``--fp32-layers`` regex.
+
+The rules work on ``Node`` tuples so the same code reads a TensorRT network (``nodes_from_network``)
+and an ONNX graph (``nodes_from_onnx``, used by the tests and by ``build-engine --explain``).
+"""
+import collections
+import re
+from typing import Dict, Iterable, List, Optional, Sequence
+
+Node = collections.namedtuple("Node", "name kind inputs outputs")
+
+POLICY = "fp32-pins-v1"  # recorded in the engine key: changing the rules rebuilds engines
+
+PASS = {"reshape", "cast", "gather", "slice", "expand"}     # data moves, values unchanged
+SCALE = {"mul", "div", "add", "sub"}
+LN_MODULE = re.compile(r"(^|/)(\w*norm\w*|\w+_fcs\.1)(/|$)")
+LN_PARTS = {"reduce_mean", "sub", "pow", "add", "sqrt", "div", "mul"}
+
+ONNX_KINDS = {
+    "LayerNormalization": "layernorm", "Softmax": "softmax", "MatMul": "matmul", "Gemm": "matmul",
+    "Greater": "greater", "Cast": "cast", "Identity": "cast", "Reshape": "reshape", "Transpose": "reshape",
+    "Squeeze": "reshape", "Unsqueeze": "reshape", "Flatten": "reshape", "Gather": "gather", "Slice": "slice",
+    "Concat": "concat", "Expand": "expand", "Mul": "mul", "Div": "div", "Add": "add", "Sub": "sub",
+    "Pow": "pow", "ReduceMax": "reduce_max", "ReduceSum": "reduce_sum", "ReduceMean": "reduce_mean",
+    "ReduceL2": "reduce_l2", "ReduceSumSquare": "reduce_sum_square", "Sqrt": "sqrt", "Constant": "constant",
+    "Shape": "shape", "Conv": "conv", "ConvTranspose": "conv", "GridSample": "grid_sample", "Resize": "resize",
+}
+REASONS = ("layernorm", "softmax", "mask_pool", "logits", "sum_squares", "user")
+
+
+def nodes_from_onnx(graph) -> List[Node]:
+    """ONNX GraphProto -> nodes (kind from the op type)."""
+    return [Node(n.name, ONNX_KINDS.get(n.op_type, "other"), [i for i in n.input if i], list(n.output))
+            for n in graph.node]
+
+
+def nodes_from_network(network, compat) -> List[Node]:
+    """TensorRT INetworkDefinition -> nodes (kind from the layer type and its op)."""
+    nodes = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        ins = [layer.get_input(j) for j in range(layer.num_inputs)]
+        outs = [layer.get_output(j) for j in range(layer.num_outputs)]
+        nodes.append(Node(layer.name, compat.layer_kind(layer), [t.name for t in ins if t is not None],
+                          [t.name for t in outs if t is not None]))
+    return nodes
+
+
+def network_outputs(network) -> List[str]:
+    return [network.get_output(i).name for i in range(network.num_outputs)]
+
+
+def select_fp32(nodes: Sequence[Node], outputs: Iterable[str], patterns: Sequence[str] = ()) -> Dict[str, str]:
+    """-> {node name: reason} in graph order. ``outputs``: graph output names."""
+    producer = {t: n for n in nodes for t in n.outputs}
+    chosen = {}  # type: Dict[str, str]
+
+    def pick(node: Node, reason: str) -> None:
+        chosen.setdefault(node.name, reason)
+
+    def src(name: str) -> Optional[Node]:
+        return producer.get(name)
+
+    for n in nodes:
+        if n.kind == "layernorm":
+            pick(n, "layernorm")
+        elif n.kind in LN_PARTS and LN_MODULE.search(n.name or ""):
+            pick(n, "layernorm")
+        elif n.kind == "softmax":
+            pick(n, "softmax")
+        elif n.kind == "matmul" and any(_reaches_greater(src, t) for t in n.inputs):
+            pick(n, "mask_pool")
+        elif n.kind in ("reduce_l2", "reduce_sum_square"):
+            pick(n, "sum_squares")
+        elif n.kind == "reduce_sum" and n.inputs and _is_square(src(n.inputs[0])):
+            pick(n, "sum_squares")
+            pick(src(n.inputs[0]), "sum_squares")
+    for n in nodes:  # sqrt of a pinned sum of squares (ReduceL2 as TensorRT decomposes it)
+        if n.kind == "sqrt" and n.inputs and chosen.get(getattr(src(n.inputs[0]), "name", None)) == "sum_squares":
+            pick(n, "sum_squares")
+
+    for out in outputs:
+        if "logits" in out:
+            _walk_logits(src, src(out), pick, set())
+
+    for pat in patterns:
+        rx = re.compile(pat)
+        for n in nodes:
+            if rx.search(n.name or "") and n.kind not in ("constant", "shape", "greater"):
+                pick(n, "user")
+    order = {n.name: i for i, n in enumerate(nodes)}
+    return collections.OrderedDict(sorted(chosen.items(), key=lambda kv: order[kv[0]]))
+
+
+def _reaches_greater(src, tensor: str, depth: int = 6) -> bool:
+    node = src(tensor)
+    while node is not None and depth > 0:
+        if node.kind == "greater":
+            return True
+        if node.kind not in PASS or not node.inputs:
+            return False
+        node, depth = src(node.inputs[0]), depth - 1
+    return False
+
+
+def _is_square(node: Optional[Node]) -> bool:
+    if node is None:
+        return False
+    return node.kind == "pow" or (node.kind == "mul" and len(node.inputs) == 2 and node.inputs[0] == node.inputs[1])
+
+
+def _walk_logits(src, node: Optional[Node], pick, seen: set) -> None:
+    """From a logits output back to (and including) the MatMul that makes it."""
+    while node is not None and node.name not in seen:
+        seen.add(node.name)
+        if node.kind == "matmul":
+            pick(node, "logits")
+            return
+        if node.kind in PASS:
+            node = src(node.inputs[0]) if node.inputs else None
+        elif node.kind == "reduce_max":
+            pick(node, "logits")
+            node = src(node.inputs[0]) if node.inputs else None
+        elif node.kind in SCALE:
+            pick(node, "logits")
+            for t in node.inputs[1:]:
+                _walk_logits(src, src(t), pick, seen)
+            node = src(node.inputs[0]) if node.inputs else None
+        else:
+            return
+
+
+def summary(chosen: Dict[str, str]) -> str:
+    """'31 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 3 logits'."""
+    counts = collections.Counter(chosen.values())
+    parts = ["%d %s" % (counts[r], r) for r in REASONS if counts.get(r)]
+    return "%d layers pinned to FP32%s" % (len(chosen), (": " + ", ".join(parts)) if parts else "")
+
+
+def apply_fp32(network, compat, chosen: Dict[str, str]) -> int:
+    """Set layer precision and output types of the chosen layers; -> how many were pinned."""
+    pinned = 0
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        if layer.name in chosen:
+            compat.pin_fp32(layer)
+            pinned += 1
+    return pinned

@@ -1,0 +1,115 @@
+"""Optimisation-profile shapes (min / opt / max) for the three graphs, from a few named sizes.
+
+Every dynamic axis of a graph input is one of these symbols (names from ``runtime.base.GRAPHS``):
+
+    image        (B, 3, H, W)          B = 1; H, W multiples of 32
+    features     (B, 256, h, w)        h = H / 4, w = W / 4
+    boxes        (Np, 4)               Np prompts per decoder call
+    class_embed  (K, P, 768)           K classes, P prototypes (synonyms) per class
+
+A network input is matched to its row from the right, so (1, Np, 4) works as well as (Np, 4); static
+axes keep their value. An input or axis not listed here must be static, or building stops with a line
+naming it. Pure Python: no TensorRT needed.
+"""
+import re
+from typing import Dict, Optional, Sequence, Tuple
+
+from rmpsam_edge.errors import UserError
+
+AXES = {
+    "image": ("B", 3, "H", "W"),
+    "features": ("B", 256, "h", "w"),
+    "boxes": ("Np", 4),
+    "class_embed": ("K", "P", 768),
+}
+STRIDE = 4   # features are 1/4 of the padded image
+ALIGN = 32   # the padded image is a multiple of 32
+
+Range = Tuple[int, int, int]
+Shape = Tuple[int, ...]
+
+
+def parse_size(text: str, flag: str = "--imgsz") -> Tuple[int, int]:
+    """'640' -> (640, 640); '384x640' -> (H, W) = (384, 640). Multiples of 32, at least 32."""
+    m = re.match(r"^\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*$", str(text))
+    if not m:
+        raise UserError("%s %r: give a size like 640 or HxW like 384x640" % (flag, text))
+    h = int(m.group(1))
+    w = int(m.group(2)) if m.group(2) else h
+    for v in (h, w):
+        if v < ALIGN or v % ALIGN:
+            raise UserError("%s %s: sides must be multiples of %d (the model pads images to /%d)"
+                            % (flag, text, ALIGN, ALIGN))
+    return h, w
+
+
+def make_ranges(max_hw: Tuple[int, int], opt_hw: Optional[Tuple[int, int]] = None,
+                min_hw: Optional[Tuple[int, int]] = None, prompts: Range = (1, 1, 64),
+                classes: Optional[Range] = None, protos: Optional[Range] = None) -> Dict[str, Range]:
+    """Symbol -> (min, opt, max). opt defaults to max, min to 32x32 (any aspect ratio up to the max side)."""
+    opt_hw = opt_hw or max_hw
+    min_hw = min_hw or (ALIGN, ALIGN)
+    ranges = {"B": (1, 1, 1),
+              "H": (min_hw[0], opt_hw[0], max_hw[0]), "W": (min_hw[1], opt_hw[1], max_hw[1]),
+              "Np": tuple(int(v) for v in prompts)}
+    if classes is not None:
+        ranges["K"] = tuple(int(v) for v in classes)
+    if protos is not None:
+        ranges["P"] = tuple(int(v) for v in protos)
+    ranges["h"] = tuple(v // STRIDE for v in ranges["H"])
+    ranges["w"] = tuple(v // STRIDE for v in ranges["W"])
+    names = {"H": "image height (--min-size/--opt-size/--max-size)", "W": "image width (--min-size/--opt-size/--max-size)",
+             "Np": "prompts (--max-prompts)", "K": "classes (--max-classes)", "P": "prototypes per class"}
+    for sym, (lo, opt, hi) in ranges.items():
+        if not (1 <= lo <= opt <= hi):
+            raise UserError("profile for %s must satisfy 1 <= min <= opt <= max, got %d / %d / %d"
+                            % (names.get(sym, sym), lo, opt, hi))
+    return ranges
+
+
+def static_ranges(ranges: Dict[str, Range]) -> Dict[str, Range]:
+    """min = opt = max = opt for every symbol (DLA and INT8 calibration need fixed shapes)."""
+    return {k: (v[1], v[1], v[1]) for k, v in ranges.items()}
+
+
+def input_profile(graph: str, name: str, shape: Sequence[int], ranges: Dict[str, Range]) -> Tuple[Shape, Shape, Shape]:
+    """(min, opt, max) for one network input whose dynamic axes are -1."""
+    shape = tuple(int(d) for d in shape)
+    spec = AXES.get(name, ())
+    lo, opt, hi = [], [], []
+    for axis, dim in enumerate(shape):
+        k = axis - (len(shape) - len(spec))
+        sym = spec[k] if 0 <= k < len(spec) else ("B" if k < 0 and spec else None)
+        if dim >= 0:
+            vals = (dim, dim, dim)
+        elif isinstance(sym, str) and sym in ranges:
+            vals = ranges[sym]
+        else:
+            what = ("'%s'" % sym) if isinstance(sym, str) else "an axis the builder has no size for"
+            raise UserError("%s input '%s' %s: axis %d is dynamic and is %s; re-export with that axis static "
+                            "or pass its size" % (graph, name, list(shape), axis, what))
+        lo.append(vals[0])
+        opt.append(vals[1])
+        hi.append(vals[2])
+    return tuple(lo), tuple(opt), tuple(hi)
+
+
+def graph_profile(graph: str, inputs: Sequence[Tuple[str, Sequence[int]]],
+                  ranges: Dict[str, Range]) -> Dict[str, Tuple[Shape, Shape, Shape]]:
+    """{input name: (min, opt, max)} for every input of one network."""
+    return {name: input_profile(graph, name, shape, ranges) for name, shape in inputs}
+
+
+def check_within(graph: str, name: str, shape: Sequence[int], profile: Tuple[Shape, Shape, Shape],
+                 hint: str = "") -> None:
+    """Raise a one-line UserError when ``shape`` is outside an engine profile (min, opt, max)."""
+    lo, _, hi = profile
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == len(lo) and all(a <= d <= b for d, a, b in zip(shape, lo, hi)):
+        return
+    raise UserError("%s input '%s' has shape %s, outside the engine's optimisation profile (min %s, max %s)%s"
+                    % (graph, name, list(shape), list(lo), list(hi), hint))
+
+
+def as_json(profile: Dict[str, Tuple[Shape, Shape, Shape]]) -> Dict[str, list]:
+    return {k: [list(s) for s in v] for k, v in sorted(profile.items())}

@@ -1,0 +1,705 @@
+"""Fake ``tensorrt`` and ``pycuda.driver`` modules for CPU tests (no GPU or TensorRT can be installed here).
+
+They follow the real Python APIs the runtime uses (names and signatures as in TensorRT 8.6 / 10.x / 11
+and pycuda 2022+), record every call in ``FakeGPU.calls``, and behave enough like the real thing to make
+wrong code fail:
+
+* ``OnnxParser.parse_from_file`` reads a REAL ONNX file and makes one layer per node (ReduceL2 split the
+  way TensorRT's ONNX parser does it), so layer names and types are the exported graph's;
+* TensorRT 8.x networks without the EXPLICIT_BATCH flag cannot parse; 11 has no FP16/INT8 flags, no layer
+  precision and no calibrator; 8.6 parser errors have only ``node()``;
+* the builder drives an INT8 calibrator like TensorRT (cache first, then ``get_batch`` until None, then
+  ``write_calibration_cache``), reading the calibration images back from fake device memory;
+* a plan is bytes that only the same fake TensorRT version deserialises (corrupt bytes -> None);
+* pycuda copies and ``execute_async_v3`` are queued on their stream and only happen at
+  ``Stream.synchronize()``; async copies from memory that is not page-locked raise;
+* the execution context runs the engine's ONNX graph with ONNX Runtime, so outputs are real numbers.
+"""
+import enum
+import itertools
+import json
+import sys
+import types
+
+import numpy as np
+
+MAGIC = b"FAKE-TRT-PLAN\n"
+
+
+class _Tensor(object):
+    def __init__(self, name, dtype, shape=()):
+        self.name, self.dtype, self.shape = name, dtype, tuple(shape)
+
+
+class FakeGPU(object):
+    """One fake machine: ``.trt`` and ``.cuda`` (pycuda.driver) share the device memory and the call log."""
+
+    def __init__(self, version="10.3.0", gpu="Orin", cc=(8, 7), dla_cores=2, devices=1):
+        self.version, self.gpu, self.cc, self.dla_cores, self.devices = version, gpu, cc, dla_cores, devices
+        self.major = int(version.split(".")[0])
+        self.calls = []
+        self.memory = {}          # device address -> bytearray
+        self.pinned = []          # page-locked host arrays
+        self.streams = {}         # handle -> list of pending operations
+        self.contexts = []        # live CUDA contexts (a stack)
+        self.unsupported_ops = set()
+        self.fail_build = None
+        self.builds = []          # one dict per build_serialized_network call
+        self._addr = itertools.count(0x10000, 0x10000)
+        self.trt = self._make_trt()
+        self.cuda = self._make_cuda()
+
+    def install(self, monkeypatch):
+        pkg = types.ModuleType("pycuda")
+        pkg.driver = self.cuda
+        monkeypatch.setitem(sys.modules, "tensorrt", self.trt)
+        monkeypatch.setitem(sys.modules, "pycuda", pkg)
+        monkeypatch.setitem(sys.modules, "pycuda.driver", self.cuda)
+        return self
+
+    def log(self, *call):
+        self.calls.append(call)
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+    # ================================================================== pycuda.driver
+    def _make_cuda(self):
+        gpu = self
+        cuda = types.ModuleType("pycuda.driver")
+
+        class Error(Exception):
+            pass
+
+        class DeviceAllocation(object):
+            def __init__(self, nbytes):
+                self.addr = next(gpu._addr)
+                self.nbytes = nbytes
+                gpu.memory[self.addr] = bytearray(nbytes)
+
+            def __int__(self):
+                return self.addr
+
+            def free(self):
+                gpu.log("free", self.addr)
+                gpu.memory.pop(self.addr, None)
+
+        class Context(object):
+            def pop(self):
+                gpu.log("ctx.pop")
+                assert gpu.contexts and gpu.contexts[-1] is self, "popping a context that is not current"
+                gpu.contexts.pop()
+
+            def detach(self):
+                gpu.log("ctx.detach")
+
+        class Device(object):
+            def __init__(self, index):
+                if index >= gpu.devices:
+                    raise Error("cuDeviceGet failed: invalid device ordinal")
+                self.index = index
+
+            @staticmethod
+            def count():
+                return gpu.devices
+
+            def name(self):
+                return gpu.gpu
+
+            def compute_capability(self):
+                return tuple(gpu.cc)
+
+            def make_context(self, flags=0):
+                gpu.log("make_context", self.index)
+                ctx = Context()
+                gpu.contexts.append(ctx)
+                return ctx
+
+        class Stream(object):
+            def __init__(self, flags=0):
+                self.handle = next(gpu._addr)
+                gpu.streams[self.handle] = []
+                gpu.log("Stream", self.handle)
+
+            def synchronize(self):
+                gpu.log("synchronize", self.handle)
+                ops, gpu.streams[self.handle] = gpu.streams[self.handle], []
+                for op in ops:
+                    op()
+
+        def _require_context():
+            assert gpu.contexts, "CUDA call without a current context"
+
+        def init(flags=0):
+            gpu.log("init")
+
+        def mem_alloc(nbytes):
+            _require_context()
+            gpu.log("mem_alloc", int(nbytes))
+            return DeviceAllocation(int(nbytes))
+
+        def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
+            _require_context()
+            arr = np.empty(shape, dtype, order=order)
+            gpu.pinned.append(arr)
+            gpu.log("pagelocked_empty", tuple(np.atleast_1d(shape)), np.dtype(dtype).name)
+            return arr
+
+        def _check_pinned(host):
+            if not any(np.shares_memory(host, p) for p in gpu.pinned):
+                raise Error("async copy with pageable host memory (use pagelocked_empty)")
+
+        def _write(dest, data):
+            mem = gpu.memory[int(dest)]
+            assert len(data) <= len(mem), "copy of %d bytes into a %d-byte device buffer" % (len(data), len(mem))
+            mem[:len(data)] = data
+
+        def memcpy_htod(dest, src):
+            _write(dest, np.ascontiguousarray(src).tobytes())
+            gpu.log("memcpy_htod", int(dest), np.asarray(src).nbytes)
+
+        def memcpy_htod_async(dest, src, stream=None):
+            _check_pinned(src)
+            gpu.log("memcpy_htod_async", int(dest), src.nbytes)
+            gpu.streams[stream.handle].append(lambda: _write(dest, src.tobytes()))
+
+        def memcpy_dtoh_async(dest, src, stream=None):
+            _check_pinned(dest)
+            gpu.log("memcpy_dtoh_async", int(src), dest.nbytes)
+
+            def op():
+                raw = bytes(gpu.memory[int(src)][:dest.nbytes])
+                dest[...] = np.frombuffer(raw, dest.dtype).reshape(dest.shape)
+            gpu.streams[stream.handle].append(op)
+
+        for fn in (init, mem_alloc, pagelocked_empty, memcpy_htod, memcpy_htod_async, memcpy_dtoh_async):
+            setattr(cuda, fn.__name__, fn)
+        cuda.Device, cuda.Stream, cuda.Context, cuda.Error = Device, Stream, Context, Error
+        cuda.DeviceAllocation = DeviceAllocation
+        return cuda
+
+    def read(self, addr, shape, dtype):
+        dtype = np.dtype(dtype)
+        n = int(np.prod(shape)) * dtype.itemsize
+        return np.frombuffer(bytes(self.memory[int(addr)][:n]), dtype).reshape(shape).copy()
+
+    # ================================================================== tensorrt
+    def _make_trt(self):
+        gpu = self
+        trt = types.ModuleType("tensorrt")
+        trt.__version__ = self.version
+        major = self.major
+
+        DataType = enum.IntEnum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 INT64")
+        trt.DataType = DataType
+        trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
+        trt.bool, trt.int64 = DataType.BOOL, DataType.INT64
+        trt.TensorIOMode = enum.IntEnum("TensorIOMode", "NONE INPUT OUTPUT")
+        trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", "WORKSPACE DLA_MANAGED_SRAM DLA_LOCAL_DRAM DLA_GLOBAL_DRAM")
+        trt.DeviceType = enum.IntEnum("DeviceType", "GPU DLA")
+        flags = ["DEBUG", "GPU_FALLBACK", "REFIT", "DISABLE_TIMING_CACHE", "TF32", "SPARSE_WEIGHTS", "DIRECT_IO"]
+        if major < 11:  # weak typing: removed in TensorRT 11
+            flags += ["FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS", "PREFER_PRECISION_CONSTRAINTS"]
+        trt.BuilderFlag = enum.IntEnum("BuilderFlag", " ".join(flags))
+        net_flags = {8: "EXPLICIT_BATCH EXPLICIT_PRECISION", 10: "EXPLICIT_BATCH STRONGLY_TYPED"}.get(major, "STRONGLY_TYPED")
+        trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", net_flags, start=0)
+        trt.LayerType = enum.IntEnum("LayerType", "CONVOLUTION ACTIVATION ELEMENTWISE REDUCE UNARY SHUFFLE SOFTMAX "
+                                     "MATRIX_MULTIPLY NORMALIZATION CAST IDENTITY GATHER SLICE CONCATENATION "
+                                     "CONSTANT SHAPE RESIZE GRID_SAMPLE PLUGIN_V2")
+        trt.ElementWiseOperation = enum.IntEnum("ElementWiseOperation", "SUM PROD MAX MIN SUB DIV POW GREATER LESS")
+        trt.ReduceOperation = enum.IntEnum("ReduceOperation", "SUM PROD MAX MIN AVG")
+        trt.UnaryOperation = enum.IntEnum("UnaryOperation", "EXP LOG SQRT RECIP ABS NEG SIN COS")
+
+        class Severity(enum.IntEnum):
+            INTERNAL_ERROR = 0
+            ERROR = 1
+            WARNING = 2
+            INFO = 3
+            VERBOSE = 4
+
+        sev = Severity
+
+        class ILogger(object):
+            Severity = sev
+            INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = list(sev)
+
+            def __init__(self):
+                pass
+
+            def log(self, severity, msg):
+                pass
+
+        class Logger(ILogger):
+            def __init__(self, min_severity=Severity.WARNING):
+                ILogger.__init__(self)
+
+        trt.ILogger, trt.Logger = ILogger, Logger
+
+        def init_libnvinfer_plugins(logger, namespace):
+            gpu.log("init_libnvinfer_plugins")
+            return True
+        trt.init_libnvinfer_plugins = init_libnvinfer_plugins
+
+        # ---------------------------------------------------------- network and layers
+        class ILayer(object):
+            def __init__(self, name, ltype, inputs, outputs, op=None):
+                self.name, self.type, self._inputs, self._outputs, self._op = name, ltype, inputs, outputs, op
+                self._precision = None
+                self.output_types = {}
+
+            num_inputs = property(lambda self: len(self._inputs))
+            num_outputs = property(lambda self: len(self._outputs))
+
+            def get_input(self, i):
+                return self._inputs[i]
+
+            def get_output(self, i):
+                return self._outputs[i]
+
+            @property
+            def precision(self):
+                return self._precision if self._precision is not None else DataType.FLOAT
+
+            @precision.setter
+            def precision(self, value):
+                if major >= 11:
+                    raise AttributeError("layer precision was removed in TensorRT 11 (strong typing)")
+                gpu.log("layer.precision", self.name, value)
+                self._precision = value
+
+            def set_output_type(self, index, dtype):
+                if major >= 11:
+                    raise AttributeError("set_output_type was removed in TensorRT 11")
+                assert self._outputs[index].dtype in (DataType.FLOAT, DataType.HALF), \
+                    "set_output_type(float) on %s output of %s" % (self._outputs[index].dtype.name, self.name)
+                self.output_types[index] = dtype
+
+        class IElementWiseLayer(ILayer):
+            op = property(lambda self: self._op)
+
+        class IReduceLayer(ILayer):
+            op = property(lambda self: self._op)
+
+        class IUnaryLayer(ILayer):
+            op = property(lambda self: self._op)
+
+        trt.ILayer, trt.IElementWiseLayer, trt.IReduceLayer, trt.IUnaryLayer = (
+            ILayer, IElementWiseLayer, IReduceLayer, IUnaryLayer)
+
+        class INetworkDefinition(object):
+            def __init__(self, flags):
+                self.flags, self.layers, self.inputs, self.outputs, self.source = flags, [], [], [], None
+
+            num_layers = property(lambda self: len(self.layers))
+            num_inputs = property(lambda self: len(self.inputs))
+            num_outputs = property(lambda self: len(self.outputs))
+
+            def get_layer(self, i):
+                layer = self.layers[i]
+                layer.__class__ = ILayer  # like pybind: the base class until the caller downcasts
+                return layer
+
+            def get_input(self, i):
+                return self.inputs[i]
+
+            def get_output(self, i):
+                return self.outputs[i]
+
+        class IParserError(object):
+            def __init__(self, index, name, op, desc):
+                self._index, self._name, self._op, self._desc = index, name, op, desc
+
+            def desc(self):
+                return self._desc
+
+            def node(self):
+                return self._index
+
+            def code(self):
+                return 8  # UNSUPPORTED_NODE
+
+        if major >= 10:  # node_name / node_operator exist from TensorRT 10.0
+            IParserError.node_name = lambda self: self._name
+            IParserError.node_operator = lambda self: self._op
+
+        class OnnxParser(object):
+            def __init__(self, network, logger):
+                self.network, self.errors = network, []
+
+            num_errors = property(lambda self: len(self.errors))
+
+            def get_error(self, i):
+                return self.errors[i]
+
+            def parse_from_file(self, path):
+                import onnx
+                gpu.log("parse_from_file", path)
+                self.network.source = str(path)  # the fake plan keeps it to run the graph with ONNX Runtime
+                if major < 10 and not self.network.flags & (1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)):
+                    self.errors.append(IParserError(-1, "", "", "Network must have explicit batch dimension"))
+                    return False
+                try:
+                    model = onnx.load(path)
+                except Exception as exc:
+                    self.errors.append(IParserError(-1, "", "", "Failed to parse ONNX model: %s" % exc))
+                    return False
+                _populate(self.network, model, self.errors)
+                return not self.errors
+
+        def _populate(network, model, errors):
+            inits = {i.name for i in model.graph.initializer}
+            tensors = {}
+
+            def tensor(name, dtype=DataType.FLOAT):
+                if name not in tensors:
+                    tensors[name] = _Tensor(name, dtype)
+                return tensors[name]
+
+            for inp in model.graph.input:
+                if inp.name in inits:
+                    continue
+                dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+                t = tensor(inp.name)
+                t.shape = tuple(dims)
+                network.inputs.append(t)
+            kinds = {"LayerNormalization": ("NORMALIZATION", None), "Softmax": ("SOFTMAX", None),
+                     "MatMul": ("MATRIX_MULTIPLY", None), "Gemm": ("MATRIX_MULTIPLY", None),
+                     "Greater": ("ELEMENTWISE", "GREATER"), "Mul": ("ELEMENTWISE", "PROD"),
+                     "Div": ("ELEMENTWISE", "DIV"), "Add": ("ELEMENTWISE", "SUM"), "Sub": ("ELEMENTWISE", "SUB"),
+                     "Pow": ("ELEMENTWISE", "POW"), "Cast": ("CAST" if major >= 10 else "IDENTITY", None),
+                     "Identity": ("IDENTITY", None), "Reshape": ("SHUFFLE", None), "Transpose": ("SHUFFLE", None),
+                     "Squeeze": ("SHUFFLE", None), "Unsqueeze": ("SHUFFLE", None), "Flatten": ("SHUFFLE", None),
+                     "Gather": ("GATHER", None), "Slice": ("SLICE", None), "Concat": ("CONCATENATION", None),
+                     "Constant": ("CONSTANT", None), "Shape": ("SHAPE", None), "ReduceMax": ("REDUCE", "MAX"),
+                     "ReduceMean": ("REDUCE", "AVG"), "ReduceSum": ("REDUCE", "SUM"), "Sqrt": ("UNARY", "SQRT"),
+                     "Relu": ("ACTIVATION", None), "Sigmoid": ("ACTIVATION", None), "Conv": ("CONVOLUTION", None),
+                     "GridSample": ("GRID_SAMPLE", None), "Resize": ("RESIZE", None)}
+            ops = {"ELEMENTWISE": trt.ElementWiseOperation, "REDUCE": trt.ReduceOperation, "UNARY": trt.UnaryOperation}
+            classes = {"ELEMENTWISE": IElementWiseLayer, "REDUCE": IReduceLayer, "UNARY": IUnaryLayer}
+
+            def add(name, ltype, op, ins, outs):
+                layer = classes.get(ltype, ILayer)(name, trt.LayerType[ltype], ins, outs,
+                                                   ops[ltype][op] if op else None)
+                network.layers.append(layer)
+
+            for index, node in enumerate(model.graph.node):
+                if node.op_type in gpu.unsupported_ops:
+                    errors.append(IParserError(index, node.name, node.op_type,
+                                               "No importer registered for op: %s" % node.op_type))
+                    continue
+                ins = [tensor(i) for i in node.input if i]
+                out_dtype = {"Greater": DataType.BOOL, "Shape": DataType.INT64}.get(node.op_type, DataType.FLOAT)
+                outs = [tensor(o, out_dtype) for o in node.output]
+                if node.op_type == "ReduceL2":  # TensorRT's parser: sqrt(reduce_sum(x * x))
+                    sq, sm = tensor(node.name + "_sq"), tensor(node.name + "_sum")
+                    add(node.name + "_square", "ELEMENTWISE", "PROD", [ins[0], ins[0]], [sq])
+                    add(node.name + "_reduce", "REDUCE", "SUM", [sq], [sm])
+                    add(node.name, "UNARY", "SQRT", [sm], outs)
+                    continue
+                ltype, op = kinds.get(node.op_type, ("PLUGIN_V2", None))
+                add(node.name, ltype, op, ins, outs)
+            network.outputs = [tensor(o.name) for o in model.graph.output]
+
+        trt.INetworkDefinition, trt.OnnxParser, trt.IParserError = INetworkDefinition, OnnxParser, IParserError
+
+        # ---------------------------------------------------------- builder
+        class IOptimizationProfile(object):
+            def __init__(self):
+                self.shapes = {}
+
+            def set_shape(self, input, min, opt, max):
+                min, opt, max = tuple(min), tuple(opt), tuple(max)
+                assert all(a <= b <= c for a, b, c in zip(min, opt, max)), "profile %s: min<=opt<=max" % input
+                gpu.log("set_shape", input, min, opt, max)
+                self.shapes[input] = (min, opt, max)
+
+        class ITimingCache(object):
+            def __init__(self, data):
+                self.data = bytes(data)
+
+            def serialize(self):
+                return self.data + b"+"
+
+        class IBuilderConfig(object):
+            def __init__(self):
+                self.flags, self.profiles, self.pools = set(), [], {}
+                self.int8_calibrator_set, self.calibration_profile = None, None
+                self.default_device_type, self.DLA_core = trt.DeviceType.GPU, -1
+                self.timing_cache = None
+
+            def set_memory_pool_limit(self, pool, pool_size):
+                gpu.log("set_memory_pool_limit", pool, pool_size)
+                self.pools[pool] = pool_size
+
+            def set_flag(self, flag):
+                gpu.log("set_flag", flag.name)
+                self.flags.add(flag)
+
+            def get_flag(self, flag):
+                return flag in self.flags
+
+            def add_optimization_profile(self, profile):
+                self.profiles.append(profile)
+                return len(self.profiles) - 1
+
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+                return True
+
+            def create_timing_cache(self, serialized_timing_cache):
+                gpu.log("create_timing_cache", bytes(serialized_timing_cache))
+                return ITimingCache(serialized_timing_cache)
+
+            def set_timing_cache(self, cache, ignore_mismatch):
+                self.timing_cache = cache
+                return True
+
+            def get_timing_cache(self):
+                return self.timing_cache
+
+        if major < 11:
+            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set,
+                                                      lambda self, v: setattr(self, "int8_calibrator_set", v))
+
+        class Builder(object):
+            def __init__(self, logger):
+                self.logger = logger
+                self.platform_has_fast_fp16 = True
+                self.num_DLA_cores = gpu.dla_cores
+
+            def create_network(self, flags=0):
+                gpu.log("create_network", flags)
+                return INetworkDefinition(flags)
+
+            def create_builder_config(self):
+                return IBuilderConfig()
+
+            def create_optimization_profile(self):
+                return IOptimizationProfile()
+
+            def build_serialized_network(self, network, config):
+                gpu.log("build_serialized_network")
+                if gpu.fail_build:
+                    self.logger.log(Severity.ERROR, gpu.fail_build)
+                    return None
+                for t in network.inputs:
+                    if any(d < 0 for d in t.shape) and not any(t.name in p.shapes for p in config.profiles):
+                        self.logger.log(Severity.ERROR, "%s: dynamic input without a profile" % t.name)
+                        return None
+                profile = config.profiles[0].shapes
+                record = {"flags": sorted(f.name for f in config.flags), "profile": profile,
+                          "pinned": [l.name for l in network.layers if l._precision is not None],
+                          "output_types": {l.name: list(l.output_types) for l in network.layers if l.output_types},
+                          "device": config.default_device_type.name, "dla_core": config.DLA_core,
+                          "calibrated": 0}
+                gpu.builds.append(record)
+                cal = getattr(config, "int8_calibrator_set", None)
+                if trt.BuilderFlag.__members__.get("INT8") in config.flags and cal is not None:
+                    record["calibrated"] = _calibrate(cal, config.calibration_profile or config.profiles[0])
+                    if record["calibrated"] < 0:
+                        self.logger.log(Severity.ERROR, "Calibration failure: no scaling factors")
+                        return None
+                return _plan(network, profile, record)
+
+        def _calibrate(cal, profile):
+            cached = cal.read_calibration_cache()
+            if cached:
+                return 0
+            (name, (_, opt, _)), = [(n, s) for n, s in profile.shapes.items()]
+            n = 0
+            while True:
+                ptrs = cal.get_batch([name])
+                if ptrs is None:
+                    break
+                gpu.calib_images = getattr(gpu, "calib_images", []) + [gpu.read(ptrs[0], opt, np.float32)]
+                n += 1
+            if n == 0:
+                return -1
+            cal.write_calibration_cache(b"TRT-fake-EntropyCalibration2 n=%d" % n)
+            return n
+
+        def _plan(network, profile, record):
+            body = {"version": gpu.version, "inputs": [(t.name, list(t.shape)) for t in network.inputs],
+                    "outputs": [t.name for t in network.outputs], "source": network.source,
+                    "profile": {k: [list(s) for s in v] for k, v in profile.items()}, "build": record}
+            return MAGIC + json.dumps(body).encode()
+
+        trt.Builder, trt.IBuilderConfig, trt.IOptimizationProfile = Builder, IBuilderConfig, IOptimizationProfile
+
+        # ---------------------------------------------------------- runtime
+        class ICudaEngine(object):
+            def __init__(self, body):
+                self.body = body
+                self.inputs = [n for n, _ in body["inputs"]]
+                self.names = self.inputs + body["outputs"]
+
+            num_io_tensors = property(lambda self: len(self.names))
+            num_optimization_profiles = 1
+
+            def get_tensor_name(self, i):
+                return self.names[i]
+
+            def get_tensor_mode(self, name):
+                return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
+
+            def get_tensor_dtype(self, name):
+                return DataType.FLOAT
+
+            def get_tensor_profile_shape(self, name, profile_index):
+                assert profile_index == 0
+                return [tuple(s) for s in self.body["profile"][name]]
+
+            def create_execution_context(self):
+                gpu.log("create_execution_context")
+                return IExecutionContext(self)
+
+        class IExecutionContext(object):
+            def __init__(self, engine):
+                self.engine, self.shapes, self.addresses, self._session, self._out_shapes = engine, {}, {}, None, {}
+
+            def set_input_shape(self, name, shape):
+                shape = tuple(int(d) for d in shape)
+                lo, _, hi = self.engine.get_tensor_profile_shape(name, 0)
+                if len(shape) != len(lo) or not all(a <= d <= b for d, a, b in zip(shape, lo, hi)):
+                    return False  # the real one logs an error and returns False
+                self.shapes[name] = shape
+                return True
+
+            def set_tensor_address(self, name, memory):
+                self.addresses[name] = int(memory)
+                return True
+
+            def _session_(self):
+                if self._session is None:
+                    import onnxruntime as ort
+                    self._session = ort.InferenceSession(self.engine.body["source"], providers=["CPUExecutionProvider"])
+                return self._session
+
+            def _run(self, feeds):
+                names = self.engine.body["outputs"]
+                return dict(zip(names, self._session_().run(names, feeds)))
+
+            def get_tensor_shape(self, name):
+                if name in self.engine.inputs:
+                    return self.shapes.get(name, tuple(self.engine.get_tensor_profile_shape(name, 0)[0]))
+                key = tuple(sorted(self.shapes.items()))
+                if key not in self._out_shapes:  # shape inference: a dry run on zeros
+                    feeds = {n: np.zeros(s, np.float32) for n, s in self.shapes.items()}
+                    self._out_shapes[key] = {n: v.shape for n, v in self._run(feeds).items()}
+                return self._out_shapes[key][name]
+
+            def execute_async_v3(self, stream_handle):
+                gpu.log("execute_async_v3", stream_handle)
+                missing = [n for n in self.engine.names if n not in self.addresses]
+                assert not missing, "tensor addresses not set: %s" % missing
+                shapes = {n: self.get_tensor_shape(n) for n in self.engine.body["outputs"]}
+
+                def op():
+                    feeds = {n: gpu.read(self.addresses[n], self.shapes[n], np.float32) for n in self.engine.inputs}
+                    for name, value in self._run(feeds).items():
+                        assert value.shape == tuple(shapes[name])
+                        data = np.ascontiguousarray(value, np.float32).tobytes()
+                        mem = gpu.memory[self.addresses[name]]
+                        assert len(data) <= len(mem), "output %s overflows its device buffer" % name
+                        mem[:len(data)] = data
+                gpu.streams[stream_handle].append(op)
+                return True
+
+        class Runtime(object):
+            def __init__(self, logger):
+                self.logger, self.DLA_core = logger, -1
+
+            def deserialize_cuda_engine(self, serialized_engine):
+                data = bytes(serialized_engine)
+                gpu.log("deserialize_cuda_engine", len(data))
+                try:
+                    assert data.startswith(MAGIC)
+                    body = json.loads(data[len(MAGIC):].decode())
+                except Exception:
+                    self.logger.log(Severity.ERROR, "1: [stdArchiveReader.cpp] Serialization assertion failed")
+                    return None
+                if body["version"] != gpu.version:
+                    self.logger.log(Severity.ERROR, "The engine plan file is not compatible with this version of TensorRT")
+                    return None
+                return ICudaEngine(body)
+
+        trt.Runtime, trt.ICudaEngine, trt.IExecutionContext = Runtime, ICudaEngine, IExecutionContext
+
+        if major < 11:  # implicit quantization: deprecated in 10.x, removed in 11
+            class IInt8EntropyCalibrator2(object):
+                def __init__(self):
+                    gpu.log("IInt8EntropyCalibrator2.__init__")
+            trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
+
+        return trt
+
+
+# ====================================================================== a real bundle for the tests
+_BUNDLES = {}
+
+
+def export_tiny_bundle(root):
+    """encoder / prompt_decoder / object_decoder ONNX graphs exported with torch.onnx.export (legacy
+    exporter, opset 17, dynamic H/W, Np, K, P) from ``rmpsam_edge.modeling`` with seeded random R18
+    weights, plus a small manifest.json. The names are the real exported ones. Cached per session."""
+    import os
+    import warnings
+    key = str(root)
+    if key in _BUNDLES:
+        return _BUNDLES[key]
+    import torch
+    from rmpsam_edge.modeling import RMPSAM
+    from rmpsam_edge.modeling.classifier import with_background
+
+    torch.manual_seed(0)
+    model = RMPSAM("r18").eval()
+    head = model.panoptic_head
+
+    class Encoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = model
+
+        def forward(self, image):
+            return self.m.encode(image)
+
+    class PromptDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = head
+
+        def forward(self, features, boxes):
+            out = self.h.forward_prompts(features, boxes.unsqueeze(0))
+            return out["masks"][0], out["iou"][0]
+
+    class ObjectDecoder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.h = head
+
+        def forward(self, features, class_embed):
+            out = self.h.forward_objects(features, with_background(class_embed))
+            return out["cls"], out["masks"], out["query"]
+
+    os.makedirs(key, exist_ok=True)
+    # 16x16 features (a 64x64 image): the legacy exporter bakes h*w into nn.MultiheadAttention's reshapes, so
+    # this prompt decoder graph only runs at 16x16 (the object decoder and encoder are fully dynamic)
+    f = torch.randn(1, 256, 16, 16)
+    graphs = [
+        ("encoder", Encoder(), (torch.randn(1, 3, 32, 64),), ["image"], ["features"], {"image": {2: "H", 3: "W"}}),
+        ("prompt_decoder", PromptDecoder(), (f, torch.rand(3, 4) * 0.5 + 0.25), ["features", "boxes"],
+         ["mask_logits", "iou"], {"features": {2: "h", 3: "w"}, "boxes": {0: "Np"}}),
+        ("object_decoder", ObjectDecoder(), (f, torch.nn.functional.normalize(torch.randn(5, 2, 768), dim=-1)),
+         ["features", "class_embed"], ["class_logits", "mask_logits", "query_embed"],
+         {"features": {2: "h", 3: "w"}, "class_embed": {0: "K", 1: "P"}}),
+    ]
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        for name, module, args, ins, outs, axes in graphs:
+            torch.onnx.export(module, args, os.path.join(key, name + ".onnx"), input_names=ins, output_names=outs,
+                              dynamic_axes=axes, opset_version=17, dynamo=False)
+    with open(os.path.join(key, "manifest.json"), "w") as fh:
+        json.dump({"variant": "r18", "input_size": 64, "vocabulary": {"shape": [5, 2, 768]},
+                   "preprocess": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}}, fh)
+    _BUNDLES[key] = key
+    return key

@@ -1,0 +1,106 @@
+"""`rmpsam-edge build-engine` through the real CLI entry point, with the fake TensorRT + pycuda."""
+import os
+import shutil
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from rmpsam_edge.cli import main
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+
+
+@pytest.fixture
+def bundle(tmp_path, tiny_bundle):
+    d = tmp_path / "r18"
+    d.mkdir()
+    for name in ("encoder.onnx", "prompt_decoder.onnx", "object_decoder.onnx"):
+        os.symlink(os.path.join(tiny_bundle, name), str(d / name))
+    shutil.copy(os.path.join(tiny_bundle, "manifest.json"), str(d / "manifest.json"))
+    return str(d)
+
+
+def test_build_then_up_to_date_then_no_build_check(bundle, monkeypatch, capsys):
+    fake = FakeGPU("8.6.2", gpu="Orin", cc=(8, 7)).install(monkeypatch)
+    args = ["build-engine", "--model", bundle, "--precision", "fp16", "--imgsz", "64", "--max-prompts", "8",
+            "--graphs", "encoder,prompt_decoder"]
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "TensorRT 8.6.2 on Orin (sm 8.7): fp16, image 32x32..64x64 (opt 64x64), prompts 1..8 (opt 1)",
+        "encoder: fp16 engine built (0.0 MB)", "prompt_decoder: fp16 engine built (0.0 MB)"]
+    assert "tensorrt: building encoder fp16 engine (no engine built yet)" in err
+    assert "tensorrt: prompt_decoder: 29 layers pinned to FP32" in err
+    assert main(args) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines()[1:] == ["encoder: fp16 engine up to date (0.0 MB)",
+                                    "prompt_decoder: fp16 engine up to date (0.0 MB)"] and err == ""
+    # a check with no flags keeps the stored choices (fp16, 64, 8 prompts): still usable
+    assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder,prompt_decoder"]) == 0
+    out, _ = capsys.readouterr()
+    assert "prompts 1..8 (opt 1)" in out.splitlines()[0]
+    assert fake.names().count("build_serialized_network") == 2 and fake.contexts == []
+
+
+def test_no_build_on_another_machine_says_what_differs(bundle, monkeypatch, capsys):
+    FakeGPU("8.6.2").install(monkeypatch)
+    assert main(["build-engine", "--model", bundle, "--imgsz", "64", "--graphs", "encoder"]) == 0
+    FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
+    capsys.readouterr()
+    assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder"]) == 2
+    _, err = capsys.readouterr()
+    assert err == ("error: the encoder engine cannot be used: TensorRT version 8.6.2 (engine) != 10.3.0 (here); "
+                   "GPU Orin (engine) != 'NVIDIA GeForce RTX 4090' (here); compute capability 8.7 (engine) != 8.9 "
+                   "(here); build it with `rmpsam-edge build-engine --model %s`\n" % bundle)
+
+
+def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_path):
+    fake = FakeGPU("8.6.2", dla_cores=2).install(monkeypatch)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        cv2.imwrite(str(frames / ("%d.jpg" % i)), rng.integers(0, 255, (40, 64, 3), dtype=np.uint8))
+    assert main(["build-engine", "--model", bundle, "--precision", "int8", "--calib", str(frames),
+                 "--calib-count", "3", "--imgsz", "64", "--dla", "0", "--graphs", "encoder"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.splitlines()[1] == "encoder: int8 engine built (0.0 MB)"
+    rec = fake.builds[-1]
+    assert rec["calibrated"] == 3 and rec["device"] == "DLA" and set(rec["flags"]) == {"FP16", "INT8", "GPU_FALLBACK"}
+    assert os.path.isfile(os.path.join(bundle, "tensorrt", "encoder.int8.dla0.engine"))
+    # later runs keep int8 + DLA 0 unless told otherwise ('--dla off' goes back to the GPU)
+    assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder"]) == 0
+    assert main(["build-engine", "--model", bundle, "--dla", "off", "--no-build", "--graphs", "encoder"]) == 2
+    _, err = capsys.readouterr()
+    assert "the encoder engine cannot be used: no engine built yet" in err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--precision", "int8"], "--precision int8 needs calibration images: add --calib FOLDER"),
+    (["--precision", "fp16", "--calib", "x"], "--calib is for --precision int8"),
+    (["--graphs", "encoder,decoder"], "--graphs: unknown graph decoder"),
+    (["--force", "--no-build"], "--force and --no-build contradict each other"),
+    (["--imgsz", "100"], "--imgsz 100: sides must be multiples of 32"),
+    (["--dla", "x"], "--dla x: give a DLA core number"),
+    (["--precision", "fp32", "--dla", "0"], "--dla runs FP16 or INT8 only"),
+    (["--max-prompts", "0"], "prompts (--max-prompts) must satisfy 1 <= min <= opt <= max"),
+])
+def test_bad_flags_are_one_line(bundle, monkeypatch, capsys, argv, message):
+    FakeGPU("10.3.0").install(monkeypatch)
+    assert main(["build-engine", "--model", bundle] + argv) == 2
+    _, err = capsys.readouterr()
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_without_tensorrt_or_bundle(monkeypatch, capsys, tmp_path):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    assert main(["build-engine", "--model", str(tmp_path)]) == 2
+    assert "TensorRT's Python package is not installed" in capsys.readouterr()[1]
+    assert main(["build-engine", "--model", str(tmp_path / "nope")]) == 2
+    assert "not a bundle folder" in capsys.readouterr()[1]

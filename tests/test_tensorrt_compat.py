@@ -1,0 +1,132 @@
+"""compat.py: the one adapter between TensorRT 8.6 / 10.x (/ 11) and the rest of the package."""
+import sys
+
+import numpy as np
+import pytest
+
+from fakes_tensorrt import FakeGPU
+from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime import tensorrt as trt_pkg
+from rmpsam_edge.runtime.tensorrt import compat
+
+
+@pytest.mark.parametrize("version,flags", [("8.6.1", 1), ("10.3.0", 0), ("11.0.0", 0)])
+def test_network_flags_by_version(version, flags):
+    fake = FakeGPU(version)
+    c = compat.Compat(fake.trt)
+    c.create_network(fake.trt.Builder(None))
+    assert ("create_network", flags) in fake.calls  # 8.x: 1 << EXPLICIT_BATCH; 10+: 0 (flag ignored/removed)
+
+
+def test_version_features():
+    assert compat.Compat(FakeGPU("8.6.1").trt).weak_typing and compat.Compat(FakeGPU("8.6.1").trt).has_calibrator
+    assert compat.Compat(FakeGPU("10.3.0").trt).has_calibrator
+    c11 = compat.Compat(FakeGPU("11.0.0").trt)
+    assert not c11.weak_typing and not c11.has_calibrator
+    with pytest.raises(UserError, match=r"TensorRT 8\.4\.3 is too old.*8\.5"):
+        compat.Compat(FakeGPU("8.4.3").trt)
+    assert compat.parse_version("10.3.0.26") == (10, 3, 0, 26)
+    assert compat.parse_version("8.6.2.3+cuda12") == (8, 6, 2, 3)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_precision_flags_and_workspace(version):
+    fake = FakeGPU(version)
+    c = compat.Compat(fake.trt)
+    cfg = fake.trt.IBuilderConfig()
+    c.set_workspace(cfg, 3 << 30)
+    c.set_precision(cfg, "int8", pinned=True)
+    assert cfg.pools == {fake.trt.MemoryPoolType.WORKSPACE: 3 << 30}
+    assert {f.name for f in cfg.flags} == {"FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS"}
+    cfg2 = fake.trt.IBuilderConfig()
+    c.set_precision(cfg2, "fp16", pinned=False)
+    assert {f.name for f in cfg2.flags} == {"FP16"}
+    cfg3 = fake.trt.IBuilderConfig()
+    c.set_precision(cfg3, "fp32", pinned=True)
+    assert cfg3.flags == set()
+
+
+def test_tensorrt11_refuses_weak_typing_with_a_line_saying_what_to_do():
+    c = compat.Compat(FakeGPU("11.0.0").trt)
+    cfg = FakeGPU("11.0.0").trt.IBuilderConfig()
+    with pytest.raises(UserError, match="strongly typed.*--precision fp32 from an FP16 or INT8 bundle"):
+        c.set_precision(cfg, "fp16", pinned=True)
+    with pytest.raises(UserError, match="no INT8 calibrator"):
+        c.set_calibrator(cfg, object(), None)
+
+
+def test_parser_error_lines_name_the_failing_node():
+    fake10, fake8 = FakeGPU("10.3.0"), FakeGPU("8.6.1")
+    err10 = fake10.trt.IParserError(17, "/mask_heads.0/MatMul", "MatMul", "bad shapes")
+    assert compat.Compat(fake10.trt).parser_error_line(err10) == "node 17 '/mask_heads.0/MatMul' (MatMul): bad shapes"
+    err8 = fake8.trt.IParserError(2, "ignored", "ignored", "No importer registered for op: Foo")
+    assert not hasattr(err8, "node_name")  # 8.6: only the index
+    c8 = compat.Compat(fake8.trt)
+    assert c8.parser_error_line(err8, [("a", "Conv"), ("b", "Relu"), ("/x/Foo", "Foo")]) == \
+        "node 2 '/x/Foo' (Foo): No importer registered for op: Foo"
+    assert c8.parser_error_line(err8) == "node 2: No importer registered for op: Foo"
+    err = fake8.trt.IParserError(-1, "", "", "Network must have explicit batch dimension")
+    assert c8.parser_error_line(err) == "the graph: Network must have explicit batch dimension"
+
+
+def test_layer_kind_downcasts_like_polygraphy():
+    fake = FakeGPU("10.3.0")
+    trt = fake.trt
+    c = compat.Compat(trt)
+    t = trt.float32
+
+    def layer(cls, ltype, op=None):
+        return cls("x", trt.LayerType[ltype], [], [], op)
+    assert c.layer_kind(layer(trt.ILayer, "NORMALIZATION")) == "layernorm"
+    assert c.layer_kind(layer(trt.ILayer, "SHUFFLE")) == "reshape"
+    # get_layer() hands out the ILayer base class; the op is only readable after the downcast
+    lay = layer(trt.IElementWiseLayer, "ELEMENTWISE", trt.ElementWiseOperation.GREATER)
+    lay.__class__ = trt.ILayer
+    assert not hasattr(lay, "op")
+    assert c.layer_kind(lay) == "greater"
+    assert c.layer_kind(layer(trt.IReduceLayer, "REDUCE", trt.ReduceOperation.MAX)) == "reduce_max"
+    assert c.layer_kind(layer(trt.IUnaryLayer, "UNARY", trt.UnaryOperation.SQRT)) == "sqrt"
+    assert c.layer_kind(layer(trt.ILayer, "PLUGIN_V2")) == "other"
+    assert t == trt.DataType.FLOAT
+
+
+def test_np_dtype_and_unknown_type():
+    c = compat.Compat(FakeGPU().trt)
+    assert c.np_dtype(c.trt.float16) == np.float16 and c.np_dtype(c.trt.bool) == np.bool_
+    with pytest.raises(UserError, match="not supported"):
+        c.np_dtype(type("T", (), {"name": "FP8"})())
+
+
+def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)
+    monkeypatch.setitem(sys.modules, "pycuda", None)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(UserError, match="JetPack.*pip install tensorrt"):
+        compat.import_tensorrt()
+    with pytest.raises(UserError, match="pip install pycuda"):
+        compat.import_pycuda()
+    ok, why = trt_pkg.available()
+    assert not ok and "TensorRT" in why
+
+
+def test_available_and_device_info(monkeypatch):
+    fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
+    assert trt_pkg.available() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9)")
+    fake.devices = 0
+    ok, why = trt_pkg.available()
+    assert not ok and "no CUDA GPU 0 found" in why
+
+
+def test_dla_requires_cores():
+    fake = FakeGPU("8.6.1", dla_cores=0)
+    c = compat.Compat(fake.trt)
+    builder, cfg = fake.trt.Builder(None), fake.trt.IBuilderConfig()
+    with pytest.raises(UserError, match="no DLA cores"):
+        c.use_dla(builder, cfg, 0)
+    fake.dla_cores = 2
+    builder = fake.trt.Builder(None)
+    with pytest.raises(UserError, match=r"2 DLA core\(s\) \(0\.\.1\)"):
+        c.use_dla(builder, cfg, 2)
+    c.use_dla(builder, cfg, 1)
+    assert cfg.default_device_type == fake.trt.DeviceType.DLA and cfg.DLA_core == 1
+    assert {f.name for f in cfg.flags} == {"GPU_FALLBACK"}

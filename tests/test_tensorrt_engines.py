@@ -1,0 +1,182 @@
+"""engines.py: reuse the cached engine, or rebuild with one line saying why; never crash on a bad file."""
+import os
+import shutil
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
+
+RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+
+
+@pytest.fixture
+def bundle(tmp_path, tiny_bundle):
+    """A fresh bundle folder (graphs linked from the session export)."""
+    d = tmp_path / "r18"
+    d.mkdir()
+    for name in ("encoder.onnx", "prompt_decoder.onnx", "object_decoder.onnx"):
+        os.symlink(os.path.join(tiny_bundle, name), str(d / name))
+    shutil.copy(os.path.join(tiny_bundle, "manifest.json"), str(d / "manifest.json"))
+    return str(d)
+
+
+def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):
+    fake = FakeGPU(version, gpu=gpu, cc=cc)
+    fake.cuda.Device(0).make_context()
+    lines = []
+    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), engines.Bundle(bundle), fake.cuda, lines.append)
+    return s, fake, lines
+
+
+def test_build_once_then_cached(bundle):
+    s, fake, lines = session(bundle)
+    data, status = s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert status == "built" and data.startswith(b"FAKE-TRT-PLAN")
+    assert lines[0] == "building encoder fp16 engine (no engine built yet); this takes minutes on a Jetson"
+    assert lines[-1].startswith("encoder engine saved: %s" % os.path.join(bundle, "tensorrt", "encoder.fp16.engine"))
+    del lines[:]
+    data2, status2 = s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert (data2, status2, lines) == (data, "cached", [])
+    assert fake.names().count("build_serialized_network") == 1
+    assert os.path.isfile(os.path.join(bundle, "tensorrt", "timing-trt10.3.0-orin.cache"))
+
+
+@pytest.mark.parametrize("change,reason", [
+    (dict(version="10.4.0"), "TensorRT version 10.3.0 (engine) != 10.4.0 (here)"),
+    (dict(gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)),
+     "GPU Orin (engine) != 'NVIDIA GeForce RTX 4090' (here); compute capability 8.7 (engine) != 8.9 (here)"),
+])
+def test_other_machine_rebuilds_with_one_line_or_fails_with_no_build(bundle, change, reason):
+    s, _, _ = session(bundle)
+    s.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
+    s2, fake2, lines = session(bundle, **change)
+    with pytest.raises(UserError) as err:
+        s2.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES), build=False)
+    assert str(err.value) == ("the prompt_decoder engine cannot be used: %s; build it with `rmpsam-edge build-engine "
+                              "--model %s`" % (reason, bundle))
+    assert lines == [] and "build_serialized_network" not in fake2.names()
+    _, status = s2.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
+    assert status == "built" and lines[0] == "building prompt_decoder fp16 engine (%s); this takes minutes on a Jetson" % reason
+
+
+def test_changed_graph_and_changed_profile_rebuild(bundle):
+    s, _, lines = session(bundle)
+    s.engine_bytes("encoder", engines.Choices("fp32", RANGES))
+    bigger = profiles.make_ranges((128, 128), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
+    s.engine_bytes("encoder", engines.Choices("fp32", bigger))
+    assert "optimisation profile for H: min 32 opt 64 max 64 (engine) != min 32 opt 128 max 128 (wanted)" in lines[-2]
+    enc = os.path.join(bundle, "encoder.onnx")
+    model = onnx.load(enc)
+    model.doc_string = "re-exported"
+    os.remove(enc)
+    onnx.save(model, enc)
+    s.engine_bytes("encoder", engines.Choices("fp32", bigger))
+    assert "ONNX graph sha256 changed" in lines[-2]
+
+
+def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
+    s, fake, lines = session(bundle)
+    s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    eng, side = cache.engine_paths(bundle, "encoder", "fp16")
+    with open(eng, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xff")
+    runtime = fake.trt.Runtime(None)
+    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    assert engine.num_io_tensors == 2
+    assert "engine file is corrupt (sha256 differs from its sidecar)" in lines[-2]
+    # a plan whose sidecar matches but that TensorRT rejects (e.g. written by a broken tool): rebuilt once
+    key = cache.read_sidecar(side)[0]["key"]
+    cache.write(eng, side, b"garbage plan", key)
+    del lines[:]
+    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    assert engine is not None
+    assert lines[0].startswith("building encoder fp16 engine (TensorRT could not deserialise the cached engine)")
+    # and with building disabled the same file gives a line, not a crash
+    cache.write(eng, side, b"garbage plan", key)
+    with pytest.raises(UserError, match="cannot be used: TensorRT could not deserialise the cached engine"):
+        s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES), build=False)
+
+
+def test_foreign_engine_needs_force(bundle):
+    s, _, _ = session(bundle)
+    eng, _ = cache.engine_paths(bundle, "encoder", "fp16")
+    os.makedirs(os.path.dirname(eng))
+    with open(eng, "wb") as f:
+        f.write(b"made with trtexec")
+    with pytest.raises(UserError, match=r"encoder.fp16.engine has no sidecar key \(not built by rmpsam-edge\); "
+                                        r"pass --force to replace it"):
+        s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    with open(eng, "rb") as f:
+        assert f.read() == b"made with trtexec"
+    assert s.engine_bytes("encoder", engines.Choices("fp16", RANGES), force=True)[1] == "built"
+
+
+def test_runtime_keeps_the_stored_build_choices(bundle):
+    s, _, _ = session(bundle)
+    custom = profiles.make_ranges((128, 128), (64, 128), prompts=(1, 4, 16), classes=(1, 5, 8), protos=(1, 2, 2))
+    for g in engines.GRAPH_ORDER:
+        s.engine_bytes(g, engines.Choices("fp16", custom, fp32_layers=["conv1"]))
+    s2, fake2, lines = session(bundle)
+    filled = s2.fill_choices(engines.Choices())
+    assert filled.precision == "fp16" and filled.ranges["Np"] == (1, 4, 16) and filled.ranges["H"] == (32, 64, 128)
+    for g in engines.GRAPH_ORDER:
+        assert s2.engine_bytes(g, engines.Choices())[1] == "cached"
+    # after a TensorRT upgrade the rebuild keeps the custom profile and patterns
+    s3, fake3, lines3 = session(bundle, version="10.4.0")
+    s3.engine_bytes("prompt_decoder", engines.Choices())
+    assert [c[2:] for c in fake3.calls if c[0] == "set_shape" and c[1] == "boxes"] == [((1, 4), (4, 4), (16, 4))]
+    assert cache.read_sidecar(cache.engine_paths(bundle, "prompt_decoder", "fp16")[1])[0]["key"]["fp32_layers"] == ["conv1"]
+    os.remove(os.path.join(bundle, "object_decoder.onnx"))
+    with pytest.raises(UserError, match=r"object_decoder graph .*object_decoder.onnx is missing from the bundle"):
+        s2.engine_bytes("object_decoder", engines.Choices())
+
+
+def test_defaults_from_manifest(bundle):
+    s, _, _ = session(bundle)
+    c = s.fill_choices(engines.Choices())
+    assert c.precision == "fp16" and c.ranges["H"] == (32, 64, 64) and c.ranges["K"] == (1, 5, 133)
+    assert c.ranges["P"] == (1, 2, 16) and c.ranges["Np"] == (1, 1, 64) and c.ranges["h"] == (8, 16, 16)
+    s11, _, _ = session(bundle, version="11.0.0")
+    assert s11.fill_choices(engines.Choices()).precision == "fp32"  # strongly typed TensorRT
+
+
+def test_int8_session_calibrates_once_and_rebuilds_from_the_cache(bundle, tmp_path):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(frames / ("%d.jpg" % i)), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    s, fake, lines = session(bundle)
+    choices = engines.Choices("int8", RANGES, calib=str(frames), calib_count=2)
+    s.engine_bytes("encoder", choices)
+    assert fake.builds[-1]["calibrated"] == 2 and len(fake.calib_images) == 2
+    side = cache.read_sidecar(cache.engine_paths(bundle, "encoder", "int8")[1])[0]
+    calib_files = [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.startswith("calib-")]
+    assert calib_files == ["calib-%s.cache" % side["key"]["calibration"][:16]]
+    assert side["calib_source"] == str(frames)
+    # decoders of an int8 build are fp16
+    assert engines.graph_precision("prompt_decoder", "int8") == "fp16"
+    # new frames -> new calibration key -> rebuild
+    cv2.imwrite(str(frames / "3.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+    s.engine_bytes("encoder", engines.Choices("int8", RANGES, calib=str(frames), calib_count=2))
+    assert "INT8 calibration (data + graph sha256) changed" in lines[-2]
+    # TensorRT upgrade, no --calib given: rebuilt from the stored calibration cache, no image fed
+    shutil.rmtree(str(frames))
+    s2, fake2, lines2 = session(bundle, version="10.4.0")
+    s2.engine_bytes("encoder", engines.Choices("int8", RANGES))
+    assert fake2.builds[-1]["calibrated"] == 0 and "TensorRT version" in lines2[0]
+    for path in cache.engine_paths(bundle, "encoder", "int8"):
+        os.remove(path)
+    with pytest.raises(UserError, match="needs calibration images: add --calib"):
+        s2.engine_bytes("encoder", engines.Choices("int8", RANGES))

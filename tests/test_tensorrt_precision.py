@@ -1,0 +1,119 @@
+"""precision.py: the FP32 pins, checked against REAL exported graphs.
+
+The graphs are exported in the test fixture with torch.onnx.export (legacy exporter, opset 17) from
+``rmpsam_edge.modeling`` (the export module ``rmpsam_edge.export`` did not exist when this was written),
+so node names such as ``/mask_heads.0/MatMul`` are the ones TensorRT's ONNX parser gives its layers.
+"""
+import os
+import warnings
+
+import onnx
+import pytest
+
+from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from rmpsam_edge.runtime.tensorrt import build, compat, precision, profiles
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+
+
+def _onnx_selection(path):
+    model = onnx.load(path, load_external_data=False)
+    nodes = precision.nodes_from_onnx(model.graph)
+    return precision.select_fp32(nodes, [o.name for o in model.graph.output]), nodes
+
+
+def _by_reason(sel):
+    out = {}
+    for name, reason in sel.items():
+        out.setdefault(reason, []).append(name)
+    return out
+
+
+def test_prompt_decoder_pins_on_the_real_graph(tiny_bundle):
+    sel, nodes = _onnx_selection(os.path.join(tiny_bundle, "prompt_decoder.onnx"))
+    r = _by_reason(sel)
+    ln = [n.name for n in nodes if n.kind == "layernorm"]
+    assert len(ln) == 24 and r["layernorm"] == ln  # 3 stages x 8 LayerNorms (5 updater + 3 stage) ... all of them
+    assert r["softmax"] == ["/prompt_attn/attn/Softmax"]
+    # the hard-mask SUM pooling of each cascade stage: MatMul((M > 0).float(), F^T)
+    assert r["mask_pool"] == ["/mask_heads.0/MatMul", "/mask_heads.1/MatMul", "/mask_heads.2/MatMul"]
+    # final mask logits MatMul, not the per-stage mask logits (/mask_heads.N/MatMul_2) that only feed M > 0
+    assert r["logits"] == ["/MatMul_1"]
+    assert "/mask_heads.0/MatMul_2" not in sel and "/mask_heads.0/MatMul_1" not in sel
+    assert precision.summary(sel) == "29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"
+
+
+def test_object_decoder_pins_on_the_real_graph(tiny_bundle):
+    sel, _ = _onnx_selection(os.path.join(tiny_bundle, "object_decoder.onnx"))
+    r = _by_reason(sel)
+    assert len(r["layernorm"]) == 29
+    assert r["softmax"] == ["/mask_heads.%d/s_atten/Softmax" % i for i in range(3)]
+    assert r["mask_pool"] == ["/mask_heads.0/MatMul", "/mask_heads.1/MatMul", "/mask_heads.2/MatMul", "/MatMul_1"]
+    # class logits = 100 * max_p cos: the cosine MatMul, ReduceMax over prototypes, x100; mask logits MatMul
+    assert r["logits"] == ["/MatMul_2", "/ReduceMax", "/Mul_4", "/MatMul_3"]
+    assert r["sum_squares"] == ["/ReduceL2"]  # F.normalize's norm: a sum of 768 squares overflows FP16
+
+
+def test_encoder_has_nothing_to_pin(tiny_bundle):
+    sel, nodes = _onnx_selection(os.path.join(tiny_bundle, "encoder.onnx"))
+    assert len(nodes) > 300 and sel == {}
+
+
+def test_tensorrt_network_gives_the_same_layers(tiny_bundle):
+    """Through the fake parser (one layer per node, ReduceL2 split as TensorRT does) and compat.layer_kind."""
+    fake = FakeGPU("10.3.0")
+    c = compat.Compat(fake.trt)
+    network = c.create_network(fake.trt.Builder(None))
+    assert fake.trt.OnnxParser(network, None).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
+    sel = precision.select_fp32(precision.nodes_from_network(network, c), precision.network_outputs(network))
+    onnx_sel, _ = _onnx_selection(os.path.join(tiny_bundle, "object_decoder.onnx"))
+    expected = dict(onnx_sel)
+    del expected["/ReduceL2"]
+    expected.update({"/ReduceL2_square": "sum_squares", "/ReduceL2_reduce": "sum_squares", "/ReduceL2": "sum_squares"})
+    assert dict(sel) == expected
+
+
+def test_user_patterns_and_decomposed_layernorm():
+    """--fp32-layers regexes; and an opset-16 export (no LayerNormalization op) found by module path."""
+    import torch
+    from rmpsam_edge.modeling.kernel_updator import KernelUpdator
+    import tempfile
+    with tempfile.TemporaryDirectory() as d, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        path = os.path.join(d, "ku.onnx")
+        torch.onnx.export(KernelUpdator(256).eval(), (torch.randn(1, 4, 256), torch.randn(1, 4, 256)), path,
+                          input_names=["u", "x"], output_names=["out"], opset_version=16, dynamo=False)
+        model = onnx.load(path)
+    nodes = precision.nodes_from_onnx(model.graph)
+    assert not any(n.kind == "layernorm" for n in nodes)
+    sel = precision.select_fp32(nodes, ["out"])
+    ln_parts = sorted({n.split("/")[1] for n in sel})
+    assert ln_parts == ["fc_norm", "input_norm_in", "input_norm_out", "norm_in", "norm_out"]
+    assert all(sel[n] == "layernorm" for n in sel)
+    assert any(n.endswith("ReduceMean") for n in sel) and any(n.endswith("Sqrt") for n in sel)
+    user = precision.select_fp32(nodes, ["out"], [r"input_gate/"])
+    extra = {n for n, why in user.items() if why == "user"}
+    assert extra and all("input_gate/" in n for n in extra)
+
+
+@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
+    fake = FakeGPU(version)
+    c = compat.Compat(fake.trt)
+    ranges = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
+    lines = []
+    res = build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+                                            build.BuildSettings("fp16", ranges), lines.append)
+    rec = fake.builds[-1]
+    assert rec["pinned"] == list(res.pinned) and len(rec["pinned"]) == 29
+    assert set(rec["flags"]) == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    assert all(types == [0] for types in rec["output_types"].values())
+    assert lines == ["prompt_decoder: 29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"]
+    # fp32: nothing pinned, no precision flag
+    fake.builds.clear()
+    build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+                                      build.BuildSettings("fp32", ranges), lines.append)
+    assert fake.builds[-1]["pinned"] == [] and fake.builds[-1]["flags"] == []
