@@ -198,8 +198,9 @@ class EncoderGraph(nn.Module):
 
 # ---------------------------------------------------------------------------------------------- decoders
 def _flat(features: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """features (1, C, h, w) -> F (C, hw), F^T (hw, C)."""
-    f = features.flatten(2)[0]
+    """features (1, C, h, w) -> F (C, hw), F^T (hw, C). A reshape (free), not ``[0]`` indexing, which would
+    export as a Gather that copies all of F on every call."""
+    f = features.reshape(features.shape[1], -1)
     return f, f.t()
 
 

@@ -150,6 +150,12 @@ class Bundle(object):
             return None
         return int(self.manifest.get("many_prompts_from", 0)) or None
 
+    @property
+    def max_prompts(self) -> int:
+        """Largest prompt batch of one decoder call (the declared Np range); larger batches run in chunks."""
+        axes = self.manifest.get("dynamic_axes") or {}
+        return int((axes.get("Np") or {}).get("max", 256))
+
     def prompt_graph(self, num_prompts: int) -> str:
         """Which prompt graph answers ``num_prompts`` prompts in one call."""
         start = self.many_prompts_from

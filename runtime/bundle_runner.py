@@ -111,7 +111,13 @@ class BundleRunner(Runner):
         st = self.bundle.static
         if not st:
             feats = np.ascontiguousarray(features, dtype=np.float32)
-            return self._run(self.bundle.prompt_graph(n), {"features": feats, "boxes": boxes})
+            most = self.bundle.max_prompts
+            if n <= most:
+                return self._run(self.bundle.prompt_graph(n), {"features": feats, "boxes": boxes})
+            # beyond the declared range (memory ~ Np * 8 * h * w floats): chunks, exact since prompts are independent
+            outs = [self._run(self.bundle.prompt_graph(len(boxes[i:i + most])),
+                              {"features": feats, "boxes": boxes[i:i + most]}) for i in range(0, n, most)]
+            return {k: np.concatenate([o[k] for o in outs]) for k in ("mask_logits", "iou")}
         feats = self._static_features(features)
         chunk = int(st["prompts"])
         masks, ious = [], []

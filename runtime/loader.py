@@ -31,6 +31,7 @@ AUTO_ORDER = [
     ("openvino", OV, "create", None),           # CPU: faster than ORT CPU for the encoder on x86
     ("onnxruntime", ORT, "create", "cpu"),
 ]
+ORDER_TEXT = "tensorrt > onnxruntime GPU > openvino > onnxruntime CPU"
 BACKENDS = {"tensorrt": TRT, "onnxruntime": ORT, "openvino": OV}
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 INSTALL = {"onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT providers)",
@@ -111,7 +112,8 @@ def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: boo
                 _say("%s could not load %s (%s); falling back to the next backend" % (name, b.path, _first_line(exc)))
             continue
         why = "; ".join(skipped + ["%s failed" % f for f in failed])
-        return runner, "%s (auto%s)" % (runner.describe(), ": " + why if why else ": best installed backend")
+        return runner, "%s (auto: first to load of %s%s)" % (runner.describe(), ORDER_TEXT,
+                                                              "; skipped: " + why if why else "")
     raise UserError("no backend could load %s (%s); install one: %s"
                     % (b.path, "; ".join(skipped + ["%s failed" % f for f in failed]) or "none installed",
                        ", ".join(INSTALL[n] for n in ("onnxruntime", "openvino"))))

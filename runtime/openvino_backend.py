@@ -97,10 +97,12 @@ class OpenVINORunner(BundleRunner):
         return {name: np.array(request.get_tensor(name).data) for name in g.outputs}
 
     def describe(self) -> str:
-        threads = "%d threads" % self.threads if self.threads else "default threads"
-        prec = "inference precision %s" % (self.inference_precision or "device default")
-        return "openvino %s, %s, %s, %s, %s" % (ov.get_version().split("-")[0], self.device, self.precision, prec,
-                                                threads)
+        threads = ""
+        if self.device.startswith("CPU"):
+            threads = ", %s" % ("%d threads" % self.threads if self.threads else "default threads")
+        prec = self.inference_precision or "device default"
+        return "openvino %s, %s, %s (inference precision %s)%s" % (ov.get_version().split("-")[0], self.device,
+                                                                   self.precision, prec, threads)
 
 
 def create(bundle, device: Optional[str] = None, threads: Optional[int] = None) -> OpenVINORunner:

@@ -113,6 +113,17 @@ def test_many_prompt_graph_is_used_from_the_threshold_and_agrees(bundle, runners
     assert rel(m_many, m_ref) <= 1e-3 and rel(m_few, m_ref[:3]) <= 1e-3
 
 
+def test_prompt_batches_beyond_the_declared_range_run_in_chunks(runners, torch_runner, monkeypatch):
+    r = runners["onnxruntime"]
+    monkeypatch.setitem(r.bundle.manifest["dynamic_axes"]["Np"], "max", 3)
+    x, meta = features_for((128, 128))
+    f = torch_runner.encode(x)
+    boxes = normalize_boxes(points_to_boxes(np.random.default_rng(5).uniform(0, 80, (7, 2))), meta.img_shape)
+    m, iou = r.decode_prompts(f, boxes)
+    m_ref, iou_ref = torch_runner.decode_prompts(f, boxes)
+    assert m.shape == (7,) + f.shape[2:] and rel(m, m_ref) <= 1e-3 and np.abs(iou - iou_ref).max() <= 1e-4
+
+
 def test_zero_prompts_give_empty_outputs(runners, torch_runner):
     f = torch_runner.encode(features_for((128, 128))[0])
     m, iou = runners["onnxruntime"].decode_prompts(f, np.zeros((0, 4), np.float32))
