@@ -205,3 +205,14 @@ def test_real_model_points_and_boxes_random_weights(tmp_path, capsys):
     assert {"preprocess", "encoder", "decoder", "postprocess"} <= set(frames[0]["timings_ms"])
     assert summary["frames"] == 2 and "model.encoder" in summary["stages"]
     assert "[random weights]" in capsys.readouterr().out
+
+
+def test_targets_script_runs_and_reports_both_ratios(fake_model, tmp_path):
+    from rmpsam_edge.runtime.demo import targets
+    out = tmp_path / "t.json"
+    assert targets.main(["--frames", "4", "--runs", "2", "--rounds", "1", "--json", str(out)]) == 0
+    data = json.load(open(out))
+    assert len(data["rounds"]) == 1 and data["rounds"][0]["pipelined_fps"] > 0
+    assert data["ratio_pipelined_vs_encoder"] > 0 and data["ratio_everything_vs_single"] > 0
+    assert data["everything_prompts"] == 64 and 64 in fake_model.prompt_batches  # one call with 64 prompts
+    assert isinstance(data["target_everything_met"], bool) and data["backend"] == "scene fake runner"
