@@ -6,10 +6,11 @@ takes the first backend that loads; a backend whose package is not installed, or
 gets one line on stderr. The choice gets one line too. An explicitly requested backend that is missing is a
 ``UserError`` naming the package to install.
 
-How another backend plugs in (TensorRT, see docs/export_runtime.md): put a module exposing
-``PACKAGE`` (what to pip install) and ``create(bundle, device=None, threads=None) -> Runner`` (an activated
-runner; raise ``BackendUnavailable`` when no GPU answers) at the module path of its row. The TensorRT row is
-first and is skipped silently while ``rmpsam_edge.runtime.tensorrt.backend`` does not exist.
+How a backend plugs in (see docs/export_runtime.md): a row naming a module and a factory
+``create(bundle: Bundle, device=None, threads=None) -> Runner`` (an activated runner) that raises
+``BackendUnavailable`` when it cannot serve the device (no GPU, package missing). TensorRT comes first, through
+``create_tensorrt`` below, which adapts the TensorRT package's own entry points (``available()``,
+``create_runner()``); a row whose module does not exist is skipped silently.
 """
 import importlib
 import sys
@@ -22,17 +23,17 @@ from .bundle_runner import BackendUnavailable
 
 ORT = "rmpsam_edge.runtime.onnxruntime_backend"
 OV = "rmpsam_edge.runtime.openvino_backend"
-TRT = "rmpsam_edge.runtime.tensorrt.backend"
+TRT = __name__  # create_tensorrt below
 
 # auto order, best first: (backend, module, factory, device used by auto when the caller gives none)
 AUTO_ORDER = [
-    ("tensorrt", TRT, "create", "gpu"),
+    ("tensorrt", TRT, "create_tensorrt", "gpu"),
     ("onnxruntime", ORT, "create", "gpu"),     # only when onnxruntime has a CUDA/TensorRT provider
     ("openvino", OV, "create", None),           # CPU: faster than ORT CPU for the encoder on x86
     ("onnxruntime", ORT, "create", "cpu"),
 ]
 ORDER_TEXT = "tensorrt > onnxruntime GPU > openvino > onnxruntime CPU"
-BACKENDS = {"tensorrt": TRT, "onnxruntime": ORT, "openvino": OV}
+BACKENDS = {"tensorrt": (TRT, "create_tensorrt"), "onnxruntime": (ORT, "create"), "openvino": (OV, "create")}
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 INSTALL = {"onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT providers)",
            "openvino": "pip install openvino", "tensorrt": "install TensorRT + pycuda (JetPack on Jetson)"}
@@ -69,11 +70,11 @@ def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, thr
     if name == "auto":
         runner, line = _auto(b, device, threads, verbose)
     elif name in BACKENDS:
-        mod, _ = _import(BACKENDS[name])
+        mod, _ = _import(BACKENDS[name][0])
         if mod is None:
             raise UserError("backend %s is not installed: %s (or use --backend auto)" % (name, INSTALL[name]))
         try:
-            runner = mod.create(b, device=device, threads=threads)
+            runner = getattr(mod, BACKENDS[name][1])(b, device=device, threads=threads)
         except BackendUnavailable as exc:
             raise UserError("backend %s cannot run here: %s" % (name, exc))
         except (UserError, ValueError) as exc:
@@ -102,7 +103,8 @@ def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: boo
         try:
             runner = getattr(mod, factory)(b, device=dev, threads=threads)
         except BackendUnavailable as exc:
-            skipped.append(str(exc))
+            text = _first_line(exc)
+            skipped.append("%s not installed" % name if "not installed" in text else text[:100])
             continue
         except UserError:
             raise  # the bundle itself is bad (sha256, ...): no backend can help
@@ -117,6 +119,30 @@ def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: boo
     raise UserError("no backend could load %s (%s); install one: %s"
                     % (b.path, "; ".join(skipped + ["%s failed" % f for f in failed]) or "none installed",
                        ", ".join(INSTALL[n] for n in ("onnxruntime", "openvino"))))
+
+
+def _gpu_index(device) -> int:
+    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1' or 1 -> 1; anything else is not a GPU."""
+    if device is None or isinstance(device, int):
+        return int(device or 0)
+    text = str(device).lower()
+    kind, _, index = text.partition(":")
+    if kind not in ("gpu", "cuda", "tensorrt", "trt"):
+        raise BackendUnavailable("tensorrt runs on a CUDA GPU, not on %r" % (device,))
+    return int(index) if index.isdigit() else 0
+
+
+def create_tensorrt(bundle: Bundle, device=None, threads=None):
+    """The TensorRT row: ``rmpsam_edge.runtime.tensorrt.available()`` then ``create_runner()`` (engines built or
+    reused on first use). ``threads`` does not apply."""
+    from rmpsam_edge.runtime import tensorrt as trt_backend
+    index = _gpu_index(device)
+    ok, why = trt_backend.available(index)
+    if not ok:
+        raise BackendUnavailable(why)
+    runner = trt_backend.create_runner(bundle.path, device=index)
+    runner.activate()
+    return runner
 
 
 def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,

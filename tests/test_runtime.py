@@ -207,6 +207,41 @@ def test_auto_skips_a_missing_backend(bundle, monkeypatch, capsys):
     assert runner.name == "onnxruntime" and "openvino not installed" in line
 
 
+def test_tensorrt_row_uses_the_tensorrt_package_entry_points(bundle, monkeypatch, capsys):
+    import rmpsam_edge.runtime.tensorrt as trt_backend
+    from rmpsam_edge.runtime.base import Runner
+
+    class FakeTrt(Runner):
+        name = "tensorrt"
+
+        def __init__(self, path, device):
+            self.path, self.device, self.active = path, device, False
+
+        def activate(self):
+            self.active = True
+
+        def describe(self):
+            return "tensorrt fake on GPU %d" % self.device
+
+    monkeypatch.setattr(trt_backend, "available", lambda device=0: (True, "fake GPU"))
+    monkeypatch.setattr(trt_backend, "create_runner", lambda path, device=0, **kw: FakeTrt(path, device))
+    runner, _, line = load_runner(bundle, "auto")
+    assert isinstance(runner, FakeTrt) and runner.active and runner.path == bundle and runner.device == 0
+    assert line.startswith("tensorrt fake on GPU 0 (auto")
+    runner = load_runner(bundle, "trt", device="cuda:1", verbose=False)[0]
+    assert runner.device == 1
+
+
+def test_tensorrt_missing_here_is_explained(bundle):
+    import rmpsam_edge.runtime.tensorrt as trt_backend
+    ok, why = trt_backend.available()
+    if ok:
+        pytest.skip("TensorRT is installed here")
+    with pytest.raises(UserError, match="tensorrt cannot run here"):
+        load(bundle, backend="tensorrt")
+    assert "tensorrt not installed" in load_runner(bundle, "auto", threads=1, verbose=False)[2]
+
+
 def test_unknown_backend_and_unavailable_device(bundle):
     with pytest.raises(UserError, match="unknown backend"):
         load(bundle, backend="coreml")
