@@ -1,0 +1,35 @@
+"""OpenVINO INT8: NNCF post-training quantization of the OpenVINO model read from the FP32 ONNX graph.
+
+The sensitive nodes of ``patterns`` go into ``nncf.IgnoredScope`` (names resolved on the ONNX graph: the
+OpenVINO ONNX frontend keeps node names as friendly names for MatMul/Conv; LayerNorm becomes MVN, so op types
+are ignored too). Decoders use ``ModelType.TRANSFORMER`` (NNCF then also keeps softmax / norm paths out of
+INT8). The result is an OpenVINO IR (.xml + .bin), saved without FP16 weight compression.
+"""
+from typing import Dict, Iterable, List
+
+from . import patterns
+
+IGNORED_TYPES = ("MVN", "SoftMax", "Softmax", "GridSample")
+
+
+def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool = False,
+             ignored_names: Iterable[str] = (), preset: str = "mixed") -> dict:
+    """FP32 ONNX -> INT8 OpenVINO IR at ``dst_xml`` (+ .bin). feeds: calibration inputs ({name: array})."""
+    import logging
+
+    import nncf
+    import onnx
+    import openvino as ov
+    logging.getLogger("nncf").setLevel(logging.ERROR)
+    names = patterns.excluded_nodes(onnx.load(src_onnx, load_external_data=False).graph) + list(ignored_names)
+    model = ov.Core().read_model(src_onnx)
+    present = {op.get_friendly_name() for op in model.get_ops()}
+    names = [n for n in names if n in present]
+    scope = nncf.IgnoredScope(names=names, types=list(IGNORED_TYPES), validate=False)
+    kwargs = {"subset_size": len(feeds), "ignored_scope": scope,
+              "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
+    if transformer:
+        kwargs["model_type"] = nncf.ModelType.TRANSFORMER
+    qmodel = nncf.quantize(model, nncf.Dataset(feeds), **kwargs)
+    ov.save_model(qmodel, dst_xml, compress_to_fp16=False)
+    return {"excluded": names, "ignored_types": list(IGNORED_TYPES)}
