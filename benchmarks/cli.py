@@ -90,6 +90,19 @@ def _installed(backend: str):
     return None
 
 
+def _preimport(backends) -> None:
+    """Import the backend libraries first, so the memory column holds what a row's runner adds (sessions,
+    weights, arenas), not the one-time library import charged to whichever row loads first."""
+    import importlib
+    for b in backends:
+        mod = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino"}.get(b)
+        if mod:
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                pass
+
+
 def _bundle_mb(path: str) -> float:
     from rmpsam_edge.runtime.bundle import Bundle
     m = Bundle.open(path).manifest
@@ -217,6 +230,7 @@ def run(args) -> int:
 
     all_rows = []
     installed = {b: _installed(b) for b in backends}
+    _preimport([b for b in backends if not installed[b]])
     for base_path in bases:
         bundle = Bundle.open(base_path)
         spec0 = bundle.spec()
@@ -350,7 +364,8 @@ def notes_lines(args, header, rows):
                                             "paper's protocol" if args.paper else ""),
            "- fidelity: mean prompt-mask IoU vs the FP32 reference row on %d shipped images (4x4 clicks + 4 boxes "
            "each)." % args.fidelity_images,
-           "- mem MB: resident memory the row's runner added when loaded and run once (one process for all rows)."]
+           "- mem MB: resident memory the row's runner added when loaded and run once (libraries imported before; "
+           "one process for all rows, so this is not a per-backend peak)."]
     if args.paper or args.flops:
         out.append("- params / GFLOPs per stage from the ONNX graphs (Conv, ConvTranspose, MatMul, Gemm; GFLOPs = "
                    "2 x GMACs; GridSample/elementwise not counted); prompt decoder for 1 prompt.")

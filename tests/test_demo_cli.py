@@ -216,3 +216,17 @@ def test_targets_script_runs_and_reports_both_ratios(fake_model, tmp_path):
     assert data["ratio_pipelined_vs_encoder"] > 0 and data["ratio_everything_vs_single"] > 0
     assert data["everything_prompts"] == 64 and 64 in fake_model.prompt_batches  # one call with 64 prompts
     assert isinstance(data["target_everything_met"], bool) and data["backend"] == "scene fake runner"
+
+
+def test_boxes_partly_outside_warn_once_point_outside_is_one_line(fake_model, tmp_path, capsys):
+    out = tmp_path / "b.avi"
+    assert main(["demo", "--mode", "boxes", "--boxes", "300,100,900,250", "--max-frames", "3",
+                 "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("partly outside the 384x288 frame") == 1
+    _, frames, _ = _read_jsonl(tmp_path / "b.jsonl")
+    assert len(frames) == 3 and all(len(f["segments"]) == 1 for f in frames)
+    rc = main(["demo", "--mode", "points", "--points", "500,100", "--max-frames", "2", "--out",
+               str(tmp_path / "p.avi")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "outside the image" in err and "Traceback" not in err

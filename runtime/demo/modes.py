@@ -46,6 +46,7 @@ class PromptMode(object):
         self._lock = threading.Lock()
         self._points = [list(map(float, p)) for p in (points if points is not None else [])]
         self.boxes = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
+        self._warned = False
 
     def add_point(self, x: float, y: float) -> None:
         """Thread-safe: called by the mouse callback while the model runs."""
@@ -56,12 +57,24 @@ class PromptMode(object):
         with self._lock:
             return np.asarray(self._points, dtype=np.float64).reshape(-1, 2)
 
+    def clip_boxes(self, h: int, w: int) -> np.ndarray:
+        """Boxes clipped to this frame, with ONE warning for the whole run (not one per frame)."""
+        b = self.boxes.copy()
+        if len(b):
+            b[:, [0, 2]] = np.clip(b[:, [0, 2]], 0, w)
+            b[:, [1, 3]] = np.clip(b[:, [1, 3]], 0, h)
+            if not np.array_equal(b, self.boxes) and not self._warned:
+                from rmpsam_edge.errors import warn
+                warn("box prompts partly outside the %dx%d frame are clipped to it" % (w, h))
+                self._warned = True
+        return b
+
     def process(self, rgb: np.ndarray) -> dict:
         p = self.predictor
         p.set_image(rgb)
-        pts, bxs = self.points(), self.boxes
+        pts, bxs = self.points(), self.clip_boxes(rgb.shape[0], rgb.shape[1])
         if len(pts) or len(bxs):
-            # clicks outside a (smaller) frame of an image folder are clipped by the validation in preprocess
+            # a point outside the frame is a one-line UserError from the prompt validation
             masks, scores = p.predict(points=pts if len(pts) else None, boxes=bxs if len(bxs) else None)
         else:
             masks, scores = np.zeros((0,) + rgb.shape[:2], bool), np.zeros((0,), np.float32)

@@ -138,7 +138,7 @@ def run_pipeline(source, process: Callable, sink: Callable, max_frames: Optional
     live = bool(getattr(source, "live", False))
     stop = threading.Event()
     q_in = queue.Queue(maxsize=1 if live else queue_size)
-    q_out = queue.Queue(maxsize=queue_size)
+    q_out = queue.Queue(maxsize=min(queue_size, 2) if live else queue_size)  # live: little display lag
     errors = []  # type: List[BaseException]
 
     def capture():
