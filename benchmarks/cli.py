@@ -366,6 +366,8 @@ def notes_lines(args, header, rows):
            "each)." % args.fidelity_images,
            "- mem MB: resident memory the row's runner added when loaded and run once (libraries imported before; "
            "one process for all rows, so this is not a per-backend peak)."]
+    if header.get("peak_rss_mb"):
+        out.append("- peak resident memory of the whole benchmark process: %.0f MB." % header["peak_rss_mb"])
     if args.paper or args.flops:
         out.append("- params / GFLOPs per stage from the ONNX graphs (Conv, ConvTranspose, MatMul, Gemm; GFLOPs = "
                    "2 x GMACs; GridSample/elementwise not counted); prompt decoder for 1 prompt.")

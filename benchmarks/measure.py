@@ -42,7 +42,7 @@ def peak_rss_mb() -> Optional[float]:
 
 def summary(stats) -> dict:
     return {"p50": stats.p50, "p90": stats.p90, "p99": stats.p99, "mean": stats.mean, "n": len(stats.samples),
-            "cpu_p50": stats.cpu_p50}
+            "cpu_p50": stats.cpu_p50, "samples": [round(v, 3) for v in stats.samples]}
 
 
 def _first_line(exc: BaseException) -> str:

@@ -30,7 +30,7 @@ def test_benchmark_table_json_plot(bundle, tmp_path, capsys):
     for key in (("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")):
         r = rows[key]
         assert r["status"] == "ok", r["status"]
-        assert r["encoder_ms"]["n"] == 2 and r["encoder_ms"]["p50"] > 0
+        assert r["encoder_ms"]["n"] == 2 and r["encoder_ms"]["p50"] > 0 and len(r["encoder_ms"]["samples"]) == 2
         assert set(r["prompt_ms"]) == {"1", "4"} and r["object_ms"]["n"] == 2 and r["fps"] > 0
         assert r["input_shape"] == [128, 128] and r["size_mb"] > 0
         assert r["flops"]["encoder"]["gflops"] > 0 and r["flops"]["encoder"]["params"] > 1e6
