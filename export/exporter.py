@@ -173,8 +173,8 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         fname = name + ".onnx"
         path = os.path.join(folder, fname)
         ins, outs = GRAPHS.get(name) or OUTPUT_NAMES[name]
-        stats = export_onnx(module, sample[name], path, list(ins), list(outs), _dynamic_axes(name, st is not None, class_embed is not None),
-                            opset=opset)
+        axes = _dynamic_axes(name, st is not None, class_embed is not None)
+        stats = export_onnx(module, sample[name], path, list(ins), list(outs), axes, opset=opset)
         io = _io_shapes(path)
         if io["opset"] != opset:
             raise UserError("%s was written at opset %s instead of %d; report this with your torch/onnx versions"

@@ -16,10 +16,10 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+import rmpsam_edge
+from rmpsam_edge.modeling.classifier import with_background
 from rmpsam_edge.preprocess import load_image, normalize_boxes, points_to_boxes, preprocess
 from rmpsam_edge.spec import ModelSpec
-
-import rmpsam_edge
 
 ASSET_IMAGE = os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "images", "astronaut.jpg")
 TOLERANCE = {"features": 1e-4, "default": 1e-3, "agreement": 0.999}
@@ -116,9 +116,7 @@ def check_parity(model: torch.nn.Module, folder: str, graphs: Dict[str, str], cl
     {'runtime', 'image', 'tolerance', 'runs': [{'graph', 'input', 'outputs': [rows]}], 'ok'}."""
     rt = _OrtOrOv(threads)
     static_hw = (static["height"], static["width"]) if static else None
-    ce = torch.from_numpy(np.ascontiguousarray(class_embed, dtype=np.float32))
-    from rmpsam_edge.modeling.classifier import with_background
-    fc = with_background(ce)
+    fc = with_background(torch.from_numpy(np.ascontiguousarray(class_embed, dtype=np.float32)))
     runs = []
     for label, x, img_shape in parity_images(input_size, static_hw):
         feats = model.encode(torch.from_numpy(x))

@@ -20,7 +20,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.spec import ModelSpec
+from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
 FORMAT = "rmpsam-edge-bundle"
 FORMAT_VERSION = 1
@@ -181,8 +181,8 @@ class Bundle(object):
         inp = m.get("input", {})
         voc = m.get("vocabulary") or {}
         embed = self.class_embed()
-        return ModelSpec(m.get("variant", "r18"), input_size=inp.get("size"), mean=inp.get("mean", (123.675, 116.28, 103.53)),
-                         std=inp.get("std", (58.395, 57.12, 57.375)), class_embed=embed,
+        return ModelSpec(m.get("variant", "r18"), input_size=inp.get("size"), mean=inp.get("mean", IMAGENET_MEAN),
+                         std=inp.get("std", IMAGENET_STD), class_embed=embed,
                          class_names=voc.get("names") if embed is not None else None,
                          num_things=voc.get("num_things") if embed is not None else None,
                          weights_note=m.get("weights", {}).get("note"))

@@ -28,11 +28,10 @@ TRT = __name__  # create_tensorrt below
 # auto order, best first: (backend, module, factory, device used by auto when the caller gives none)
 AUTO_ORDER = [
     ("tensorrt", TRT, "create_tensorrt", "gpu"),
-    ("onnxruntime", ORT, "create", "gpu"),     # only when onnxruntime has a CUDA/TensorRT provider
-    ("openvino", OV, "create", None),           # CPU: faster than ORT CPU for the encoder on x86
-    ("onnxruntime", ORT, "create", "cpu"),
-]
-ORDER_TEXT = "tensorrt > onnxruntime GPU > openvino > onnxruntime CPU"
+    ("onnxruntime", ORT, "create", None),       # provider chain TensorRT EP > CUDA EP > CPU EP, those installed
+    ("openvino", OV, "create", None),           # CPU f32; measured on par with ORT CPU for the encoder, slower
+]                                               # for the decoders (benchmarks/results/stage_speed_r18_512.md)
+ORDER_TEXT = "tensorrt > onnxruntime > openvino"
 BACKENDS = {"tensorrt": (TRT, "create_tensorrt"), "onnxruntime": (ORT, "create"), "openvino": (OV, "create")}
 ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
 INSTALL = {"onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT providers)",
@@ -149,8 +148,8 @@ def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: O
          verbose: bool = True):
     """Load a model bundle on a backend -> ``rmpsam_edge.predictor.Predictor``.
 
-    backend: 'auto' (best installed: TensorRT > ONNX Runtime with a GPU provider > OpenVINO CPU > ONNX Runtime
-    CPU, falling back when one fails to load), 'onnxruntime', 'openvino' or 'tensorrt'. device: backend device
+    backend: 'auto' (best installed: TensorRT > ONNX Runtime (TensorRT EP > CUDA EP > CPU) > OpenVINO,
+    falling back when one fails to load), 'onnxruntime', 'openvino' or 'tensorrt'. device: backend device
     ('cpu', 'gpu', 'cuda', 'tensorrt' for ONNX Runtime; 'CPU', 'GPU', 'AUTO' for OpenVINO). threads: intra-op
     threads (None: backend default). Prints one line on stderr: which backend, device and precision, and why.
     """

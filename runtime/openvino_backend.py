@@ -39,7 +39,8 @@ class OpenVINORunner(BundleRunner):
         base = self.device.split(":")[0].split(".")[0]
         available = self.core.available_devices
         if base not in ("AUTO", "MULTI", "HETERO") and not any(d.split(".")[0] == base for d in available):
-            raise BackendUnavailable("openvino has no %s device here (devices: %s)" % (self.device, ", ".join(available)))
+            raise BackendUnavailable("openvino has no %s device here (devices: %s)"
+                                     % (self.device, ", ".join(available)))
         self.inference_precision = precision
         self.graphs = {}
 

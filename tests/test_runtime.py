@@ -200,11 +200,11 @@ def test_explicit_missing_backend_names_the_package(bundle, monkeypatch):
     assert "not installed" in str(info.value) and "pip install openvino" in str(info.value)
 
 
-def test_auto_skips_a_missing_backend(bundle, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "openvino", None)
-    monkeypatch.delitem(sys.modules, "rmpsam_edge.runtime.openvino_backend", raising=False)
+def test_auto_skips_a_missing_backend(bundle, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.delitem(sys.modules, "rmpsam_edge.runtime.onnxruntime_backend", raising=False)
     runner, _, line = load_runner(bundle, "auto", threads=1)
-    assert runner.name == "onnxruntime" and "openvino not installed" in line
+    assert runner.name == "openvino" and "onnxruntime not installed" in line
 
 
 def test_tensorrt_row_uses_the_tensorrt_package_entry_points(bundle, monkeypatch, capsys):
