@@ -635,71 +635,14 @@ class FakeGPU(object):
 
 
 # ====================================================================== a real bundle for the tests
-_BUNDLES = {}
-
-
-def export_tiny_bundle(root):
-    """encoder / prompt_decoder / object_decoder ONNX graphs exported with torch.onnx.export (legacy
-    exporter, opset 17, dynamic H/W, Np, K, P) from ``rmpsam_edge.modeling`` with seeded random R18
-    weights, plus a small manifest.json. The names are the real exported ones. Cached per session."""
+def fresh_bundle(src, dst):
+    """A new bundle folder at ``dst`` holding the exported bundle ``src`` (graphs and vocabulary linked, the
+    manifest copied), so each test gets its own engine cache folder."""
     import os
-    import warnings
-    key = str(root)
-    if key in _BUNDLES:
-        return _BUNDLES[key]
-    import torch
-    from rmpsam_edge.modeling import RMPSAM
-    from rmpsam_edge.modeling.classifier import with_background
-
-    torch.manual_seed(0)
-    model = RMPSAM("r18").eval()
-    head = model.panoptic_head
-
-    class Encoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.m = model
-
-        def forward(self, image):
-            return self.m.encode(image)
-
-    class PromptDecoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.h = head
-
-        def forward(self, features, boxes):
-            out = self.h.forward_prompts(features, boxes.unsqueeze(0))
-            return out["masks"][0], out["iou"][0]
-
-    class ObjectDecoder(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.h = head
-
-        def forward(self, features, class_embed):
-            out = self.h.forward_objects(features, with_background(class_embed))
-            return out["cls"], out["masks"], out["query"]
-
-    os.makedirs(key, exist_ok=True)
-    # 16x16 features (a 64x64 image): the legacy exporter bakes h*w into nn.MultiheadAttention's reshapes, so
-    # this prompt decoder graph only runs at 16x16 (the object decoder and encoder are fully dynamic)
-    f = torch.randn(1, 256, 16, 16)
-    graphs = [
-        ("encoder", Encoder(), (torch.randn(1, 3, 32, 64),), ["image"], ["features"], {"image": {2: "H", 3: "W"}}),
-        ("prompt_decoder", PromptDecoder(), (f, torch.rand(3, 4) * 0.5 + 0.25), ["features", "boxes"],
-         ["mask_logits", "iou"], {"features": {2: "h", 3: "w"}, "boxes": {0: "Np"}}),
-        ("object_decoder", ObjectDecoder(), (f, torch.nn.functional.normalize(torch.randn(5, 2, 768), dim=-1)),
-         ["features", "class_embed"], ["class_logits", "mask_logits", "query_embed"],
-         {"features": {2: "h", 3: "w"}, "class_embed": {0: "K", 1: "P"}}),
-    ]
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        for name, module, args, ins, outs, axes in graphs:
-            torch.onnx.export(module, args, os.path.join(key, name + ".onnx"), input_names=ins, output_names=outs,
-                              dynamic_axes=axes, opset_version=17, dynamo=False)
-    with open(os.path.join(key, "manifest.json"), "w") as fh:
-        json.dump({"variant": "r18", "input_size": 64, "vocabulary": {"shape": [5, 2, 768]},
-                   "preprocess": {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}}, fh)
-    _BUNDLES[key] = key
-    return key
+    import shutil
+    os.makedirs(str(dst))
+    for name in os.listdir(str(src)):
+        if name.endswith((".onnx", ".npy")):
+            os.symlink(os.path.join(str(src), name), os.path.join(str(dst), name))
+    shutil.copy(os.path.join(str(src), "manifest.json"), os.path.join(str(dst), "manifest.json"))
+    return str(dst)

@@ -87,14 +87,3 @@ def test_missing_unreadable_and_foreign(tmp_path):
             f.write(text)
         v = cache.check(eng, side, key())
         assert not v.ok and not v.foreign and v.reason.startswith("engine sidecar encoder.fp16.engine.json is unreadable (")
-
-
-def test_sha256_graph_includes_external_data(tmp_path):
-    g = tmp_path / "encoder.onnx"
-    g.write_bytes(b"graph")
-    plain = cache.sha256_graph(str(g))
-    assert plain == cache.sha256_file(str(g))
-    (tmp_path / "encoder.onnx.data").write_bytes(b"weights")
-    with_data = cache.sha256_graph(str(g))
-    (tmp_path / "encoder.onnx.data").write_bytes(b"weights2")
-    assert len({plain, with_data, cache.sha256_graph(str(g))}) == 3

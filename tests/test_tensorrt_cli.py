@@ -1,29 +1,25 @@
 """`rmpsam-edge build-engine` through the real CLI entry point, with the fake TensorRT + pycuda."""
 import os
-import shutil
 import sys
 
 import cv2
 import numpy as np
 import pytest
 
-from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from _bundle_fixture import shared_bundle
+from fakes_tensorrt import FakeGPU, fresh_bundle
 from rmpsam_edge.cli import main
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+    return shared_bundle(tmp_path_factory)
 
 
 @pytest.fixture
 def bundle(tmp_path, tiny_bundle):
-    d = tmp_path / "r18"
-    d.mkdir()
-    for name in ("encoder.onnx", "prompt_decoder.onnx", "object_decoder.onnx"):
-        os.symlink(os.path.join(tiny_bundle, name), str(d / name))
-    shutil.copy(os.path.join(tiny_bundle, "manifest.json"), str(d / "manifest.json"))
-    return str(d)
+    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
+    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def test_build_then_up_to_date_then_no_build_check(bundle, monkeypatch, capsys):
@@ -44,7 +40,7 @@ def test_build_then_up_to_date_then_no_build_check(bundle, monkeypatch, capsys):
     # a check with no flags keeps the stored choices (fp16, 64, 8 prompts): still usable
     assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder,prompt_decoder"]) == 0
     out, _ = capsys.readouterr()
-    assert "prompts 1..8 (opt 1)" in out.splitlines()[0]
+    assert out.splitlines()[0].endswith("prompts 1..8 (opt 1)")
     assert fake.names().count("build_serialized_network") == 2 and fake.contexts == []
 
 
@@ -98,9 +94,9 @@ def test_bad_flags_are_one_line(bundle, monkeypatch, capsys, argv, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def test_without_tensorrt_or_bundle(monkeypatch, capsys, tmp_path):
+def test_without_tensorrt_or_bundle(bundle, monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    assert main(["build-engine", "--model", str(tmp_path)]) == 2
+    assert main(["build-engine", "--model", bundle]) == 2
     assert "TensorRT's Python package is not installed" in capsys.readouterr()[1]
-    assert main(["build-engine", "--model", str(tmp_path / "nope")]) == 2
-    assert "not a bundle folder" in capsys.readouterr()[1]
+    assert main(["build-engine", "--model", str(tmp_path)]) == 2
+    assert "is not a model bundle (no manifest.json)" in capsys.readouterr()[1]

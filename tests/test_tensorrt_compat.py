@@ -106,7 +106,10 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
     with pytest.raises(UserError, match="pip install pycuda"):
         compat.import_pycuda()
     ok, why = trt_pkg.available()
-    assert not ok and "TensorRT" in why
+    assert not ok and why.startswith("tensorrt not installed (JetPack ships it")
+    monkeypatch.setitem(sys.modules, "tensorrt", FakeGPU().trt)
+    ok, why = trt_pkg.available()
+    assert not ok and why.startswith("pycuda not installed (pip install pycuda")
 
 
 def test_available_and_device_info(monkeypatch):

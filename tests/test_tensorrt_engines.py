@@ -1,4 +1,5 @@
 """engines.py: reuse the cached engine, or rebuild with one line saying why; never crash on a bad file."""
+import json
 import os
 import shutil
 
@@ -7,7 +8,8 @@ import numpy as np
 import onnx
 import pytest
 
-from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from _bundle_fixture import shared_bundle
+from fakes_tensorrt import FakeGPU, fresh_bundle
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
 
@@ -16,25 +18,20 @@ RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), pr
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+    return shared_bundle(tmp_path_factory)
 
 
 @pytest.fixture
 def bundle(tmp_path, tiny_bundle):
-    """A fresh bundle folder (graphs linked from the session export)."""
-    d = tmp_path / "r18"
-    d.mkdir()
-    for name in ("encoder.onnx", "prompt_decoder.onnx", "object_decoder.onnx"):
-        os.symlink(os.path.join(tiny_bundle, name), str(d / name))
-    shutil.copy(os.path.join(tiny_bundle, "manifest.json"), str(d / "manifest.json"))
-    return str(d)
+    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
+    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):
     fake = FakeGPU(version, gpu=gpu, cc=cc)
     fake.cuda.Device(0).make_context()
     lines = []
-    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), engines.Bundle(bundle), fake.cuda, lines.append)
+    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), engines.BundleInfo(bundle), fake.cuda, lines.append)
     return s, fake, lines
 
 
@@ -75,13 +72,24 @@ def test_changed_graph_and_changed_profile_rebuild(bundle):
     bigger = profiles.make_ranges((128, 128), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
     s.engine_bytes("encoder", engines.Choices("fp32", bigger))
     assert "optimisation profile for H: min 32 opt 64 max 64 (engine) != min 32 opt 128 max 128 (wanted)" in lines[-2]
+    # a re-exported graph (new file, new manifest sha256): rebuilt; an edited graph the manifest does not
+    # vouch for is refused before TensorRT sees it
     enc = os.path.join(bundle, "encoder.onnx")
     model = onnx.load(enc)
     model.doc_string = "re-exported"
     os.remove(enc)
     onnx.save(model, enc)
-    s.engine_bytes("encoder", engines.Choices("fp32", bigger))
-    assert "ONNX graph sha256 changed" in lines[-2]
+    with pytest.raises(UserError, match="does not match its sha256"):
+        session(bundle)[0].engine_bytes("encoder", engines.Choices("fp32", bigger))
+    mpath = os.path.join(bundle, "manifest.json")
+    with open(mpath) as f:
+        manifest = json.load(f)
+    manifest["graphs"]["encoder"]["sha256"] = cache.sha256_file(enc)
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+    s2, _, lines2 = session(bundle)
+    s2.engine_bytes("encoder", engines.Choices("fp32", bigger))
+    assert "ONNX graph sha256 changed" in lines2[0]
 
 
 def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
@@ -138,17 +146,49 @@ def test_runtime_keeps_the_stored_build_choices(bundle):
     assert [c[2:] for c in fake3.calls if c[0] == "set_shape" and c[1] == "boxes"] == [((1, 4), (4, 4), (16, 4))]
     assert cache.read_sidecar(cache.engine_paths(bundle, "prompt_decoder", "fp16")[1])[0]["key"]["fp32_layers"] == ["conv1"]
     os.remove(os.path.join(bundle, "object_decoder.onnx"))
-    with pytest.raises(UserError, match=r"object_decoder graph .*object_decoder.onnx is missing from the bundle"):
+    with pytest.raises(UserError, match=r"object_decoder.onnx is missing"):
         s2.engine_bytes("object_decoder", engines.Choices())
 
 
 def test_defaults_from_manifest(bundle):
+    """H/W, K, P as the export declared them (manifest dynamic_axes); prompts 1..64 split at many_prompts_from."""
     s, _, _ = session(bundle)
     c = s.fill_choices(engines.Choices())
-    assert c.precision == "fp16" and c.ranges["H"] == (32, 64, 64) and c.ranges["K"] == (1, 5, 133)
-    assert c.ranges["P"] == (1, 2, 16) and c.ranges["Np"] == (1, 1, 64) and c.ranges["h"] == (8, 16, 16)
+    assert c.precision == "fp16" and c.ranges["H"] == (32, 128, 128) and c.ranges["h"] == (8, 32, 32)
+    assert c.ranges["K"] == (1, 5, 1024) and c.ranges["P"] == (1, 2, 16)
+    assert c.ranges["Np"] == (1, 1, 47) and c.ranges["Npm"] == (48, 64, 64)
+    assert engines.profile_key("prompt_decoder_many", c.ranges) == {"B": [1, 1, 1], "h": [8, 32, 32], "w": [8, 32, 32],
+                                                                    "Npm": [48, 64, 64]}
     s11, _, _ = session(bundle, version="11.0.0")
     assert s11.fill_choices(engines.Choices()).precision == "fp32"  # strongly typed TensorRT
+
+
+def test_many_prompt_graph_gets_its_own_prompt_range(bundle):
+    s, fake, _ = session(bundle)
+    s.engine_bytes("prompt_decoder_many", engines.Choices("fp16", RANGES))
+    s.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
+    boxes = [c[2:] for c in fake.calls if c[0] == "set_shape" and c[1] == "boxes"]
+    assert boxes == [((48, 4), (48, 4), (48, 4)), ((1, 4), (1, 4), (8, 4))]
+
+
+def test_quantized_bundle_graphs_keep_their_precision(bundle):
+    """A Q/DQ INT8 graph of a `rmpsam-edge quantize` bundle: INT8 + FP16 flags, no calibrator needed."""
+    mpath = os.path.join(bundle, "manifest.json")
+    with open(mpath) as f:
+        manifest = json.load(f)
+    manifest["graphs"]["encoder"]["precision"] = "int8"
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+    s, fake, lines = session(bundle)
+    assert engines.graph_precision("encoder", "fp16", "int8") == "int8"
+    s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert set(fake.builds[-1]["flags"]) == {"FP16", "INT8"} and fake.builds[-1]["calibrated"] == 0
+    assert lines[0].startswith("building encoder int8 engine (no engine built yet)")
+    manifest["graphs"]["encoder"]["format"] = "openvino-ir"
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(UserError, match="is openvino-ir, not ONNX"):
+        session(bundle)[0].engine_bytes("encoder", engines.Choices("fp16", RANGES))
 
 
 def test_int8_session_calibrates_once_and_rebuilds_from_the_cache(bundle, tmp_path):

@@ -1,14 +1,14 @@
 """Real TensorRT on a real GPU (skipped on CPU machines and in CI: only these lines need a GPU).
 
-Builds FP32 and FP16 engines of the tiny exported bundle with the real builder and checks the runner's
+Builds FP32 and FP16 engines of the shared test bundle (tests/_bundle_fixture.py) with the real builder and checks the runner's
 outputs against ONNX Runtime. Run on a Jetson or a desktop GPU with `pytest tests/test_tensorrt_gpu.py`."""
 import os
-import shutil
 
 import numpy as np
 import pytest
 
-from fakes_tensorrt import export_tiny_bundle
+from _bundle_fixture import shared_bundle
+from fakes_tensorrt import fresh_bundle
 from rmpsam_edge.runtime import tensorrt as trt_pkg
 from rmpsam_edge.runtime.tensorrt import profiles
 
@@ -20,10 +20,7 @@ RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), pr
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    src = export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
-    dst = str(tmp_path_factory.mktemp("gpu") / "r18")
-    shutil.copytree(src, dst)
-    return dst
+    return fresh_bundle(shared_bundle(tmp_path_factory), tmp_path_factory.mktemp("gpu") / "r18")
 
 
 def _ort(bundle, graph, feeds):

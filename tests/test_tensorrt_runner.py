@@ -1,37 +1,40 @@
-"""runner.py with the fake TensorRT + pycuda: the data path (page-locked buffers, device buffers, one stream,
-async copies, execute_async_v3), profile errors, buffer sizing and reuse, the features short-cut.
+"""runner.py + backend.py with the fake TensorRT + pycuda: the data path (page-locked buffers, device buffers,
+one stream, async copies, execute_async_v3), buffer sizing and reuse, the features short-cut, prompt chunks,
+profile errors, and the loader / Predictor on top.
 
 The fake execution context runs each engine's ONNX graph with ONNX Runtime, so equality with ONNX Runtime
 below checks that the right bytes reach the right buffers with the right shapes (not TensorRT numerics;
 those need a GPU, see test_tensorrt_gpu.py)."""
+import json
 import os
-import shutil
+import sys
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 
-from fakes_tensorrt import FakeGPU, export_tiny_bundle
+from _bundle_fixture import shared_bundle
+from fakes_tensorrt import FakeGPU, fresh_bundle
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime import load, load_runner
 from rmpsam_edge.runtime import tensorrt as trt_pkg
+from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
 from rmpsam_edge.runtime.tensorrt import profiles, runner
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+IMAGE = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "chelsea.jpg")
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory):
-    return export_tiny_bundle(tmp_path_factory.getbasetemp() / "tiny_bundle")
+    return shared_bundle(tmp_path_factory)
 
 
 @pytest.fixture
 def bundle(tmp_path, tiny_bundle):
-    d = tmp_path / "r18"
-    d.mkdir()
-    for name in ("encoder.onnx", "prompt_decoder.onnx", "object_decoder.onnx"):
-        os.symlink(os.path.join(tiny_bundle, name), str(d / name))
-    shutil.copy(os.path.join(tiny_bundle, "manifest.json"), str(d / "manifest.json"))
-    return str(d)
+    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
+    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def ort_run(bundle, graph, feeds):
@@ -46,7 +49,18 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
     boxes = rng.uniform(0.2, 0.8, (3, 4)).astype(np.float32)
     vocab = rng.standard_normal((5, 2, 768)).astype(np.float32)
     with trt_pkg.create_runner(bundle, precision="fp32", ranges=RANGES) as r:
-        assert r.describe() == "tensorrt 10.3.0 fp32 on Orin (sm 8.7)"
+        assert r.describe() == "tensorrt 10.3.0, Orin (sm 8.7), fp32"
+        # buffers: allocated once per graph at the profile MAX shapes, page-locked host + device
+        allocs = [c[1] for c in fake.calls if c[0] == "mem_alloc"]
+        pinned = [c[1] for c in fake.calls if c[0] == "pagelocked_empty"]
+        f_max = 4 * 256 * 16 * 16
+        assert allocs == [4 * 3 * 64 * 64, f_max,                                    # encoder
+                          f_max, 4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,                  # prompt decoder: Np 1..8
+                          f_max, 4 * 8 * 2 * 768, 4 * 100 * 9, 4 * 100 * 16 * 16, 4 * 100 * 256,  # object decoder
+                          f_max, 4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]              # many-prompt graph: Np 48
+        assert [p[0] * 4 for p in pinned] == allocs
+        n_alloc = len(allocs)
+
         feats = r.encode(image)
         np.testing.assert_array_equal(feats, ort_run(bundle, "encoder", {"image": image})[0])
         assert feats.shape == (1, 256, 16, 16) and not feats.flags.writeable
@@ -59,27 +73,16 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         assert cls.shape == (1, 100, 6) and omasks.shape == (1, 100, 16, 16)
         for a, b in zip((cls, omasks, query), ref):
             np.testing.assert_array_equal(a, b)
-
-        # buffers: allocated once per graph at the profile MAX shapes, page-locked host + device
-        allocs = [c[1] for c in fake.calls if c[0] == "mem_alloc"]
-        pinned = [c[1] for c in fake.calls if c[0] == "pagelocked_empty"]
-        assert allocs == [4 * 3 * 64 * 64, 4 * 256 * 16 * 16,                        # encoder
-                          4 * 256 * 16 * 16, 4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,     # prompt decoder (Np max 8)
-                          4 * 256 * 16 * 16, 4 * 8 * 2 * 768, 4 * 9 * 100, 4 * 100 * 16 * 16, 4 * 100 * 256]
-        assert [p[0] * 4 for p in pinned] == allocs
-        # a smaller image and fewer prompts inside the profile: no new buffer, same one stream
-        n_alloc = len(allocs)
+        # other shapes inside the profile: same buffers, same one stream
         small = rng.standard_normal((1, 3, 32, 64)).astype(np.float32)
         f2 = r.encode(small)
         np.testing.assert_array_equal(f2, ort_run(bundle, "encoder", {"image": small})[0])
+        m2, _ = r.decode_prompts(f2, boxes[:1])
+        np.testing.assert_array_equal(m2, ort_run(bundle, "prompt_decoder", {"features": f2, "boxes": boxes[:1]})[0])
         c2, o2, _ = r.decode_objects(f2, vocab[:2, :1])
-        ref = ort_run(bundle, "object_decoder", {"features": f2, "class_embed": vocab[:2, :1]})
-        np.testing.assert_array_equal(c2, ref[0])
-        np.testing.assert_array_equal(o2, ref[1])
-        assert o2.shape == (1, 100, 8, 16) and c2.shape == (1, 100, 3)
-        m2, _ = r.decode_prompts(feats, boxes[:1])
-        np.testing.assert_array_equal(m2, ort_run(bundle, "prompt_decoder", {"features": feats, "boxes": boxes[:1]})[0])
-        assert m2.shape == (1, 16, 16)
+        np.testing.assert_array_equal(c2, ort_run(bundle, "object_decoder",
+                                                  {"features": f2, "class_embed": vocab[:2, :1]})[0])
+        assert m2.shape == (1, 8, 16) and o2.shape == (1, 100, 8, 16) and c2.shape == (1, 100, 3)
         assert len([c for c in fake.calls if c[0] == "mem_alloc"]) == n_alloc
         assert fake.names().count("Stream") == 1
         # every execute is followed by a stream sync before results are read (the fake runs queued work only then)
@@ -108,7 +111,22 @@ def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
             feats += 1  # the encoder's output is read-only, so the device copy cannot go stale
 
 
-def test_shapes_outside_the_profile_give_a_clear_line(bundle, monkeypatch):
+def test_prompts_beyond_a_profile_run_in_exact_chunks(bundle, monkeypatch):
+    fake = FakeGPU("10.3.0").install(monkeypatch)
+    rng = np.random.default_rng(2)
+    with trt_pkg.create_runner(bundle, precision="fp32", ranges=RANGES) as r:
+        feats = r.encode(rng.standard_normal((1, 3, 64, 64)).astype(np.float32))
+        boxes = rng.uniform(0.2, 0.8, (50, 4)).astype(np.float32)
+        for n, runs in ((9, 2), (50, 2)):  # 9 > 8: 8 + 1 on prompt_decoder; 50 >= 48: 48 (many) + 2 (prompt_decoder)
+            del fake.calls[:]
+            masks, iou = r.decode_prompts(feats, boxes[:n])
+            assert fake.names().count("execute_async_v3") == runs and masks.shape == (n, 16, 16) and iou.shape == (n, 1)
+            ref = ort_run(bundle, "prompt_decoder", {"features": feats, "boxes": boxes[:n]})
+            np.testing.assert_allclose(masks, ref[0], rtol=1e-4, atol=1e-4 * np.abs(ref[0]).max())
+            np.testing.assert_allclose(iou, ref[1], rtol=1e-4, atol=1e-5)
+
+
+def test_image_outside_the_profile_gives_a_clear_line(bundle, monkeypatch):
     FakeGPU("10.3.0").install(monkeypatch)
     with trt_pkg.create_runner(bundle, precision="fp32", ranges=RANGES) as r:
         with pytest.raises(UserError) as err:
@@ -116,29 +134,27 @@ def test_shapes_outside_the_profile_give_a_clear_line(bundle, monkeypatch):
         assert str(err.value) == (
             "encoder input 'image' has shape [1, 3, 96, 64], outside the engine's optimisation profile "
             "(min [1, 3, 32, 32], max [1, 3, 64, 64]); rebuild with `rmpsam-edge build-engine --model %s` and a "
-            "larger --max-size / --max-prompts" % bundle)
+            "larger --max-size" % bundle)
         feats = r.encode(np.zeros((1, 3, 64, 64), np.float32))
-        with pytest.raises(UserError, match=r"prompt_decoder input 'boxes' has shape \[9, 4\], outside the engine's "
-                                            r"optimisation profile \(min \[1, 4\], max \[8, 4\]\)"):
-            r.decode_prompts(feats, np.zeros((9, 4), np.float32))
-        with pytest.raises(UserError, match="prompt_decoder needs input\\(s\\) boxes"):
-            r.infer("prompt_decoder", {"features": feats})
-        with pytest.raises(UserError, match="unknown graph 'decoder'"):
-            r.infer("decoder", {})
+        with pytest.raises(UserError, match=r"object_decoder input 'class_embed' has shape \[9, 2, 768\], outside "
+                                            r"the engine's optimisation profile \(min \[1, 1, 768\], max \[8, 2, 768\]\)"):
+            r.decode_objects(feats, np.zeros((9, 2, 768), np.float32))
 
 
-def test_no_build_mode_and_lazy_engines(bundle, monkeypatch):
+def test_no_build_mode_fails_with_what_differs(bundle, monkeypatch):
     fake = FakeGPU("10.3.0").install(monkeypatch)
     r = trt_pkg.create_runner(bundle, precision="fp16", build=False, ranges=RANGES)
-    with r:
-        with pytest.raises(UserError, match="the encoder engine cannot be used: no engine built yet; build it with"):
-            r.encode(np.zeros((1, 3, 64, 64), np.float32))
-    with trt_pkg.create_runner(bundle, precision="fp16", ranges=RANGES) as r:
-        r.encode(np.zeros((1, 3, 64, 64), np.float32))
-    # only the graph that was used got built (the decoders are built on first use)
-    assert sorted(os.listdir(os.path.join(bundle, "tensorrt"))) == [
-        "encoder.fp16.engine", "encoder.fp16.engine.json", "timing-trt10.3.0-orin.cache"]
-    assert fake.contexts == []
+    with pytest.raises(UserError, match="the encoder engine cannot be used: no engine built yet; build it with"):
+        r.activate()
+    assert fake.contexts == [] and not r.active
+    with trt_pkg.create_runner(bundle, precision="fp16", ranges=RANGES):
+        pass
+    assert sorted(f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")) == [
+        "encoder.fp16.engine", "object_decoder.fp16.engine", "prompt_decoder.fp16.engine",
+        "prompt_decoder_many.fp16.engine"]
+    with trt_pkg.create_runner(bundle, build=False) as r:  # no choices: the stored ones, nothing rebuilt
+        assert r.choices.precision == "fp16" and r.choices.ranges["H"] == (32, 64, 64)
+    assert fake.names().count("build_serialized_network") == 4
 
 
 def test_plan_buffers_uses_profile_max_and_output_shapes():
@@ -161,3 +177,61 @@ def test_plan_buffers_uses_profile_max_and_output_shapes():
             return ((1, 4), (2, 4), (64, 4))
     plan = runner.plan_buffers(Compat(), None, Ctx())
     assert plan == {"boxes": (np.float32, (64, 4), True), "out": (np.float16, (64, 4, 8), False)}
+
+
+# ------------------------------------------------------------------------------ loader / Predictor
+def test_predictor_on_tensorrt_gives_the_onnxruntime_results(bundle, monkeypatch):
+    """`load(bundle, backend="tensorrt")`: same Predictor API and outputs as the ONNX Runtime backend."""
+    FakeGPU("10.3.0").install(monkeypatch)
+    p_trt = load(bundle, backend="tensorrt", verbose=False)
+    p_ort = load(bundle, backend="onnxruntime", verbose=False)
+    points, boxes = [[225, 150], [60, 40]], [[100, 50, 350, 280]]
+    outs = []
+    for p in (p_trt, p_ort):
+        p.set_image(IMAGE)
+        masks, scores = p.predict(points=points, boxes=boxes)
+        outs.append((masks, scores, p.object_outputs()))
+    assert outs[0][0].shape == (3, 300, 451) and np.array_equal(outs[0][0], outs[1][0])
+    np.testing.assert_allclose(outs[0][1], outs[1][1], rtol=1e-5)
+    for a, b in zip(outs[0][2], outs[1][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    p_trt.runner.deactivate()
+
+
+def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
+    fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
+    r, _, line = load_runner(bundle, "auto")
+    assert r.name == "tensorrt" and line.startswith("tensorrt 10.3.0, NVIDIA GeForce RTX 4090 (sm 8.9), fp16 (auto")
+    r.deactivate()
+    # an engine that cannot be built here: auto moves on with the reason, an explicit request says it in one line
+    fake.fail_build = "[optimizer] no implementation for /deform.0/GridSample"
+    for f in os.listdir(os.path.join(bundle, "tensorrt")):
+        os.remove(os.path.join(bundle, "tensorrt", f))
+    r, _, line = load_runner(bundle, "auto", verbose=False)
+    assert r.name != "tensorrt" and "TensorRT could not prepare the encoder engine: TensorRT could not build" in line
+    with pytest.raises(UserError, match=r"backend tensorrt cannot run here: TensorRT could not prepare the encoder "
+                                        r"engine: TensorRT could not build the encoder engine: \[optimizer\]"):
+        load_runner(bundle, "tensorrt", verbose=False)
+    assert fake.contexts == []
+    # used directly (not through the loader) the same failure is a one-line UserError
+    with pytest.raises(UserError):
+        trt_pkg.create_runner(bundle).activate()
+    assert issubclass(runner.EngineUnavailable, BackendUnavailable)
+
+
+def test_loader_devices_missing_packages_and_bad_bundles(bundle, monkeypatch):
+    FakeGPU("10.3.0").install(monkeypatch)
+    with pytest.raises(UserError, match="backend tensorrt cannot run here: no CUDA GPU 3 found"):
+        load_runner(bundle, "tensorrt", device="cuda:3", verbose=False)
+    # a tampered graph is a bundle problem (UserError), never hidden behind a fallback
+    mpath = os.path.join(bundle, "manifest.json")
+    with open(mpath) as f:
+        manifest = json.load(f)
+    manifest["graphs"]["prompt_decoder"]["sha256"] = "0" * 64
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+    with pytest.raises(UserError, match="does not match its sha256"):
+        load_runner(bundle, "auto", verbose=False)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", None)
+    with pytest.raises(UserError, match="backend tensorrt cannot run here: pycuda not installed"):
+        load_runner(bundle, "tensorrt", verbose=False)

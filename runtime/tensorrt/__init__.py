@@ -13,12 +13,20 @@ from typing import Optional, Tuple
 
 
 def available(device: int = 0) -> Tuple[bool, str]:
-    """Cheap check for ``backend="auto"``: (True, 'TensorRT 10.3.0 on Orin') or (False, why not)."""
+    """Cheap check for ``backend="auto"``: (True, 'TensorRT 10.3.0 on Orin (sm 8.7)') or (False, why not:
+    'tensorrt not installed (...)', 'pycuda not installed (...)', no GPU, TensorRT too old)."""
+    import importlib
     from rmpsam_edge.errors import UserError
     from . import compat
     try:
-        trt = compat.import_tensorrt()
-        cuda = compat.import_pycuda()
+        trt = importlib.import_module("tensorrt")
+    except ImportError:
+        return False, "tensorrt not installed (JetPack ships it; on a desktop GPU: pip install tensorrt)"
+    try:
+        cuda = importlib.import_module("pycuda.driver")
+    except ImportError:
+        return False, "pycuda not installed (pip install pycuda; it needs the CUDA toolkit)"
+    try:
         c = compat.Compat(trt)
         name, cc = c.device_info(cuda, device)
     except UserError as exc:

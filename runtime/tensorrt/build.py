@@ -23,11 +23,13 @@ Log = Callable[[str], None]
 
 class BuildSettings(object):
     """What one engine build needs. ``ranges``: symbol -> (min, opt, max) (profiles.make_ranges).
-    ``calibrator``: an IInt8EntropyCalibrator2 (int8 only). ``timing_cache``: file path or None."""
+    ``calibrator``: an IInt8EntropyCalibrator2 (int8 from an FP32 graph only). ``timing_cache``: file path or
+    None. ``from_graph``: the graph carries its own precision (Q/DQ INT8 or FP16 ONNX): no calibrator; on a
+    strongly typed TensorRT (11) no precision flags either."""
 
     def __init__(self, precision: str, ranges: Dict[str, Tuple[int, int, int]], workspace_bytes: int = 2 << 30,
                  dla_core: Optional[int] = None, fp32_layers: Sequence[str] = (), calibrator=None,
-                 timing_cache: Optional[str] = None, verbose: bool = False):
+                 timing_cache: Optional[str] = None, verbose: bool = False, from_graph: bool = False):
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError("--precision %s: use fp32, fp16 or int8" % precision)
         if dla_core is not None and precision == "fp32":
@@ -40,6 +42,7 @@ class BuildSettings(object):
         self.calibrator = calibrator
         self.timing_cache = timing_cache
         self.verbose = verbose
+        self.from_graph = from_graph  # the ONNX is already FP16 / Q/DQ INT8 (a `rmpsam-edge quantize` bundle)
 
 
 class BuildResult(object):
@@ -53,9 +56,11 @@ def build_encoder_engine(compat, onnx_path: str, settings: BuildSettings, log: L
     return build_engine(compat, "encoder", onnx_path, settings, log)
 
 
-def build_prompt_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """features + boxes (Np,4) -> mask logits, IoU. FP16 at most (with FP32 pins)."""
-    return build_engine(compat, "prompt_decoder", onnx_path, settings, log)
+def build_prompt_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log,
+                                graph: str = "prompt_decoder") -> BuildResult:
+    """features + boxes (Np,4) -> mask logits, IoU. FP16 at most (with FP32 pins). Also builds the bundle's
+    many-prompt variant (graph='prompt_decoder_many', projected keys/values, its own prompt range)."""
+    return build_engine(compat, graph, onnx_path, settings, log)
 
 
 def build_object_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
@@ -63,14 +68,19 @@ def build_object_decoder_engine(compat, onnx_path: str, settings: BuildSettings,
     return build_engine(compat, "object_decoder", onnx_path, settings, log)
 
 
+def build_prompt_decoder_many_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    return build_prompt_decoder_engine(compat, onnx_path, settings, log, graph="prompt_decoder_many")
+
+
 BUILDERS = {"encoder": build_encoder_engine, "prompt_decoder": build_prompt_decoder_engine,
-            "object_decoder": build_object_decoder_engine}
+            "prompt_decoder_many": build_prompt_decoder_many_engine, "object_decoder": build_object_decoder_engine}
 
 
 # ------------------------------------------------------------------------------------------ shared core
 def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
     trt = compat.trt
-    if graph != "encoder" and (settings.precision == "int8" or settings.dla_core is not None):
+    if graph != "encoder" and ((settings.precision == "int8" and not settings.from_graph)
+                               or settings.dla_core is not None):
         raise UserError("internal: %s is built FP16/FP32 on the GPU only" % graph)
     messages = []  # type: List[Tuple[str, str]]
     logger = compat.logger(messages, settings.verbose)
@@ -94,14 +104,14 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     config.add_optimization_profile(profile)
 
     pinned = {}  # type: Dict[str, str]
-    if settings.precision != "fp32":
+    if settings.precision != "fp32" and compat.weak_typing:
         nodes = prec.nodes_from_network(network, compat)
         pinned = prec.select_fp32(nodes, prec.network_outputs(network), settings.fp32_layers)
-    compat.set_precision(config, settings.precision, bool(pinned))  # raises on strongly typed TensorRT
+    compat.set_precision(config, settings.precision, bool(pinned), settings.from_graph)
     if pinned:
         prec.apply_fp32(network, compat, pinned)
         log("%s: %s" % (graph, prec.summary(pinned)))
-    if settings.precision == "int8":
+    if settings.precision == "int8" and not settings.from_graph:
         if settings.calibrator is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video / glob)")
         calib_profile = builder.create_optimization_profile()

@@ -47,15 +47,6 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def sha256_graph(onnx_path: str) -> str:
-    """sha256 of the ONNX file, plus its external-data file (``<name>.data``) when there is one."""
-    digest = sha256_file(onnx_path)
-    data = onnx_path + ".data"
-    if os.path.isfile(data):
-        digest = hashlib.sha256((digest + sha256_file(data)).encode()).hexdigest()
-    return digest
-
-
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
              profiles: Dict[str, list], dla_core: Optional[int] = None, calibration: Optional[str] = None,
              fp32_policy: Optional[str] = None, fp32_layers=()) -> Dict[str, object]:

@@ -19,6 +19,7 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError
 
+ALIGN = 32
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 
@@ -162,24 +163,35 @@ def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[in
     return EntropyCalibrator()
 
 
-def feeder(files: Sequence[str], hw: Tuple[int, int], mean, std, count: int) -> Iterator[np.ndarray]:
-    """Images for calibration: the quantize package's calibration data code when installed, else the
-    fallback above. Either way: normalised (1, 3, H, W) float32 at the calibration shape."""
+def feeder(source: str, hw: Tuple[int, int], spec, count: int) -> Iterator[np.ndarray]:
+    """Normalised (1, 3, H, W) float32 images at the calibration shape: frames read by the quantize package's
+    calibration data code (``rmpsam_edge.quantize.calibration.load_frames``) and preprocessed like the
+    runtime does (``rmpsam_edge.preprocess.preprocess``: long-side resize, normalise, zero pad), the long side
+    chosen so each frame fits (H, W); the fallback reader above when that package is not installed."""
     try:
-        from rmpsam_edge.quantize import calibration as qcal  # quantize agent's module
+        from rmpsam_edge.quantize import calibration as qcal
+        from rmpsam_edge.preprocess import preprocess
+        from rmpsam_edge.spec import ModelSpec
     except ImportError:
-        qcal = None
-    fn = getattr(qcal, "iter_calibration_images", None) if qcal is not None else None
-    if fn is None:
-        return images_from_paths(files, hw, mean, std, count)
-    return (a if a.shape[-2:] == tuple(hw) else _pad(a, hw) for a in fn(files, size=hw, mean=mean, std=std, count=count))
+        return images_from_paths(list_calibration_files(source), hw, spec.mean, spec.std, count)
+    n = min(int(count), len(qcal.source_units(source)))
+    frames = qcal.load_frames(source, n, holdout=0)
+
+    def gen():
+        for _, rgb in frames.calib:
+            h, w = rgb.shape[:2]
+            s = min(hw[0] / float(h), hw[1] / float(w))
+            size = max(ALIGN, int(max(h, w) * s))
+            x, _ = preprocess(rgb, ModelSpec(spec.variant, size, spec.mean, spec.std))
+            yield _pad(x, hw)
+    return gen()
 
 
 def _pad(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
+    """Zero-pad (bottom/right) to (H, W); a row or column that rounding pushed past (H, W) is cropped."""
     arr = np.asarray(arr, np.float32)
     arr = arr[None] if arr.ndim == 3 else arr
-    if arr.shape[-2] > hw[0] or arr.shape[-1] > hw[1]:
-        raise UserError("calibration image %s is larger than the calibration shape %s" % (list(arr.shape), list(hw)))
+    arr = arr[..., :hw[0], :hw[1]]
     out = np.zeros(arr.shape[:-2] + tuple(hw), np.float32)
     out[..., :arr.shape[-2], :arr.shape[-1]] = arr
     return out

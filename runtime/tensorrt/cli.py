@@ -14,7 +14,7 @@ from rmpsam_edge.errors import UserError
 
 from . import compat as compat_mod
 from . import profiles
-from .engines import GRAPH_ORDER, Bundle, Choices, Session, graph_precision
+from .engines import GRAPH_ORDER, BundleInfo, Choices, Session, graph_precision, prompt_ranges
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,8 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workspace", type=float, default=2.0, help="builder workspace limit in GiB (default 2)")
     p.add_argument("--fp32-layers", action="append", metavar="REGEX",
                    help="also keep layers whose name matches REGEX in FP32 (repeatable)")
-    p.add_argument("--graphs", default=",".join(GRAPH_ORDER),
-                   help="comma list of graphs to build (default all: %s)" % ",".join(GRAPH_ORDER))
+    p.add_argument("--graphs", help="comma list of graphs to build (default: all the bundle has: %s)"
+                   % ",".join(GRAPH_ORDER))
     p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is usable")
     p.add_argument("--no-build", action="store_true", help="only check the cached engines; never build")
     p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
@@ -57,8 +57,9 @@ def _dla(text):
     return core
 
 
-def ranges_from_args(args, base):
-    """Override the stored/default ranges ``base`` with the size and prompt flags that were given."""
+def ranges_from_args(args, base, many_from=None):
+    """Override the stored/default ranges ``base`` with the size and prompt flags that were given; the prompt
+    range is then split between the prompt graphs (see engines.prompt_ranges)."""
     r = dict(base)
     hi = (r["H"][2], r["W"][2])
     opt = (r["H"][1], r["W"][1])
@@ -76,6 +77,8 @@ def ranges_from_args(args, base):
     opt = (min(opt[0], hi[0]), min(opt[1], hi[1]))
     lo = (min(lo[0], opt[0]), min(lo[1], opt[1])) if not args.min_size else lo
     np_lo, np_opt, np_hi = r["Np"]
+    if many_from and np_hi >= many_from - 1:  # the prompt range continues in the many-prompt graph
+        np_hi = max(np_hi, r.get("Npm", (0, 0, 0))[2])
     if args.max_prompts is not None:
         np_hi = args.max_prompts
     if args.opt_prompts is not None:
@@ -84,19 +87,21 @@ def ranges_from_args(args, base):
     k = r.get("K", (1, 133, 133))
     if args.max_classes is not None:
         k = (k[0], min(k[1], args.max_classes), args.max_classes)
-    return profiles.make_ranges(hi, opt, lo, (min(np_lo, np_opt), np_opt, np_hi), k, r.get("P", (1, 1, 16)))
+    made = profiles.make_ranges(hi, opt, lo, (min(np_lo, np_opt), np_opt, np_hi), k, r.get("P", (1, 1, 16)))
+    return prompt_ranges(made, many_from)
 
 
 def run(args) -> int:
-    graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()]
-    bad = [g for g in graphs if g not in GRAPH_ORDER]
-    if bad:
-        raise UserError("--graphs: unknown graph %s (use %s)" % (", ".join(bad), ", ".join(GRAPH_ORDER)))
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
     if args.calib and args.precision not in ("int8", None):
         raise UserError("--calib is for --precision int8")
-    bundle = Bundle(args.model)
+    bundle = BundleInfo(args.model)
+    have = bundle.graph_names()
+    graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
+    bad = [g for g in graphs if g not in have]
+    if bad:
+        raise UserError("--graphs: unknown graph %s (this bundle has %s)" % (", ".join(bad), ", ".join(have)))
     trt = compat_mod.import_tensorrt()
     cuda = compat_mod.import_pycuda()
     compat = compat_mod.Compat(trt)
@@ -111,15 +116,16 @@ def run(args) -> int:
         choices = session.fill_choices(choices)
         if dla == -1:
             choices.dla_core = None
-        choices.ranges = ranges_from_args(args, choices.ranges)
+        choices.ranges = ranges_from_args(args, choices.ranges, bundle.many_prompts_from)
         if choices.calib and choices.precision != "int8":
             raise UserError("--calib is for --precision int8")
         if choices.dla_core is not None and choices.precision == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
-        sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %s\n" % (
-            compat.version_string, device[0], device[1], choices.precision,
-            _hw(choices.ranges, 0), _hw(choices.ranges, 2), _hw(choices.ranges, 1),
-            "%d..%d (opt %d)" % tuple(choices.ranges["Np"][i] for i in (0, 2, 1))))
+        r = choices.ranges
+        many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
+        sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"
+                         % (compat.version_string, device[0], device[1], choices.precision, _hw(r, 0), _hw(r, 2),
+                            _hw(r, 1), r["Np"][0], r["Np"][2], r["Np"][1], many))
         runtime = trt.Runtime(compat.logger([]))
         for graph in graphs:
             if graph == "encoder" and choices.dla_core is not None:
@@ -132,7 +138,7 @@ def run(args) -> int:
                 data, status = session.engine_bytes(graph, choices, force=True,
                                                     reason_prefix="TensorRT could not deserialise the cached engine")
             sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                graph, graph_precision(graph, choices.precision),
+                graph, graph_precision(graph, choices.precision, bundle.stored_precision(graph)),
                 "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
         ctx.pop()

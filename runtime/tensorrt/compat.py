@@ -27,7 +27,7 @@ demand and turn a missing package into a one-line ``UserError`` naming what to i
 """
 import importlib
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -119,10 +119,14 @@ class Compat(object):
         # set_memory_pool_limit: 8.4+ and 10.x (max_workspace_size was deprecated in 8.4, removed in 10).
         config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
 
-    def set_precision(self, config, precision: str, pinned: bool) -> None:
-        """fp32: no flag. fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned). int8: INT8 + FP16."""
+    def set_precision(self, config, precision: str, pinned: bool, from_graph: bool = False) -> None:
+        """fp32: no flag. fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned). int8: INT8 + FP16
+        (calibrated, or explicit quantization of a Q/DQ graph: 8.6 and 10.x need the INT8 flag for both).
+        ``from_graph``: the ONNX carries its own types; a strongly typed TensorRT needs no flag then."""
         trt = self.trt
         if precision == "fp32":
+            return
+        if not self.weak_typing and from_graph:
             return
         if not self.weak_typing:
             raise UserError("TensorRT %s builds strongly typed networks only (no FP16/INT8 builder flags): build "

@@ -9,7 +9,6 @@ When the caller gives no build choices (``predict --backend tensorrt``), the cho
 existing sidecar are kept, so an engine built with a custom profile is reused, and rebuilt with the same
 profile after a TensorRT or GPU change.
 """
-import json
 import os
 import re
 import sys
@@ -21,20 +20,30 @@ from . import build as builder
 from . import cache, calibrator, precision, profiles
 
 GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "Np"),
-                 "object_decoder": ("B", "h", "w", "K", "P")}
-GRAPH_ORDER = ("encoder", "prompt_decoder", "object_decoder")
+                 "prompt_decoder_many": ("B", "h", "w", "Npm"), "object_decoder": ("B", "h", "w", "K", "P")}
+GRAPH_ORDER = ("encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder")
 DEFAULT_IMGSZ = 640
-DEFAULT_MEAN = (123.675, 116.28, 103.53)
-DEFAULT_STD = (58.395, 57.12, 57.375)
+DEFAULT_MAX_PROMPTS = 64
 
 
 def stderr_log(line: str) -> None:
     sys.stderr.write("tensorrt: %s\n" % line)
 
 
-def graph_precision(graph: str, precision: str) -> str:
-    """int8 applies to the encoder only; the decoders of an int8 build are fp16 (with FP32 pins)."""
+def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
+    """Engine precision of one graph. A graph the bundle already stores quantized (Q/DQ INT8 or FP16 ONNX from
+    `rmpsam-edge quantize`) keeps that precision. Otherwise int8 applies to the encoder only (calibrated):
+    the decoders of an int8 build are fp16 with the FP32 pins."""
+    if stored in ("int8", "fp16"):
+        return stored
     return "fp16" if precision == "int8" and graph != "encoder" else precision
+
+
+def ranges_for(graph: str, ranges: Dict[str, tuple]) -> Dict[str, tuple]:
+    """The many-prompt graph has its own prompt range (symbol Npm) on the same 'boxes' axis."""
+    if graph == "prompt_decoder_many" and "Npm" in ranges:
+        return dict(ranges, Np=ranges["Npm"])
+    return ranges
 
 
 class Choices(object):
@@ -49,67 +58,93 @@ class Choices(object):
         self.workspace_gib, self.verbose = workspace_gib, verbose
 
 
-class Bundle(object):
-    """The few things the engine code reads from a bundle directory (manifest.json is optional)."""
+class BundleInfo(object):
+    """What the engine code reads from a bundle, through ``runtime.bundle.Bundle`` (manifest validated,
+    graph files checked against their sha256 before TensorRT parses them)."""
 
-    def __init__(self, path):
-        path = getattr(path, "path", None) or getattr(path, "root", None) or path
-        self.dir = os.path.abspath(str(path))
-        if not os.path.isdir(self.dir):
-            raise UserError("--model %s: not a bundle folder (export one with `rmpsam-edge export`)" % path)
-        self.manifest = {}
-        mpath = os.path.join(self.dir, "manifest.json")
-        if os.path.isfile(mpath):
-            try:
-                with open(mpath) as f:
-                    self.manifest = json.load(f)
-            except ValueError as exc:
-                raise UserError("%s is not valid JSON (%s)" % (mpath, exc))
+    def __init__(self, bundle):
+        from ..bundle import Bundle
+        self.rb = Bundle.open(bundle)
+        self.dir = os.path.abspath(self.rb.path)
+        self.manifest = self.rb.manifest
+
+    def graph_names(self):
+        return self.rb.graph_names()
 
     def graph_path(self, graph: str) -> str:
-        files = _lookup(self.manifest, ("graphs", graph, "file"), ("graphs", graph, "path"), ("files", graph),
-                        ("graphs", graph))
-        name = files if isinstance(files, str) else graph + ".onnx"
-        return os.path.join(self.dir, name)
+        entry = self.manifest["graphs"].get(graph) or {}
+        if entry.get("format") not in (None, "onnx"):
+            raise UserError("the %s graph of %s is %s, not ONNX: TensorRT builds from the ONNX bundle (use the "
+                            "FP32 bundle, or quantize with --backend onnxruntime)" % (graph, self.dir, entry["format"]))
+        return self.rb.graph_path(graph)
+
+    def graph_file(self, graph: str) -> Tuple[str, str]:
+        """-> (path, sha256): the path checked against the manifest's sha256 (once per process, by
+        runtime.bundle), the sha256 that keys the engine."""
+        path = self.graph_path(graph)
+        if not os.path.isfile(path):
+            raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
+                            % (self.dir, os.path.basename(path)))
+        return path, str(self.manifest["graphs"][graph]["sha256"])
+
+    def stored_precision(self, graph: str) -> str:
+        entry = self.manifest["graphs"].get(graph) or {}
+        return str(entry.get("precision") or "fp32").lower()
 
     def engine_dir(self) -> str:
         return os.path.join(self.dir, cache.ENGINE_DIR)
 
-    def input_size(self) -> Optional[int]:
-        v = _lookup(self.manifest, ("input_size",), ("preprocess", "input_size"), ("spec", "input_size"))
-        return int(v) if isinstance(v, (int, float)) and v else None
+    def spec(self):
+        return self.rb.spec()
 
-    def mean_std(self):
-        mean = _lookup(self.manifest, ("preprocess", "mean"), ("spec", "mean"), ("mean",)) or DEFAULT_MEAN
-        std = _lookup(self.manifest, ("preprocess", "std"), ("spec", "std"), ("std",)) or DEFAULT_STD
-        return tuple(mean), tuple(std)
+    def declared(self, sym: str) -> Optional[Tuple[int, int, int]]:
+        """(min, opt, max) the export declared for a dynamic axis, or None."""
+        d = (self.manifest.get("dynamic_axes") or {}).get(sym)
+        if isinstance(d, dict) and "min" in d and "max" in d:
+            return int(d["min"]), int(d.get("opt", d["max"])), int(d["max"])
+        return None
+
+    def input_size(self) -> Optional[int]:
+        v = (self.manifest.get("input") or {}).get("size")
+        return int(v) if v else None
 
     def vocab_shape(self) -> Tuple[Optional[int], Optional[int]]:
-        """(K, P) of the bundle's class embeddings, when the manifest says."""
-        shape = _lookup(self.manifest, ("vocabulary", "shape"), ("class_embed", "shape"), ("class_embed_shape",))
+        shape = (self.manifest.get("vocabulary") or {}).get("shape")
         if isinstance(shape, (list, tuple)) and len(shape) == 3:
             return int(shape[0]), int(shape[1])
-        k = _lookup(self.manifest, ("vocabulary", "num_classes"), ("num_classes",))
-        p = _lookup(self.manifest, ("vocabulary", "num_prototypes"), ("num_prototypes",))
-        return (int(k) if k else None), (int(p) if p else None)
+        return None, None
+
+    @property
+    def many_prompts_from(self) -> Optional[int]:
+        return self.rb.many_prompts_from
 
 
-def _lookup(d, *paths):
-    for path in paths:
-        cur = d
-        for k in path:
-            cur = cur.get(k) if isinstance(cur, dict) else None
-        if cur is not None:
-            return cur
-    return None
-
-
-def default_ranges(bundle: Bundle, imgsz: Optional[int] = None, max_prompts: int = 64) -> Dict[str, tuple]:
-    size = imgsz or bundle.input_size() or DEFAULT_IMGSZ
-    size = int(-(-size // profiles.ALIGN) * profiles.ALIGN)
+def default_ranges(bundle: BundleInfo, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, tuple]:
+    """Profile ranges from the bundle: the export's declared H/W (else its input size, else 640), 1..64 prompts
+    (the many-prompt graph takes many_prompts_from..64), the vocabulary's K x P as opt."""
+    h, w = bundle.declared("H"), bundle.declared("W")
+    if h is None or w is None:
+        size = -(-(bundle.input_size() or DEFAULT_IMGSZ) // profiles.ALIGN) * profiles.ALIGN
+        h = w = (profiles.ALIGN, size, size)
     k, p = bundle.vocab_shape()
-    return profiles.make_ranges((size, size), prompts=(1, 1, max_prompts),
-                                classes=(1, k or 133, max(k or 133, 133)), protos=(1, p or 1, max(p or 1, 16)))
+    dk, dp = bundle.declared("K"), bundle.declared("P")
+    classes = dk or (1, k or 80, max(k or 80, 1024))
+    protos = dp or (1, p or 1, max(p or 1, 16))
+    return prompt_ranges(profiles.make_ranges((h[2], w[2]), (h[1], w[1]), (h[0], w[0]), (1, 1, max_prompts),
+                                              classes, protos), bundle.many_prompts_from)
+
+
+def prompt_ranges(ranges: Dict[str, tuple], many_from: Optional[int]) -> Dict[str, tuple]:
+    """Split the prompt range between the two prompt graphs: prompt_decoder 1..many_from-1, the many-prompt
+    graph many_from..max (more prompts than a profile's max are run in chunks by the runner)."""
+    r = dict(ranges)
+    lo, opt, hi = r["Np"]
+    if many_from:
+        top = max(hi, many_from)
+        r["Npm"] = (many_from, top, top)
+        hi = min(hi, many_from - 1)
+        r["Np"] = (min(lo, hi), min(opt, hi), hi)
+    return r
 
 
 def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
@@ -123,7 +158,7 @@ def _slug(text: str) -> str:
 class Session(object):
     """One machine (TensorRT module + GPU) and one bundle. ``log`` gets one line per build/rebuild."""
 
-    def __init__(self, compat, device: Tuple[str, str], bundle: Bundle, cuda=None,
+    def __init__(self, compat, device: Tuple[str, str], bundle: BundleInfo, cuda=None,
                  log: Callable[[str], None] = stderr_log):
         self.compat, self.gpu, self.cc = compat, device[0], device[1]
         self.bundle, self.cuda, self.log = bundle, cuda, log
@@ -158,8 +193,8 @@ class Session(object):
             ranges, found = dict(default_ranges(self.bundle)), set()
             for graph in GRAPH_ORDER:
                 dla = c.dla_core if graph == "encoder" else None
-                side, _ = cache.read_sidecar(cache.engine_paths(self.bundle.dir, graph,
-                                                                graph_precision(graph, c.precision), dla)[1])
+                gp = graph_precision(graph, c.precision, self.bundle.stored_precision(graph))
+                side, _ = cache.read_sidecar(cache.engine_paths(self.bundle.dir, graph, gp, dla)[1])
                 for k, v in ((side or {}).get("key", {}).get("profiles") or {}).items():
                     ranges[k] = tuple(v)
                     found.add(k)
@@ -167,29 +202,29 @@ class Session(object):
                 ranges["h"] = tuple(v // profiles.STRIDE for v in ranges["H"])
                 ranges["w"] = tuple(v // profiles.STRIDE for v in ranges["W"])
             c.ranges = ranges
+        elif "Npm" not in c.ranges:
+            c.ranges = prompt_ranges(c.ranges, self.bundle.many_prompts_from)
         return c
 
     # ------------------------------------------------------------------ one graph
     def engine_bytes(self, graph: str, choices: Choices, build: bool = True, force: bool = False,
                      reason_prefix: str = "") -> Tuple[bytes, str]:
         """-> (plan bytes, 'cached' | 'built')."""
-        if choices.precision is None or choices.ranges is None:
-            choices = self.fill_choices(choices)
-        gp = graph_precision(graph, choices.precision)
+        choices = self.fill_choices(choices)  # no-op when precision and ranges are given
+        stored_prec = self.bundle.stored_precision(graph)
+        gp = graph_precision(graph, choices.precision, stored_prec)
+        explicit = stored_prec != "fp32"  # FP16 / Q/DQ INT8 ONNX: its own types (explicit quantization, no calibrator)
         dla = choices.dla_core if graph == "encoder" else None
-        onnx_path = self.bundle.graph_path(graph)
-        if not os.path.isfile(onnx_path):
-            raise UserError("%s graph %s is missing from the bundle" % (graph, onnx_path))
-        onnx_sha = cache.sha256_graph(onnx_path)
+        onnx_path, onnx_sha = self.bundle.graph_file(graph)
         engine_path, side_path = cache.engine_paths(self.bundle.dir, graph, gp, dla)
         stored_side, _ = cache.read_sidecar(side_path)
         stored = stored_side["key"] if stored_side else {}
 
-        ranges = choices.ranges
+        ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        calib_key, calib_files = None, None
-        if gp == "int8":
-            calib_key, calib_files = self._calibration(choices, ranges, onnx_sha, stored, stored_side)
+        calib_key, calib_source = None, None
+        if gp == "int8" and not explicit:
+            calib_key, calib_source = self._calibration(choices, ranges, onnx_sha, stored, stored_side)
         key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
                              profile_key(graph, ranges), dla, calib_key,
                              precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [])
@@ -202,23 +237,23 @@ class Session(object):
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `rmpsam-edge build-engine --model %s`"
                             % (graph, why, self.bundle.dir))
-        if gp == "int8" and calib_key is None:
+        if gp == "int8" and not explicit and calib_key is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         cal = None
-        if gp == "int8":
-            cal = self._make_calibrator(ranges, calib_files, choices, onnx_sha, calib_key)
+        if gp == "int8" and not explicit:
+            cal = self._make_calibrator(ranges, calib_source, choices, calib_key)
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
-                                         self.timing_cache_path(), choices.verbose)
+                                         self.timing_cache_path(), choices.verbose, explicit)
         try:
             result = builder.BUILDERS[graph](self.compat, onnx_path, settings, self.log)
         finally:
             if cal is not None:
                 cal.free()
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),
-                 "calib_source": choices.calib or (stored_side or {}).get("calib_source")}
+                 "calib_source": calib_source or (stored_side or {}).get("calib_source")}
         cache.write(engine_path, side_path, result.data, key, extra)
         self.log("%s engine saved: %s (%.1f MB)" % (graph, engine_path, len(result.data) / 1e6))
         return result.data, "built"
@@ -237,32 +272,32 @@ class Session(object):
         return engine
 
     # ------------------------------------------------------------------ INT8
-    def _calibration(self, choices, ranges, onnx_sha, stored, stored_side):
+    def _calibration(self, choices, ranges, onnx_sha, stored, stored_side) -> Tuple[Optional[str], Optional[str]]:
+        """-> (calibration key, calibration source). Without --calib the stored calibration is kept (its cache
+        file is in the bundle, so a rebuild after a TensorRT upgrade needs no images)."""
         if not choices.calib:
-            if stored.get("calibration"):  # keep the stored calibration (its cache file is in the bundle)
+            if stored.get("calibration"):
                 src = (stored_side or {}).get("calib_source")
-                files = calibrator.list_calibration_files(src) if src and os.path.exists(str(src)) else None
-                return stored["calibration"], files
+                return stored["calibration"], (src if src and os.path.exists(str(src)) else None)
             return None, None  # nothing to compare with; building will ask for --calib
         files = calibrator.list_calibration_files(choices.calib)
-        shape = self._calib_shape(ranges)
-        mean, std = self.bundle.mean_std()
-        fp = calibrator.data_fingerprint(files, choices.calib_count, shape, "%s|%s" % (list(mean), list(std)))
+        spec = self.bundle.spec()
+        fp = calibrator.data_fingerprint(files, choices.calib_count, self._calib_shape(ranges),
+                                         "%s|%s" % (list(spec.mean), list(spec.std)))
         _, key = calibrator.cache_path(self.bundle.engine_dir(), onnx_sha, fp)
-        return key, files
+        return key, choices.calib
 
     @staticmethod
     def _calib_shape(ranges) -> Tuple[int, int, int, int]:
         return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
 
-    def _make_calibrator(self, ranges, files, choices, onnx_sha, calib_key):
+    def _make_calibrator(self, ranges, source, choices, calib_key):
         path = os.path.join(self.bundle.engine_dir(), "calib-%s.cache" % calib_key[:16])
-        if files is None and not os.path.isfile(path):
+        if source is None and not os.path.isfile(path):
             raise UserError("the INT8 encoder must be rebuilt and its calibration images are gone: "
                             "run build-engine --precision int8 --calib FOLDER")
-        shape = self._calib_shape(ranges)
-        mean, std = self.bundle.mean_std()
-        feed = calibrator.feeder(files or [], shape[2:], mean, std, choices.calib_count)
         if self.cuda is None:
             raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
+        shape = self._calib_shape(ranges)
+        feed = calibrator.feeder(source, shape[2:], self.bundle.spec(), choices.calib_count) if source else iter(())
         return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)

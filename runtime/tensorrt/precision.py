@@ -9,7 +9,8 @@ is encoded here as rules on the graph, checked against real exported RMP-SAM gra
 * ``mask_pool``   the MatMul whose input is the hard ``(M > 0)`` mask: a SUM over up to h*w pixels of
                   256-channel features, which overflows FP16 (65504) on large images;
 * ``logits``      the ops between a ``*logits`` output and the MatMul that makes it (x100 cosine scale,
-                  ReduceMax over prototypes, the final mask / class MatMuls);
+                  the background-column Concat passed through, ReduceMax over prototypes, the final mask /
+                  class MatMuls);
 * ``sum_squares`` ReduceL2 / sum of squares (the cosine classifier's normalisation) that overflow FP16;
 * ``user``        layers whose name matches a ``--fp32-layers`` regex.
 
@@ -134,8 +135,9 @@ def _walk_logits(src, node: Optional[Node], pick, seen: set) -> None:
         elif node.kind == "reduce_max":
             pick(node, "logits")
             node = src(node.inputs[0]) if node.inputs else None
-        elif node.kind in SCALE:
-            pick(node, "logits")
+        elif node.kind in SCALE or node.kind == "concat":  # x100 scale; the zero background column appended
+            if node.kind in SCALE:
+                pick(node, "logits")
             for t in node.inputs[1:]:
                 _walk_logits(src, src(t), pick, seen)
             node = src(node.inputs[0]) if node.inputs else None

@@ -1,10 +1,13 @@
-"""TensorRT runner (pycuda): the same ``Runner`` interface and outputs as the other backends.
+"""TensorRT runner (pycuda): the same Runner / Predictor interface and outputs as the other backends.
 
-One CUDA context and one stream per runner. Each graph's engine is loaded (or built) the first time it
-is used; its page-locked host buffers and device buffers are allocated once, at the engine profile's
-MAX shapes, and reused for every shape inside the profile. A call: set_input_shape -> async H2D copies
--> execute_async_v3 -> async D2H copies -> one stream sync. The decoders read the encoder's features
-straight from the encoder's device buffer when they get the array the encoder just returned (no copy).
+A ``BundleRunner`` (runtime/bundle_runner.py: prompt-graph choice, static-bundle padding, empty prompt
+batches) whose two hooks run TensorRT engines. One CUDA context and one stream per runner. ``activate``
+loads (or builds, with one line saying why) one engine per graph; its page-locked host buffers and device
+buffers are allocated once, at the engine profile's MAX shapes, and reused for every shape inside the profile.
+A call: set_input_shape -> async H2D copies -> execute_async_v3 -> async D2H copies -> one stream sync.
+The decoders read the encoder's features straight from the encoder's device buffer when they get the array
+the encoder just returned (no copy). More prompts than the profile's max run in chunks (prompts are
+independent, so this is exact); an image outside the profile is a one-line error naming the profile.
 Named-tensor API only (TensorRT 8.5+; the bindings API is gone in 10).
 """
 from typing import Dict, List, Optional, Tuple
@@ -13,10 +16,17 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError
 
-from ..base import GRAPHS, Runner
+from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
-from .engines import Bundle, Choices, Session, graph_precision, stderr_log
+from .engines import BundleInfo, Choices, Session, graph_precision, stderr_log
 from .profiles import check_within
+
+
+class EngineUnavailable(BackendUnavailable, UserError):
+    """An engine cannot be built or loaded on this machine. A ``UserError`` (one line in the CLI) and a
+    ``BackendUnavailable``, so ``load(bundle, backend="auto")`` moves on to the next backend with the reason,
+    and an explicit ``--backend tensorrt`` says "cannot run here: ...". Bundle problems (missing file, sha256)
+    stay plain ``UserError``s: no backend can run such a bundle."""
 
 
 def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int, ...], bool]]:
@@ -40,28 +50,29 @@ def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int
 
 
 class _Graph(object):
-    def __init__(self, name, engine, context, plan, profiles, host, device):
-        self.name, self.engine, self.context, self.plan = name, engine, context, plan
-        self.profiles, self.host, self.device = profiles, host, device
+    def __init__(self, engine, context, plan, profiles, host, device):
+        self.engine, self.context, self.plan, self.profiles = engine, context, plan, profiles
+        self.host, self.device = host, device
         self.inputs = [n for n, p in plan.items() if p[2]]
         self.outputs = [n for n, p in plan.items() if not p[2]]
 
 
-class TensorRTRunner(Runner):
+class TensorRTRunner(BundleRunner):
     name = "tensorrt"
 
     def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
                  log=stderr_log, trt=None, cuda=None):
-        self.bundle = Bundle(bundle)
+        super(TensorRTRunner, self).__init__(bundle)
+        self.info = BundleInfo(self.bundle)
         self.choices, self.build, self.device_index, self.log = choices or Choices(), build, device, log
         self._trt, self._cuda = trt, cuda
         self._ctx = None
         self._graphs = {}  # type: Dict[str, _Graph]
-        self._last_features = None  # (array returned by the encoder, its device buffer)
+        self._features = None  # (array returned by the encoder, its device buffer)
 
     # ------------------------------------------------------------------ lifecycle
     def activate(self) -> None:
-        if self._ctx is not None:
+        if self.active:
             return
         trt = self._trt or compat_mod.import_tensorrt()
         cuda = self._cuda or compat_mod.import_pycuda()
@@ -72,48 +83,54 @@ class TensorRTRunner(Runner):
         try:
             self.stream = cuda.Stream()
             self._messages = []  # type: List[Tuple[str, str]]
-            self.runtime = trt.Runtime(self.compat.logger(self._messages))
-            self.session = Session(self.compat, self.gpu, self.bundle, cuda, self.log)
+            self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
+            self.runtime = trt.Runtime(self._logger)
+            self.session = Session(self.compat, self.gpu, self.info, cuda, self.log)
             self.choices = self.session.fill_choices(self.choices)
+            super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
         except BaseException:
-            self.deactivate()
+            self._release()
             raise
 
-    def deactivate(self) -> None:
+    def _release(self) -> None:
         if self._ctx is None:
             return
         try:
             if getattr(self, "stream", None) is not None:
                 self.stream.synchronize()
-            for g in self._graphs.values():
-                for buf in g.device.values():
-                    buf.free()
-            self._graphs, self._last_features = {}, None
+            self._unload()
             self.runtime = None
         finally:
             self._ctx.pop()
             self._ctx.detach()
             self._ctx = None
 
+    def deactivate(self) -> None:
+        super(TensorRTRunner, self).deactivate()
+        self._release()
+
     def describe(self) -> str:
         if self._ctx is None:
             return "tensorrt (not active)"
-        return "tensorrt %s %s on %s (sm %s)" % (self.compat.version_string, self.choices.precision, self.gpu[0],
-                                                  self.gpu[1])
+        dla = ", DLA %d" % self.choices.dla_core if self.choices.dla_core is not None else ""
+        return "tensorrt %s, %s (sm %s)%s, %s" % (self.compat.version_string, self.gpu[0], self.gpu[1], dla,
+                                                 self.engine_precision("encoder"))
 
-    # ------------------------------------------------------------------ engines and buffers
-    def _graph(self, graph: str) -> _Graph:
-        if graph in self._graphs:
-            return self._graphs[graph]
-        if graph not in GRAPHS:
-            raise UserError("unknown graph '%s' (one of %s)" % (graph, ", ".join(GRAPHS)))
-        if self._ctx is None:
-            self.activate()
+    def engine_precision(self, graph: str) -> str:
+        return graph_precision(graph, self.choices.precision, self.info.stored_precision(graph))
+
+    # ------------------------------------------------------------------ BundleRunner hooks
+    def _load(self, graph: str, path: str) -> None:
         if graph == "encoder" and self.choices.dla_core is not None:
             self.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
-        engine = self.session.load_engine(self.runtime, graph, self.choices, build=self.build)
-        context = engine.create_execution_context()
-        plan = plan_buffers(self.compat, engine, context)
+        try:
+            engine = self.session.load_engine(self.runtime, graph, self.choices, build=self.build)
+            context = engine.create_execution_context()
+            plan = plan_buffers(self.compat, engine, context)
+        except EngineUnavailable:
+            raise
+        except UserError as exc:  # the graph file itself was checked by BundleRunner.activate already
+            raise EngineUnavailable("TensorRT could not prepare the %s engine: %s" % (graph, exc))
         profiles = {n: self.compat.profile_shapes(engine, n) for n, p in plan.items() if p[2]}
         host, device = {}, {}
         for name, (dtype, shape, _) in plan.items():
@@ -121,32 +138,44 @@ class TensorRTRunner(Runner):
             host[name] = self.cuda.pagelocked_empty(count, dtype)
             device[name] = self.cuda.mem_alloc(max(1, count * dtype.itemsize))
             context.set_tensor_address(name, int(device[name]))
-        g = _Graph(graph, engine, context, plan, profiles, host, device)
-        self._graphs[graph] = g
-        return g
+        self._graphs[graph] = _Graph(engine, context, plan, profiles, host, device)
 
-    # ------------------------------------------------------------------ inference
-    def infer(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        g = self._graph(graph)
+    def _unload(self) -> None:
+        for g in self._graphs.values():
+            for buf in g.device.values():
+                buf.free()
+        self._graphs, self._features = {}, None
+
+    def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        g = self._graphs[graph]
+        if "boxes" in g.profiles:
+            lo, _, hi = g.profiles["boxes"]
+            n = int(np.shape(feeds["boxes"])[0])
+            if n > hi[0]:  # more prompts than the profile: exact chunks, each on the graph that fits it
+                outs = [self._run(self.bundle.prompt_graph(min(hi[0], n - i)),
+                                  dict(feeds, boxes=feeds["boxes"][i:i + hi[0]])) for i in range(0, n, hi[0])]
+                return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+            if n < lo[0] and graph != "prompt_decoder" and self.bundle.has_graph("prompt_decoder"):
+                return self._run("prompt_decoder", feeds)
+        return self._execute(graph, g, feeds)
+
+    # ------------------------------------------------------------------ one engine call
+    def _execute(self, graph: str, g: _Graph, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cuda, stream, ctx = self.cuda, self.stream, g.context
-        missing = [n for n in g.inputs if n not in feeds]
-        if missing:
-            raise UserError("%s needs input(s) %s" % (graph, ", ".join(missing)))
-        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size / --max-prompts" \
-               % self.bundle.dir
+        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % self.info.dir
         for name in g.inputs:
             arr = feeds[name]
-            check_within(graph, name, np.shape(arr), g.profiles[name], hint)
-            if not ctx.set_input_shape(name, tuple(int(d) for d in np.shape(arr))):
-                raise UserError("TensorRT refused %s input '%s' shape %s" % (graph, name, list(np.shape(arr))))
-            dtype = g.plan[name][0]
-            last = self._last_features
-            if name == "features" and last is not None and arr is last[0] and dtype == last[0].dtype:
+            shape = tuple(int(d) for d in np.shape(arr))
+            check_within(graph, name, shape, g.profiles[name], hint)
+            if not ctx.set_input_shape(name, shape):
+                raise UserError("TensorRT refused %s input '%s' shape %s" % (graph, name, list(shape)))
+            last = self._features
+            if name == "features" and last is not None and arr is last[0] and g.plan[name][0] == arr.dtype:
                 ctx.set_tensor_address(name, int(last[1]))  # features still on the GPU: no copy
                 continue
             ctx.set_tensor_address(name, int(g.device[name]))
-            n = int(np.prod(np.shape(arr)))
-            np.copyto(g.host[name][:n].reshape(np.shape(arr)), arr, casting="unsafe")
+            n = int(np.prod(shape))
+            np.copyto(g.host[name][:n].reshape(shape), arr, casting="unsafe")
             cuda.memcpy_htod_async(g.device[name], g.host[name][:n], stream)
         shapes = {n: tuple(int(d) for d in ctx.get_tensor_shape(n)) for n in g.outputs}
         if not ctx.execute_async_v3(stream.handle):
@@ -155,14 +184,11 @@ class TensorRTRunner(Runner):
             cuda.memcpy_dtoh_async(g.host[name][:int(np.prod(shapes[name]))], g.device[name], stream)
         stream.synchronize()
         out = {n: g.host[n][:int(np.prod(s))].reshape(s).copy() for n, s in shapes.items()}
-        if graph == "encoder" and "features" in out:
+        if graph == "encoder":
             out["features"].flags.writeable = False  # it may be read again from the device buffer
-            self._last_features = (out["features"], g.device["features"])
+            self._features = (out["features"], g.device["features"])
         return out
 
     def _last_error(self) -> str:
         errors = [m for s, m in self._messages if s in ("ERROR", "INTERNAL_ERROR")]
         return errors[-1] if errors else "no reason given"
-
-    def engine_precision(self, graph: str) -> str:
-        return graph_precision(graph, self.choices.precision)
