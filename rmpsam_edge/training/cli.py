@@ -1,0 +1,69 @@
+"""``rmpsam-edge train``: train demo weights on synthetic scenes (CPU is fine; resumable)."""
+import os
+import sys
+import time
+
+from ..errors import UserError
+
+
+def add_arguments(parser):
+    from .trainer import DEFAULTS
+    parser.add_argument("--out", required=True, help="output folder (checkpoints last.pth, step_*.pth, log)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps (default %(default)s)")
+    parser.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
+                        help="stop after this much training time; the LR schedule follows whichever of steps / "
+                             "time runs out first (default: steps only)")
+    parser.add_argument("--imgsz", type=int, default=DEFAULTS["imgsz"], help="square training size, multiple of 32")
+    parser.add_argument("--batch", type=int, default=DEFAULTS["batch_images"], help="images per step")
+    parser.add_argument("--clip-every", type=int, default=DEFAULTS["clip_every"],
+                        help="add one 3-frame video clip every N steps (0: images only)")
+    parser.add_argument("--prompts", type=int, default=DEFAULTS["num_prompts"],
+                        help="prompts (points / boxes) sampled per frame (default %(default)s)")
+    parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
+                        help="weight of the prompt mask loss against the object losses (default %(default)s)")
+    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
+    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
+    parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
+                        help="save last.pth every this many minutes")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    parser.add_argument("--force", action="store_true", help="start over even if OUT/last.pth exists")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+
+
+def run(args) -> int:
+    if args.imgsz % 32 or args.imgsz < 64:
+        raise UserError("--imgsz must be a multiple of 32 and at least 64 (got %d)" % args.imgsz)
+    if args.steps < 1 or args.batch < 1:
+        raise UserError("--steps and --batch must be positive")
+    last = os.path.join(args.out, "last.pth")
+    if os.path.exists(last) and not (args.resume or args.force):
+        raise UserError("%s exists: pass --resume to continue it or --force to start over" % last)
+    import torch
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except Exception:  # pragma: no cover - OpenCV is a dependency
+        pass
+    from .trainer import Trainer
+    cfg = {"imgsz": args.imgsz, "steps": args.steps, "batch_images": args.batch, "clip_every": args.clip_every,
+           "lr": args.lr, "seed": args.seed, "threads": args.threads, "ckpt_minutes": args.ckpt_minutes,
+           "time_budget_s": args.time_budget, "num_prompts": args.prompts, "prompt_weight": args.prompt_weight}
+    os.makedirs(args.out, exist_ok=True)
+    log_path = os.path.join(args.out, "train_log.txt")
+
+    def log(line):
+        stamp = time.strftime("%H:%M:%S")
+        sys.stdout.write("[%s] %s\n" % (stamp, line))
+        sys.stdout.flush()
+        with open(log_path, "a") as f:
+            f.write("[%s] %s\n" % (stamp, line))
+
+    trainer = Trainer(args.out, cfg, log=log)
+    if args.resume and trainer.resume():
+        log("resumed from %s at step %d (%.0f s trained so far)" % (last, trainer.step, trainer.elapsed))
+    log("config %s" % cfg)
+    trainer.run(show_progress=not args.no_progress)
+    log("done: step %d, %.0f s of training; checkpoint %s" % (trainer.step, trainer.elapsed, last))
+    return 0

@@ -1,0 +1,189 @@
+"""Compact trainer (plain PyTorch, CPU friendly): AdamW, warm-up + cosine schedule, periodic resumable
+checkpoints in the official key layout ({'state_dict': {backbone.*, neck.*, panoptic_head.*}}).
+
+Departure from the official recipe, on purpose: the official backbone keeps BatchNorm frozen (mmdet
+``norm_eval=True``) because it starts from ImageNet weights. We train from scratch (no ImageNet weights ship
+in any package here), so the trainer puts the backbone's BatchNorm in train mode.
+"""
+import json
+import math
+import os
+import signal
+import threading
+import time
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..modeling import build_model
+from .batching import make_batch
+from .objective import batch_losses
+from .synthetic import SceneGenerator
+from .vocab import demo_class_embed
+
+TRAIN_SEED_BASE = 1_000_000
+DEFAULTS = {"variant": "r18", "imgsz": 192, "steps": 3000, "batch_images": 2, "clip_frames": 3,
+            "clip_every": 2, "num_prompts": 8, "lr": 2e-4, "weight_decay": 0.05, "warmup": 300,
+            "grad_clip": 1.0, "seed": 0, "threads": 1, "ckpt_minutes": 5.0, "iou_weight": 1.0,
+            "max_things": 6, "time_budget_s": 0.0, "prompt_weight": 1.0}
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def set_train_mode(model: nn.Module) -> None:
+    """model.train(), but with the backbone BatchNorm ALSO in train mode (from-scratch training)."""
+    nn.Module.train(model, True)
+
+
+def progress(step: int, elapsed: float, cfg: Dict) -> float:
+    """Fraction of the run done: by steps, or by training time when a time budget is set (whichever is
+    further), so a run stopped by its time budget still ends with the learning rate decayed."""
+    t = step / float(max(1, cfg["steps"]))
+    if cfg.get("time_budget_s"):
+        t = max(t, elapsed / float(cfg["time_budget_s"]))
+    return t
+
+
+def lr_at(step: int, cfg: Dict, elapsed: float = 0.0) -> float:
+    if step < cfg["warmup"]:
+        return cfg["lr"] * (step + 1) / cfg["warmup"]
+    t0 = progress(cfg["warmup"], 0.0, cfg)
+    t = (progress(step, elapsed, cfg) - t0) / max(1e-6, 1 - t0)
+    return cfg["lr"] * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def step_batch(gen: SceneGenerator, step: int, cfg: Dict) -> Dict:
+    """The batch of a step is a pure function of (seed, step): resuming replays the same data."""
+    base = TRAIN_SEED_BASE * (cfg["seed"] + 1) + step * 16
+    images = [gen.image(base + i) for i in range(cfg["batch_images"])]
+    clips = []
+    if cfg["clip_every"] and step % cfg["clip_every"] == 0:
+        clips.append(gen.clip(base + 8, cfg["clip_frames"]))
+    rng = np.random.default_rng([cfg["seed"], step, 7])
+    return make_batch(images, clips, rng, cfg["num_prompts"])
+
+
+def official_state_dict(model: nn.Module, half: bool = False) -> Dict[str, torch.Tensor]:
+    sd = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu().clone()
+        if half and v.is_floating_point():
+            v = v.half()
+        sd[k] = v
+    return sd
+
+
+def save_checkpoint(path: str, model, optimizer, step: int, cfg: Dict, extra: Optional[Dict] = None) -> None:
+    tmp = path + ".tmp"
+    obj = {"state_dict": official_state_dict(model), "optimizer": optimizer.state_dict(),
+           "meta": {"step": step, "config": json.dumps(cfg), "extra": json.dumps(extra or {})}}
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def load_training_checkpoint(path: str, model, optimizer=None) -> Dict:
+    obj = torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(obj["state_dict"], strict=True)
+    if optimizer is not None and "optimizer" in obj:
+        optimizer.load_state_dict(obj["optimizer"])
+    return {"step": int(obj["meta"]["step"]), "config": json.loads(obj["meta"]["config"]),
+            "extra": json.loads(obj["meta"].get("extra", "{}"))}
+
+
+def make_optimizer(model, cfg):
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or n.endswith(".weight") and "kernels" in n or "embedding" in n
+         or "mask_tokens" in n else decay).append(p)
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+
+
+class Trainer(object):
+    def __init__(self, out_dir: str, cfg: Optional[Dict] = None, photos=None, log=print):
+        self.cfg = dict(DEFAULTS)
+        self.cfg.update(cfg or {})
+        self.out_dir = out_dir
+        self.log = log
+        torch.manual_seed(self.cfg["seed"])
+        self.model = build_model(self.cfg["variant"], torch.from_numpy(demo_class_embed()))
+        self.optimizer = make_optimizer(self.model, self.cfg)
+        self.gen = SceneGenerator(self.cfg["imgsz"], "train", photos=photos, max_things=self.cfg["max_things"])
+        self.step = 0
+        self.elapsed = 0.0
+
+    @property
+    def last_path(self) -> str:
+        return os.path.join(self.out_dir, "last.pth")
+
+    def resume(self) -> bool:
+        if not os.path.isfile(self.last_path):
+            return False
+        info = load_training_checkpoint(self.last_path, self.model, self.optimizer)
+        self.step = info["step"]
+        self.elapsed = float(info["extra"].get("elapsed_s", 0.0))
+        return True
+
+    def save(self, path: Optional[str] = None) -> str:
+        path = path or self.last_path
+        save_checkpoint(path, self.model, self.optimizer, self.step, self.cfg, {"elapsed_s": self.elapsed})
+        return path
+
+    def train_step(self) -> Dict[str, float]:
+        set_train_mode(self.model)
+        batch = step_batch(self.gen, self.step, self.cfg)
+        lr = lr_at(self.step, self.cfg, self.elapsed)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        losses = batch_losses(self.model, batch, self.cfg["iou_weight"], prompt_weight=self.cfg["prompt_weight"])
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        if self.cfg["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg["grad_clip"])
+        self.optimizer.step()
+        self.step += 1
+        out = {k: float(v.detach()) if torch.is_tensor(v) else float(v) for k, v in losses.items()}
+        out["lr"] = lr
+        return out
+
+    def run(self, steps: Optional[int] = None, show_progress: bool = True) -> Dict[str, float]:
+        steps = self.cfg["steps"] if steps is None else steps
+        os.makedirs(self.out_dir, exist_ok=True)
+        last_ckpt = time.time()
+        avg: Dict[str, float] = {}
+        bar = None
+        stop = []
+        old = signal.signal(signal.SIGTERM, lambda *_: stop.append(1)) if _main_thread() else None
+        if show_progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps, initial=self.step, mininterval=30, dynamic_ncols=False, ncols=120)
+        while self.step < steps and progress(self.step, self.elapsed, self.cfg) < 1.0 and not stop:
+            t0 = time.time()
+            out = self.train_step()
+            self.elapsed += time.time() - t0
+            for k, v in out.items():
+                avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str("loss %.3f pm %.3f miou %.2f" % (avg["total"], avg["prompt_mask"],
+                                                                      avg["prompt_miou"]), refresh=False)
+            if self.step % 50 == 0:
+                self.log("step %d %s elapsed %.0fs" % (self.step, " ".join(
+                    "%s=%.4g" % (k, v) for k, v in sorted(avg.items())), self.elapsed))
+            if time.time() - last_ckpt > self.cfg["ckpt_minutes"] * 60:
+                self.save()
+                last_ckpt = time.time()
+            if self.step % 1000 == 0:
+                self.save(os.path.join(self.out_dir, "step_%06d.pth" % self.step))
+        self.save()
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+        if stop:
+            self.log("stopped by SIGTERM at step %d; saved %s (continue with --resume)" % (self.step, self.last_path))
+        if bar is not None:
+            bar.close()
+        return avg
