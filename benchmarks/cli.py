@@ -150,8 +150,9 @@ def _weights_args(args, variant=None):
 
 
 def _bench_image(size):
-    """A real photo at the benchmark size: astronaut (square) resized so its long side is ``size``; for the
-    paper preset, coffee stretched to exactly 1333x800 (the official rule keeps it, padded to 800x1344)."""
+    """A real photo at the benchmark size, so the frame stage's post-processing works at that size too:
+    astronaut (square) resized to size x size; for the paper preset, coffee stretched to exactly 1333x800 (the
+    official rule keeps it, padded to 800x1344)."""
     import cv2
 
     import rmpsam_edge
@@ -160,7 +161,8 @@ def _bench_image(size):
     if size == "paper":
         img = load_image(os.path.join(assets, "coffee.jpg"))
         return cv2.resize(img, (PAPER_SIZE[1], PAPER_SIZE[0]), interpolation=cv2.INTER_LINEAR)
-    return load_image(os.path.join(assets, "astronaut.jpg"))
+    img = load_image(os.path.join(assets, "astronaut.jpg"))
+    return cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_AREA)
 
 
 def _fidelity_images(n):
@@ -205,116 +207,144 @@ def run(args) -> int:
     header = sysinfo.collect(command=_command(args), threads=threads)
     header["thread_env"] = env
     log = []  # commands run to make bundles
+    bases, work = _fp32_bundles(args, log)
+    installed = {b: _installed(b) for b in backends}
+    _preimport([b for b in backends if not installed[b]])
+    all_rows = []
+    for i, base_path in enumerate(bases):
+        mwork = work if len(bases) == 1 else os.path.join(work, "model_%d" % i)
+        if args.paper and not args.model:
+            mwork = os.path.dirname(base_path)
+        all_rows += _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log)
+    from .measure import peak_rss_mb
+    header["peak_rss_mb"] = peak_rss_mb()
+    header["bundle_commands"] = log
+    _write_outputs(args, header, threads, all_rows)
+    return 0
 
-    # ---- models (FP32 bundles)
+
+def _fp32_bundles(args, log):
+    """-> (FP32 bundle paths, work folder): the --model bundles, or exports (two for --paper)."""
     work_default = os.path.join("runs", "benchmark")
     if args.model:
-        models = list(args.model)
-        work = args.work or (os.path.normpath(models[0]) + ".bench")
-        bases = [prepare.ensure_base(m, work, [], None, log) for m in models]
-    elif args.paper:
+        work = args.work or (os.path.normpath(args.model[0]) + ".bench")
+        return [prepare.ensure_base(m, work, [], None, log) for m in args.model], work
+    if args.paper:
         work = args.work or os.path.join(work_default, "paper")
-        bases = [prepare.ensure_base(None, os.path.join(work, "r18"), _weights_args(args), "official", log),
-                 prepare.ensure_base(None, os.path.join(work, "r50"), _weights_args(args, "r50_random"), "official",
-                                     log)]
-    else:
-        work = args.work or work_default
-        size = max(args.imgsz) if args.imgsz else None
-        bases = [prepare.ensure_base(None, work, _weights_args(args), size, log)]
+        return [prepare.ensure_base(None, os.path.join(work, "r18"), _weights_args(args), "official", log),
+                prepare.ensure_base(None, os.path.join(work, "r50"), _weights_args(args, "r50_random"), "official",
+                                    log)], work
+    work = args.work or work_default
+    size = max(args.imgsz) if args.imgsz else None
+    return [prepare.ensure_base(None, work, _weights_args(args), size, log)], work
+
+
+def _spec_for(bundle, size, class_embed):
+    """The bundle's spec at one benchmark size; the frame stage always runs the panoptic path, so a bundle
+    without a vocabulary gets the stand-in embeddings."""
+    from rmpsam_edge.spec import ModelSpec
+    spec = bundle.spec()
+    spec.input_size = None if size == "paper" else int(size)
+    if spec.class_embed is None:
+        spec = ModelSpec(spec.variant, spec.input_size, spec.mean, spec.std, class_embed=class_embed,
+                         weights_note=spec.weights_note)
+    return spec
+
+
+def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size, class_embed):
+    """(backend, precision) -> {"status", "bundle", "size_mb", "runner", "describe", "mem_mb"}. Missing
+    bundles are made here; memory is measured per row right after its runner was loaded and ran one frame."""
+    from rmpsam_edge.predictor import Predictor
+
+    from .measure import open_row, rss_mb
+    base_path = bundle.path
+    image = _bench_image(first_size)
+    spec = _spec_for(bundle, first_size, class_embed)
+    runners, derived = {}, {}
+    for backend, precision, source in plan:
+        info = {"status": None, "bundle": None, "size_mb": None}
+        runners[(backend, precision)] = info
+        if installed[backend]:
+            info["status"] = installed[backend]
+            continue
+        if source is None:
+            info["status"] = "n/a (torch runs FP32 only)"
+            continue
+        if source in ("fp32", "torch"):
+            info["bundle"] = base_path
+        else:
+            if source not in derived:
+                derived[source] = prepare.ensure_derived(base_path, source, mwork, threads, log)
+            path, status = derived[source]
+            if status:
+                info["status"] = status
+                continue
+            info["bundle"] = path
+        _progress("loading %s %s %s" % (bundle.variant, backend, precision))
+        before = rss_mb()
+        stub = {"backend": backend, "precision": precision}
+        runner = open_row(stub, info["bundle"], threads, args.device, _torch_model_factory(args, bundle))
+        if runner is None:
+            info["status"] = stub["status"]
+            continue
+        try:  # one frame, so lazily allocated arenas / compiled kernels count in the memory column
+            pred = Predictor(runner, spec)
+            pred.set_image(image)
+            pred.predict(points=[[image.shape[1] / 2.0, image.shape[0] / 2.0]])
+            pred.object_outputs()
+        except Exception as exc:  # noqa: BLE001 - a backend that cannot run a frame is a row status
+            info["status"] = "failed: %s" % str(exc).strip().splitlines()[0][:160]
+            runner.deactivate()
+            continue
+        after = rss_mb()
+        info.update(runner=runner, describe=runner.describe(),
+                    mem_mb=(after - before) if (after is not None and before is not None) else None)
+        if backend == "torch":
+            info["size_mb"] = sum(p.numel() * p.element_size() for p in runner.model.state_dict().values()) / 1e6
+        else:
+            info["size_mb"] = _bundle_mb(info["bundle"])
+    return runners
+
+
+def _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log):
+    """All rows of one FP32 bundle: every (backend, precision) at every input size."""
+    import numpy as np
 
     from rmpsam_edge.predictor import Predictor
     from rmpsam_edge.runtime.bundle import Bundle
-    from rmpsam_edge.spec import ModelSpec
 
-    from .measure import fidelity, open_row, rss_mb, run_group
-
-    all_rows = []
-    installed = {b: _installed(b) for b in backends}
-    _preimport([b for b in backends if not installed[b]])
-    for base_path in bases:
-        bundle = Bundle.open(base_path)
-        spec0 = bundle.spec()
-        class_embed = spec0.class_embed
-        vocab_note = None
-        if class_embed is None:
-            import numpy as np
-            class_embed = np.random.RandomState(0).standard_normal((133, 1, 768)).astype(np.float32)
-            vocab_note = ("no vocabulary in the bundle: object decoder and frame timed with 133 random class "
-                          "embeddings")
-        model_label = bundle.variant
-        mwork = work if len(bases) == 1 else os.path.join(work, "%s_%d" % (model_label, bases.index(base_path)))
-        if args.paper and not args.model:
-            mwork = os.path.dirname(base_path)
-        # ---- one runner per (backend, precision)
-        runners = {}
-        plan = prepare.plan_rows(backends, precisions)
-        derived = {}
-        for backend, precision, source in plan:
-            key = (backend, precision)
-            info = {"status": None, "bundle": None, "size_mb": None}
-            runners[key] = info
-            if installed[backend]:
-                info["status"] = installed[backend]
-                continue
-            if source is None:
-                info["status"] = "n/a: torch runs FP32 (use ort/openvino/tensorrt for %s)" % precision
-                continue
-            if source in ("fp32", "torch"):
-                info["bundle"] = base_path
-            else:
-                if source not in derived:
-                    derived[source] = prepare.ensure_derived(base_path, source, mwork, threads, log)
-                path, status = derived[source]
-                if status:
-                    info["status"] = status
-                    continue
-                info["bundle"] = path
-            before = rss_mb()
-            row_stub = {"backend": backend, "precision": precision}
-            _progress("loading %s %s %s" % (model_label, backend, precision))
-            runner = open_row(row_stub, info["bundle"], threads, args.device,
-                              _torch_model_factory(args, bundle))
-            if runner is None:
-                info["status"] = row_stub["status"]
-                continue
-            info.update(runner=runner, describe=runner.describe(), mem_before=before)
-            if backend == "torch":
-                info["size_mb"] = sum(p.numel() * p.element_size() for p in runner.model.state_dict().values()) / 1e6
-            else:
-                info["size_mb"] = _bundle_mb(info["bundle"])
-        # ---- per input size: time all live rows together
-        sizes = ["paper"] if args.paper else (args.imgsz or [spec0.input_size or 512])
+    from .measure import fidelity, run_group
+    bundle = Bundle.open(base_path)
+    spec0 = bundle.spec()
+    class_embed, vocab_note = spec0.class_embed, None
+    if class_embed is None:
+        class_embed = np.random.RandomState(0).standard_normal((133, 1, 768)).astype(np.float32)
+        vocab_note = "no vocabulary in the bundle: object decoder and frame timed with 133 random class embeddings"
+    sizes = ["paper"] if args.paper else (args.imgsz or [spec0.input_size or 512])
+    plan = prepare.plan_rows(backends, precisions)
+    runners = _open_runners(args, bundle, plan, mwork, installed, threads, log, sizes[0], class_embed)
+    out = []
+    try:
         for size in sizes:
-            spec = bundle.spec()
-            spec.input_size = None if size == "paper" else int(size)
-            if spec.class_embed is None:  # the frame stage always runs the panoptic path
-                spec = ModelSpec(spec.variant, spec.input_size, spec.mean, spec.std, class_embed=class_embed,
-                                 weights_note=spec.weights_note)
+            spec = _spec_for(bundle, size, class_embed)
             image = _bench_image(size)
             rows, live = {}, {}
             for backend, precision, _ in plan:
                 info = runners[(backend, precision)]
                 rk = "%s %s" % (backend, precision)
-                row = {"model": model_label, "backend": backend, "precision": precision,
-                       "imgsz": "1333x800" if size == "paper" else size, "status": info["status"] or "ok",
-                       "size_mb": info["size_mb"], "bundle": info["bundle"], "runner": info.get("describe"),
-                       "weights_note": spec0.weights_note}
+                rows[rk] = {"model": bundle.variant, "backend": backend, "precision": precision,
+                            "imgsz": "1333x800" if size == "paper" else size, "status": info["status"] or "ok",
+                            "size_mb": info["size_mb"], "bundle": info["bundle"], "runner": info.get("describe"),
+                            "mem_mb": info.get("mem_mb"), "gpu_mb": None, "weights_note": spec0.weights_note}
                 if vocab_note:
-                    row["vocab_note"] = vocab_note
-                rows[rk] = row
+                    rows[rk]["vocab_note"] = vocab_note
                 if info.get("runner") is not None:
                     live[rk] = {"runner": info["runner"], "predictor": Predictor(info["runner"], spec)}
-            _progress("%s @ %s: %d of %d rows run" % (model_label, size, len(live), len(rows)))
+                    gpu = getattr(info["runner"], "gpu_memory_mb", None)
+                    rows[rk]["gpu_mb"] = gpu() if callable(gpu) else None
+            _progress("%s @ %s: %d of %d rows run" % (bundle.variant, size, len(live), len(rows)))
             run_group(rows, live, image, spec, class_embed, args.prompts, args.runs, args.warmup,
                       args.max_seconds, _progress)
-            for rk, st in live.items():
-                info = runners[(rows[rk]["backend"], rows[rk]["precision"])]
-                if "mem_mb" not in info:
-                    after = rss_mb()
-                    info["mem_mb"] = (after - info["mem_before"]) if (after and info["mem_before"]) else None
-                rows[rk]["mem_mb"] = info["mem_mb"]
-                gpu = getattr(st["runner"], "gpu_memory_mb", None)
-                rows[rk]["gpu_mb"] = gpu() if callable(gpu) else None
             ref = next((k for k in ("ort fp32", "openvino fp32", "torch fp32", "tensorrt fp32") if k in live), None)
             if args.fidelity_images > 0 and ref:
                 _progress("fidelity vs %s on %d shipped images" % (ref, args.fidelity_images))
@@ -322,35 +352,34 @@ def run(args) -> int:
             flops = _stage_flops(bundle, spec, image, class_embed)
             for row in rows.values():
                 row["flops"] = flops
-            all_rows.extend(rows.values())
+            out.extend(rows.values())
+    finally:
         for info in runners.values():
             if info.get("runner") is not None:
                 info["runner"].deactivate()
+    return out
 
-    # ---- outputs
-    from .measure import peak_rss_mb
+
+def _write_outputs(args, header, threads, rows):
+    from . import sysinfo
     from .table import format_table
-    header["peak_rss_mb"] = peak_rss_mb()
-    header["bundle_commands"] = log
     fps_key, fps_label = ("fps_enc_obj", "FPS enc+obj") if args.paper else ("fps", "FPS")
-    table = format_table(all_rows, args.prompts, with_flops=args.paper or args.flops, fps_label=fps_label,
+    table = format_table(rows, args.prompts, with_flops=args.paper or args.flops, fps_label=fps_label,
                          fps_key=fps_key)
-    lines = sysinfo.header_lines(header)
-    notes = notes_lines(args, header, all_rows)
-    text = "\n".join(["# rmpsam-edge benchmark", ""] + ["    " + l for l in lines] + [""] + [table, ""] + notes)
+    text = "\n".join(["# rmpsam-edge benchmark", ""] + ["    " + l for l in sysinfo.header_lines(header)] + [""]
+                     + [table, ""] + notes_lines(args, header, rows))
     sys.stdout.write(text + "\n")
     if args.md:
         with open(args.md, "w") as f:
             f.write(text + "\n")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"header": header, "settings": _settings(args, threads), "rows": all_rows}, f, indent=1,
+            json.dump({"header": header, "settings": _settings(args, threads), "rows": rows}, f, indent=1,
                       default=_json_default)
             f.write("\n")
     if args.plot:
         from .plot import plot_rows
-        plot_rows(all_rows, args.plot, args.prompts, title=header["command"][:150])
-    return 0
+        plot_rows(rows, args.plot, args.prompts, title=header["command"][:150])
 
 
 def notes_lines(args, header, rows):

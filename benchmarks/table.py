@@ -76,8 +76,12 @@ def format_table(rows: List[dict], prompts: Sequence[int] = (1, 16), with_flops:
 
     out = [line(cols), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
     out += [line(b) for b in body]
-    notes = ["- %s %s: %s" % (r.get("backend"), r.get("precision"), r.get("status"))
-             for r in rows if len(str(r.get("status"))) > STATUS_WIDTH]
+    long = {}  # full status -> "backend precision, ..." (one note per distinct status)
+    for r in rows:
+        status = str(r.get("status"))
+        if len(status) > STATUS_WIDTH:
+            long.setdefault(status, []).append("%s %s" % (r.get("backend"), r.get("precision")))
+    notes = ["- %s: %s" % (", ".join(who), status) for status, who in long.items()]
     if notes:
         out += [""] + notes
     return "\n".join(out)

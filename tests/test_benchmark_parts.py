@@ -119,6 +119,10 @@ def test_table_has_every_row_and_column():
     assert two.splitlines()[0].startswith("| model") and "FPS enc+obj" in two
     assert "not installed" in body[2] and body[2].count(" - ") >= 5
     assert any(l.startswith("- tensorrt fp16: not installed: No module named 'tensorrt'") for l in lines)
+    # one note per distinct long status, naming every row that has it
+    dup = format_table(ROWS + [dict(ROWS[2], precision="int8")])
+    notes = [l for l in dup.splitlines() if l.startswith("- ")]
+    assert notes == ["- tensorrt fp16, tensorrt int8: " + ROWS[2]["status"]]
     assert len(set(len(l) for l in lines[:5])) == 1  # aligned
 
 
