@@ -80,16 +80,19 @@ def jetson_info(root: str = "/") -> Dict[str, Optional[str]]:
         jp = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
         info["jetpack"] = jp
         q = _run(["nvpmodel", "-q"])
-        if q:
-            m = re.search(r"NV Power Mode:\s*(\S+)\s*\n?\s*(\d+)?", q)
-            info["power_mode"] = ("%s (mode %s)" % (m.group(1), m.group(2))) if (m and m.group(2)) else \
-                (m.group(1) if m else q.splitlines()[0])
-        else:
-            info["power_mode"] = "unknown (nvpmodel not found or needs sudo)"
+        info["power_mode"] = parse_nvpmodel(q) if q else "unknown (nvpmodel not found or needs sudo)"
         if not package_versions(("tensorrt",)):
             info["tensorrt_deb"] = _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer8"]) or \
                 _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer10"])
     return info
+
+
+def parse_nvpmodel(text: str) -> str:
+    """``nvpmodel -q`` output ("NV Power Mode: MAXN\\n0") -> "MAXN (mode 0)"."""
+    m = re.search(r"NV Power Mode:[ \t]*(\S+)[ \t]*(?:\r?\n\s*(\d+))?", text)
+    if not m:
+        return text.strip().splitlines()[0] if text.strip() else "unknown"
+    return "%s (mode %s)" % (m.group(1), m.group(2)) if m.group(2) else m.group(1)
 
 
 def gpu_info() -> Optional[str]:

@@ -86,6 +86,12 @@ def test_sysinfo_reads_a_jetson_tree(tmp_path):
                for l in sysinfo.header_lines(info))
 
 
+def test_nvpmodel_output_parsed():
+    assert sysinfo.parse_nvpmodel("NV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n") == "MAXN (mode 0)"
+    assert sysinfo.parse_nvpmodel("NV Power Mode: 15W") == "15W"
+    assert sysinfo.parse_nvpmodel("something else") == "something else"
+
+
 def _s(p50):
     return {"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.2, "mean": p50, "n": 2}
 
