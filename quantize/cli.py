@@ -26,8 +26,9 @@ def add_arguments(p) -> None:
                    "they lose fidelity; the fidelity gate decides)")
     p.add_argument("--min-mask-iou", type=float, default=None, help="threshold on the mean prompt-mask IoU vs FP32 "
                    "(default 0.95 for int8, 0.99 for fp16)")
-    p.add_argument("--fail-below", action="store_true", help="exit with status 3 when any fidelity metric is below "
-                   "its threshold (the bundle is still written)")
+    p.add_argument("--fail-below", action="store_true", help="exit with status 3 when fidelity is below the gate: "
+                   "prompt-mask IoU < --min-mask-iou (and, with INT8 decoders, object-query class agreement < 0.9); "
+                   "the bundle is still written")
     p.add_argument("--auto-fallback", action="store_true", help="when INT8 is below threshold, keep the fewest "
                    "most sensitive layers in FP32 until it passes")
     p.add_argument("--imgsz", type=int, default=None, help="long side for calibration and the report (default: "

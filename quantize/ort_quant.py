@@ -27,14 +27,23 @@ CHUNK = 4  # calibration inputs whose intermediate tensors are held at once
 class _Reader(object):
     """onnxruntime.quantization.CalibrationDataReader over a list of feed dicts."""
 
-    def __init__(self, feeds: List[Dict]):
+    def __init__(self, feeds: List[Dict], desc: Optional[str] = None):
         self.feeds = feeds
         self.pos, self.end = 0, len(feeds)
+        self.bar = None
+        if desc:
+            from .progress import progress
+            self.bar = iter(progress(range(len(feeds)), len(feeds), desc))
 
     def get_next(self):
         if self.pos >= self.end:
+            if self.bar is not None and self.pos >= len(self.feeds):
+                next(self.bar, None)  # finishes (and clears) the bar
+                self.bar = None
             return None
         self.pos += 1
+        if self.bar is not None:
+            next(self.bar, None)
         return self.feeds[self.pos - 1]
 
     def rewind(self):
@@ -85,7 +94,7 @@ def quantizable_nodes(path: str, exclude: Iterable[str] = ()) -> List[str]:
 
 
 def quantize(prepared: str, dst: str, feeds: Optional[List[Dict]], method: str = "minmax",
-             exclude: Iterable[str] = (), cache: Optional[str] = None) -> None:
+             exclude: Iterable[str] = (), cache: Optional[str] = None, desc: Optional[str] = None) -> None:
     """Static QDQ INT8 of an already ``prepare``d model -> ``dst``. ``feeds``: calibration inputs (list of
     {input name: array}); may be None when ``cache`` holds ranges from an earlier call."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
@@ -95,7 +104,7 @@ def quantize(prepared: str, dst: str, feeds: Optional[List[Dict]], method: str =
     if feeds:  # calibrate in chunks: the calibrator keeps every intermediate tensor of a chunk in memory
         extra["CalibStridedMinMax"] = max(d for d in range(1, CHUNK + 1) if len(feeds) % d == 0)
     with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print progress on stdout
-        quantize_static(prepared, dst, _Reader(feeds) if feeds is not None else None,
+        quantize_static(prepared, dst, _Reader(feeds, desc) if feeds is not None else None,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OP_TYPES), per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         nodes_to_exclude=list(exclude), calibrate_method=calibration_method(method),

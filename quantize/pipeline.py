@@ -127,8 +127,9 @@ class _Job(object):
         prep = self.prepared[graph]
         kept = ort_quant.sensitive_nodes(prep) if transformer else []
         cache = os.path.join(self.workdir, "%s.%s.calib.json" % (graph, opts.calib_method))
+        calibrated = os.path.exists(cache)  # re-quantizing (auto-fallback) reuses the ranges: no bar
         ort_quant.quantize(prep, os.path.join(staging, dst), feeds, opts.calib_method, kept + list(extra_exclude),
-                           cache)
+                           cache, None if calibrated else "calibrating %s" % graph)
         return {"file": dst, "kept_fp32": kept}
 
     def cleanup(self):
@@ -175,6 +176,10 @@ def quantize_bundle(opts: Options, stream=None) -> int:
         src.graph_path(g)
     spec = src.spec()
     if opts.imgsz:
+        h_max = ((src.manifest.get("dynamic_axes") or {}).get("H") or {}).get("max")
+        if h_max and -(-int(opts.imgsz) // 32) * 32 > int(h_max):
+            raise UserError("--imgsz %d is larger than the %d pixels %s was exported for; use --imgsz %d or less"
+                            % (opts.imgsz, h_max, src.path, h_max))
         spec.input_size = int(opts.imgsz)
     class_embed = src.class_embed()
     graphs = plan(opts, src)

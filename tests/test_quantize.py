@@ -204,3 +204,23 @@ def test_fewest_search_is_logarithmic():
     assert sensitivity.fewest(list("abcdefghijklmnopqrstuvwxyz"), passes) == 11
     assert len(set(calls)) <= 9
     assert sensitivity.fewest(list("abc"), lambda k: False) is None
+
+
+def test_ort_calibration_methods_on_a_real_graph(bundle, tmp_path):
+    """entropy / percentile ranges go through the same path; an unknown method is a one-line error."""
+    import onnxruntime as ort
+    from rmpsam_edge.errors import UserError
+    from rmpsam_edge.quantize import ort_quant
+    prep = str(tmp_path / "pd.prep.onnx")
+    ort_quant.prepare(os.path.join(bundle, "prompt_decoder.onnx"), prep)
+    rng = np.random.RandomState(0)
+    feeds = [{"features": rng.randn(1, 256, 8, 8).astype(np.float32),
+              "boxes": np.array([[0.5, 0.5, 0.3, 0.3], [0.3, 0.6, 0.2, 0.4]], np.float32)} for _ in range(2)]
+    ref = ort.InferenceSession(prep).run(None, feeds[0])[0]
+    for method in ("entropy", "percentile"):
+        dst = str(tmp_path / ("pd_%s.onnx" % method))
+        ort_quant.quantize(prep, dst, feeds, method, ort_quant.sensitive_nodes(prep))
+        out = ort.InferenceSession(dst).run(None, feeds[0])[0]
+        assert out.shape == ref.shape and np.isfinite(out).all() and not np.array_equal(out, ref)
+    with pytest.raises(UserError, match="unknown --calib-method"):
+        ort_quant.calibration_method("kl")
