@@ -21,15 +21,16 @@ def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool =
     import onnx
     import openvino as ov
     logging.getLogger("nncf").setLevel(logging.ERROR)
-    names = patterns.excluded_nodes(onnx.load(src_onnx, load_external_data=False).graph) + list(ignored_names)
+    by_pattern = patterns.excluded_nodes(onnx.load(src_onnx, load_external_data=False).graph)
     model = ov.Core().read_model(src_onnx)
     present = {op.get_friendly_name() for op in model.get_ops()}
-    names = [n for n in names if n in present]
-    scope = nncf.IgnoredScope(names=names, types=list(IGNORED_TYPES), validate=False)
+    by_pattern = [n for n in by_pattern if n in present]
+    extra = [n for n in ignored_names if n in present and n not in by_pattern]
+    scope = nncf.IgnoredScope(names=by_pattern + extra, types=list(IGNORED_TYPES), validate=False)
     kwargs = {"subset_size": len(feeds), "ignored_scope": scope,
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     qmodel = nncf.quantize(model, nncf.Dataset(feeds), **kwargs)
     ov.save_model(qmodel, dst_xml, compress_to_fp16=False)
-    return {"excluded": names, "ignored_types": list(IGNORED_TYPES)}
+    return {"excluded": by_pattern, "extra_excluded": extra, "ignored_types": list(IGNORED_TYPES)}

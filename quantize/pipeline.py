@@ -282,8 +282,8 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
                  "default_samples": frames.is_default, "method": opts.calib_method if backend == "onnxruntime"
                  else "nncf (min-max / mixed preset)", "images": [n for n, _ in frames.calib]}
     info = {"tool": "rmpsam-edge quantize", "precision": opts.precision, "backend": backend, "calibration": calib,
-            "graphs": {g: {"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []) + p.get("fallback", [])}
-                       for g, p in pieces.items()}}
+            "graphs": {g: {"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
+                           "fallback_fp32": p.get("fallback", [])} for g, p in pieces.items()}}
     return bundle_out.write_manifest(src, staging, entries, opts.precision, info)
 
 
