@@ -24,18 +24,22 @@ CSI_RE = re.compile(r"^csi://(\d+)(?:\?(.*))?$")
 
 @contextlib.contextmanager
 def quiet_opencv():
-    """Silence OpenCV's own WARN lines (e.g. 'can't open camera by index') while probing a source:
+    """Silence OpenCV's own WARN/ERROR lines (e.g. "can't open camera by index") while probing a source:
     the demo reports the problem itself in one line."""
-    log = getattr(getattr(cv2, "utils", None), "logging", None)
-    if log is None:
+    log = getattr(getattr(cv2, "utils", None), "logging", None)  # OpenCV >= 4.12 / 5
+    if log is not None:
+        get, set_, level = log.getLogLevel, log.setLogLevel, log.LOG_LEVEL_FATAL
+    elif hasattr(cv2, "setLogLevel") and hasattr(cv2, "getLogLevel"):  # older wheels
+        get, set_, level = cv2.getLogLevel, cv2.setLogLevel, 1  # 1 = LOG_LEVEL_FATAL
+    else:
         yield
         return
-    old = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_ERROR)
+    old = get()
+    set_(level)
     try:
         yield
     finally:
-        log.setLogLevel(old)
+        set_(old)
 
 
 def has_gstreamer() -> bool:
