@@ -4,7 +4,6 @@ Checkpoints are untrusted: only ``torch.load(weights_only=True)`` is used. mmeng
 ``state_dict``, ``meta``/``message_hub`` entries with classes weights_only refuses; those classes are replaced by
 inert placeholders (they are never called with their real code), and only tensors are kept.
 """
-import hashlib
 import json
 import os
 import pickle
@@ -16,6 +15,7 @@ import torch
 from .errors import UserError, warn
 from .modeling import build_model
 from .modeling.rmpsam import UNSUPPORTED_VARIANTS
+from .runtime.bundle import sha256_file
 
 ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 DEFAULT_WEIGHTS = os.path.join(ASSETS, "weights", "rmpsam_r18_demo.pth")
@@ -34,14 +34,6 @@ class _Inert(object):
 
     def __call__(self, *args, **kwargs):
         return self
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _torch_load_safe(path: str):

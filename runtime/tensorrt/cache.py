@@ -11,6 +11,8 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
+from rmpsam_edge.runtime.bundle import sha256_file  # noqa: F401  (re-exported for callers)
+
 FORMAT = 1
 ENGINE_DIR = "tensorrt"
 
@@ -37,14 +39,6 @@ def engine_paths(bundle_dir: str, graph: str, precision: str, dla_core: Optional
     name = "%s.%s%s.engine" % (graph, precision, "" if dla_core is None else ".dla%d" % int(dla_core))
     path = os.path.join(str(bundle_dir), ENGINE_DIR, name)
     return path, path + ".json"
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
