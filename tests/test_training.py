@@ -225,3 +225,24 @@ def test_export_fp16_official_layout_loads_strictly(tmp_path):
             assert torch.allclose(got, v, rtol=1e-3, atol=1e-3), k
     with pytest.raises(UserError, match="--force"):
         export_weights(str(tmp_path / "run" / "last.pth"), dst)
+
+
+def test_optimizer_state_is_restored_by_parameter_name_across_groupings(tmp_path):
+    from rmpsam_edge.training.trainer import _legacy_names, load_optimizer_state
+    tr = _tiny_trainer(tmp_path)
+    params = dict(tr.model.named_parameters())
+    names = _legacy_names(tr.model)
+    # an optimizer with another grouping (two groups, no names), one step with a known gradient
+    legacy = torch.optim.AdamW([{"params": [params[n] for n in names[:5]]},
+                                {"params": [params[n] for n in names[5:]]}], lr=1e-3)
+    for i, n in enumerate(names):
+        params[n].grad = torch.full_like(params[n], float(i + 1))
+    legacy.step()
+    load_optimizer_state(tr.optimizer, legacy.state_dict(), tr.model)
+    for g in tr.optimizer.param_groups:
+        for n, p in zip(g["names"], g["params"]):
+            assert torch.allclose(tr.optimizer.state[p]["exp_avg"], 0.1 * torch.full_like(p, float(names.index(n) + 1))), n
+    scales = {g["lr_scale"] for g in tr.optimizer.param_groups}
+    assert scales == {1.0, 0.1}
+    cls_groups = [g for g in tr.optimizer.param_groups if g["lr_scale"] == 0.1]
+    assert all(any(c in n for c in ("cls_fcs.", "cls_proj.", "panoptic_cls.")) for g in cls_groups for n in g["names"])

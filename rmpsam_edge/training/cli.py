@@ -21,6 +21,8 @@ def add_arguments(parser):
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
+    parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
+                        help="learning-rate factor of the class branches (sharp cosine logits; default %(default)s)")
     parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
     parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
@@ -49,7 +51,8 @@ def run(args) -> int:
     from .trainer import Trainer
     cfg = {"imgsz": args.imgsz, "steps": args.steps, "batch_images": args.batch, "clip_every": args.clip_every,
            "lr": args.lr, "seed": args.seed, "threads": args.threads, "ckpt_minutes": args.ckpt_minutes,
-           "time_budget_s": args.time_budget, "num_prompts": args.prompts, "prompt_weight": args.prompt_weight}
+           "time_budget_s": args.time_budget, "num_prompts": args.prompts, "prompt_weight": args.prompt_weight,
+           "cls_lr_scale": args.cls_lr_scale}
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.txt")
 

@@ -102,11 +102,21 @@ def _jitter_colour(rng: np.random.Generator, img: np.ndarray, strength: float = 
     return np.clip(f * gain + bias, 0, 255).astype(np.uint8)
 
 
-def _texture(rng: np.random.Generator, photos: Sequence[np.ndarray], size: int) -> np.ndarray:
-    """A patch cut from a photo, tinted towards a random colour so objects differ from the background."""
+def _class_colour(rng: np.random.Generator, cls: int) -> np.ndarray:
+    """A colour of the class's hue family (hue 360 * cls / NUM_THINGS +- 15 degrees), varied saturation and
+    brightness: like real object classes, each shape kind has a typical (not unique) appearance."""
+    hue = (180.0 * cls / NUM_THINGS + rng.uniform(-7.5, 7.5)) % 180  # OpenCV hue range 0..180
+    hsv = np.array([[[hue, rng.uniform(140, 255), rng.uniform(110, 255)]]], np.float32).astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, photos: Sequence[np.ndarray], size: int, cls: Optional[int] = None
+             ) -> np.ndarray:
+    """A patch cut from a photo, tinted towards a colour (of the class's hue family for things, random for
+    stuff) so objects differ from the background."""
     tex = _crop(rng, photos[int(rng.integers(len(photos)))], size, size, zoom=(0.1, 0.6))
     tex = _jitter_colour(rng, tex, 1.0).astype(np.float32)
-    colour = rng.uniform(0, 255, size=3).astype(np.float32)
+    colour = rng.uniform(0, 255, size=3).astype(np.float32) if cls is None else _class_colour(rng, cls)
     a = rng.uniform(0.25, 0.8)
     return np.clip(a * colour + (1 - a) * tex, 0, 255).astype(np.uint8)
 
@@ -180,7 +190,7 @@ class SceneGenerator(object):
         for _ in range(n):
             cls = int(rng.integers(NUM_THINGS))
             radius = self.size * rng.uniform(0.07, 0.26)
-            objs.append({"cls": cls, "mask": _shape_mask(rng, cls), "tex": _texture(rng, self.photos, _LOCAL),
+            objs.append({"cls": cls, "mask": _shape_mask(rng, cls), "tex": _texture(rng, self.photos, _LOCAL, cls),
                          "cx": rng.uniform(0.1, 0.9) * self.size, "cy": rng.uniform(0.1, 0.9) * self.size,
                          "angle": rng.uniform(0, 360), "scale": radius / (_LOCAL * 0.45),
                          "v": rng.normal(0, self.size * 0.025, 2), "va": rng.normal(0, 6),

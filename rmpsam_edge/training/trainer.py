@@ -27,7 +27,8 @@ TRAIN_SEED_BASE = 1_000_000
 DEFAULTS = {"variant": "r18", "imgsz": 192, "steps": 3000, "batch_images": 2, "clip_frames": 3,
             "clip_every": 2, "num_prompts": 8, "lr": 2e-4, "weight_decay": 0.05, "warmup": 300,
             "grad_clip": 1.0, "seed": 0, "threads": 1, "ckpt_minutes": 5.0, "iou_weight": 1.0,
-            "max_things": 6, "time_budget_s": 0.0, "prompt_weight": 1.0}
+            "max_things": 6, "time_budget_s": 0.0, "prompt_weight": 1.0,
+            "cls_lr_scale": 0.1}
 
 
 def _main_thread() -> bool:
@@ -89,18 +90,64 @@ def load_training_checkpoint(path: str, model, optimizer=None) -> Dict:
     obj = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(obj["state_dict"], strict=True)
     if optimizer is not None and "optimizer" in obj:
-        optimizer.load_state_dict(obj["optimizer"])
+        load_optimizer_state(optimizer, obj["optimizer"], model)
     return {"step": int(obj["meta"]["step"]), "config": json.loads(obj["meta"]["config"]),
             "extra": json.loads(obj["meta"].get("extra", "{}"))}
 
 
+CLASS_BRANCH = ("cls_fcs.", "cls_proj.", "panoptic_cls.")
+
+
+def _no_decay(name: str, p) -> bool:
+    return p.ndim <= 1 or "kernels" in name or "embedding" in name or "mask_tokens" in name
+
+
+def param_groups(model, cfg):
+    """-> list of (group options, [names]). The class branches (logits = 100 or 1000 x cosine: very sharp) get
+    ``cls_lr_scale`` x the learning rate; norms, biases and embeddings no weight decay."""
+    groups = {}
+    for n, p in model.named_parameters():
+        cls = any(c in n for c in CLASS_BRANCH)
+        key = (cls, _no_decay(n, p))
+        groups.setdefault(key, []).append(n)
+    out = []
+    for (cls, nd), names in sorted(groups.items()):
+        out.append(({"weight_decay": 0.0 if nd else cfg["weight_decay"],
+                     "lr_scale": cfg.get("cls_lr_scale", 1.0) if cls else 1.0}, names))
+    return out
+
+
 def make_optimizer(model, cfg):
+    params = dict(model.named_parameters())
+    groups = [dict(opts, params=[params[n] for n in names], names=names) for opts, names in param_groups(model, cfg)]
+    return torch.optim.AdamW(groups, lr=cfg["lr"])
+
+
+def _legacy_names(model):
+    """Parameter order of checkpoints written before named groups (two groups: decay, then no decay)."""
     decay, no_decay = [], []
     for n, p in model.named_parameters():
         (no_decay if p.ndim <= 1 or n.endswith(".weight") and "kernels" in n or "embedding" in n
-         or "mask_tokens" in n else decay).append(p)
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+         or "mask_tokens" in n else decay).append(n)
+    return decay + no_decay
+
+
+def load_optimizer_state(optimizer, state: Dict, model) -> None:
+    """Load optimizer state by parameter NAME, so a run can resume with a different grouping."""
+    old_names = []
+    for g in state["param_groups"]:
+        if "names" not in g:
+            old_names = _legacy_names(model)
+            break
+        old_names += list(g["names"])
+    old_ids = [i for g in state["param_groups"] for i in g["params"]]
+    by_name = {n: state["state"][i] for n, i in zip(old_names, old_ids) if i in state["state"]}
+    params = dict(model.named_parameters())
+    for g in optimizer.param_groups:
+        for n in g["names"]:
+            if n in by_name:
+                optimizer.state[params[n]] = {k: (v.clone() if torch.is_tensor(v) else v)
+                                              for k, v in by_name[n].items()}
 
 
 class Trainer(object):
@@ -138,7 +185,7 @@ class Trainer(object):
         batch = step_batch(self.gen, self.step, self.cfg)
         lr = lr_at(self.step, self.cfg, self.elapsed)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
         losses = batch_losses(self.model, batch, self.cfg["iou_weight"], prompt_weight=self.cfg["prompt_weight"])
         self.optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
