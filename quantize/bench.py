@@ -42,6 +42,7 @@ def _fidelity(path):
     with open(p) as f:
         rep = json.load(f)
     keep = ("feature_cosine", "feature_max_abs_error_rel", "mask_iou_mean", "mask_iou_worst_decile",
+            "mask_iou_mean_large", "prompts_large",
             "iou_score_abs_error", "query_class_agreement", "query_mask_sign_agreement", "panoptic_class_agreement",
             "matched_segment_iou", "images", "prompts", "segments_fp32")
     return {"metrics": {k: rep["metrics"][k] for k in keep if k in rep["metrics"]}, "pass": rep["pass"],

@@ -5,7 +5,8 @@ Metrics (all against FP32, never against ground truth):
 * encoder features: cosine similarity (whole tensor) and max |diff| (also relative to FP32 max |value|);
 * prompt masks: IoU of the binary masks (logits > 0, upsampled to the resized image as the runtime does) over a
   grid of clicks and a set of boxes per image: mean IoU and worst-decile IoU (the mean of the lowest 10 % of
-  the per-prompt IoUs); IoU-score error (mean |iou_fp32 - iou_quant| of the IoU head);
+  the per-prompt IoUs), and the mean over the masks that cover >= 1 % of the image in FP32 (a few-pixel mask
+  flips to IoU 0.1 with a handful of pixels, so the plain mean is dominated by tiny masks); IoU-score error (mean |iou_fp32 - iou_quant| of the IoU head);
 * object queries (before the panoptic score threshold, so it is informative even when few segments survive
   it): agreement of the 100 queries' argmax class and of the sign of their mask logits (stride 4);
 * panoptic: pixel agreement of the class maps (void included) and of the segment maps (quantized segments
@@ -19,6 +20,8 @@ import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
+LARGE_MASK = 0.01  # "large" prompt masks cover >= 1 % of the image in FP32 (reported apart: tiny masks are volatile)
 
 # metric -> (direction, default threshold for int8, for fp16); ">=": higher is better.
 THRESHOLDS = {
@@ -154,7 +157,7 @@ def compare_runners(ref, test, inputs, prompts, class_embed=None, num_things: in
     """ref / test: runners (``encode``, ``decode_prompts``, ``decode_objects``); inputs: [(x, meta)];
     prompts: [(normalised boxes (N, 4), kinds)] per input. Returns the metric dict (see module docstring)."""
     from .progress import progress
-    cos, maxabs, maxrel, ious, iou_err, pan, qcls, qmask = [], [], [], [], [], [], [], []
+    cos, maxabs, maxrel, ious, iou_err, pan, qcls, qmask, areas = [], [], [], [], [], [], [], [], []
     want_pan = class_embed is not None
     for (x, meta), (boxes, _) in progress(zip(inputs, prompts), len(inputs), progress_desc, stream):
         a = image_outputs(ref, x, meta, boxes, class_embed, num_things, want_pan)
@@ -164,12 +167,14 @@ def compare_runners(ref, test, inputs, prompts, class_embed=None, num_things: in
         maxabs.append(fm["max_abs_error"])
         maxrel.append(fm["max_abs_error_rel"])
         ious.append(mask_ious(a["prompt_masks"], b["prompt_masks"]))
+        areas.append(a["prompt_masks"].reshape(len(a["prompt_masks"]), -1).mean(axis=1))
         iou_err.append(np.abs(a["iou"] - b["iou"]))
         if want_pan:
             qcls.append(float(np.mean(a["query_labels"] == b["query_labels"])))
             qmask.append(float(np.mean(a["query_masks"] == b["query_masks"])))
             pan.append(panoptic_metrics(a["panoptic"][0], b["panoptic"][0], a["panoptic"][1], b["panoptic"][1]))
     all_ious = np.concatenate(ious) if ious else np.zeros(0)
+    large = np.concatenate(areas) >= LARGE_MASK if areas else np.zeros(0, bool)
     out = {
         "images": len(inputs),
         "prompts": int(all_ious.size),
@@ -179,6 +184,8 @@ def compare_runners(ref, test, inputs, prompts, class_embed=None, num_things: in
         "feature_max_abs_error_rel": float(np.max(maxrel)) if maxrel else float("nan"),
         "mask_iou_mean": float(all_ious.mean()) if all_ious.size else float("nan"),
         "mask_iou_worst_decile": worst_decile(all_ious),
+        "mask_iou_mean_large": float(all_ious[large].mean()) if large.any() else float("nan"),
+        "prompts_large": int(large.sum()),
         "iou_score_abs_error": float(np.concatenate(iou_err).mean()) if iou_err else float("nan"),
     }
     if pan:

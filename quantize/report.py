@@ -8,6 +8,7 @@ LABELS = {
     "feature_max_abs_error_rel": "encoder feature max |diff| / max |FP32|",
     "mask_iou_mean": "prompt-mask IoU, mean",
     "mask_iou_worst_decile": "prompt-mask IoU, worst decile (mean of lowest 10 %)",
+    "mask_iou_mean_large": "prompt-mask IoU, mean over masks >= 1 % of the image",
     "iou_score_abs_error": "IoU-score abs error, mean",
     "query_class_agreement": "object queries: argmax class agreement",
     "query_mask_sign_agreement": "object queries: mask-logit sign agreement",
@@ -59,6 +60,8 @@ def markdown(report: dict) -> str:
         ok = ("pass" if v["pass"] else "**fail**") + (" (gate)" if v["gate"] else "") if v else "-"
         lines.append("| %s | %s | %s | %s |" % (label, _fmt(report["metrics"][key]), thr, ok))
     m = report["metrics"]
+    if "prompts_large" in m:
+        lines += ["", "Prompt masks covering >= 1 %% of the image in FP32: %d of %d." % (m["prompts_large"], m["prompts"])]
     if "segments_fp32" in m:
         lines += ["", "Panoptic segments: FP32 %d, quantized %d, matched %d (IoU > 0.5)."
                   % (m["segments_fp32"], m["segments_quantized"], m["segments_matched"])]

@@ -101,6 +101,7 @@ def test_compare_runners_end_to_end_on_fakes():
     embed = np.ones((2, 1, 768), np.float32)
     same = fd.compare_runners(_FakeRunner(), _FakeRunner(), inputs, prompts, embed, 1)
     assert same["feature_cosine"] == pytest.approx(1.0) and same["mask_iou_mean"] == 1.0
+    assert same["mask_iou_mean_large"] == 1.0 and 0 < same["prompts_large"] <= same["prompts"] == 2
     assert same["panoptic_class_agreement"] == 1.0 and same["query_class_agreement"] == 1.0
     off = fd.compare_runners(_FakeRunner(), _FakeRunner(noise=0.3), inputs, prompts, embed, 1)
     assert off["mask_iou_mean"] < 1.0 and off["iou_score_abs_error"] == pytest.approx(0.3, abs=1e-6)
