@@ -211,8 +211,9 @@ def _read_units(units: list, desc: str, stream) -> List[Tuple[str, np.ndarray]]:
 
 
 def load_frames(source: Optional[str] = None, count: Optional[int] = None, holdout: int = DEFAULT_HOLDOUT,
-                stream=None) -> FrameSet:
-    """Read the calibration and held-out frames of ``source`` (see the module docstring); prints the counts."""
+                stream=None, calibrating: bool = True) -> FrameSet:
+    """Read the calibration and held-out frames of ``source`` (see the module docstring); prints the counts.
+    ``calibrating=False``: only the held-out frames will be used (FP16): no tiny-set warning."""
     stream = sys.stderr if stream is None else stream
     units = source_units(source)
     what = "(the shipped samples)" if source is None else str(source)
@@ -222,10 +223,13 @@ def load_frames(source: Optional[str] = None, count: Optional[int] = None, holdo
     frames = _read_units(chosen, "reading calibration frames", stream)
     calib = [f for i, f in enumerate(frames) if i not in hold_pos]
     held = [f for i, f in enumerate(frames) if i in hold_pos]
-    if source is None:
+    if source is None and calibrating:
         warn("no --calib given: calibrating on the %d sample images shipped with rmpsam_edge. This is a tiny set; "
              "for a deployment calibrate on a few hundred of its own frames (--calib DIR|VIDEO|GLOB)" % len(calib))
-    stream.write("calibration: %d image(s) from %s (of %d available), %d more held out for the fidelity report\n"
-                 % (len(calib), what, len(units), len(held)))
+    if calibrating:
+        stream.write("calibration: %d image(s) from %s (of %d available), %d more held out for the fidelity report\n"
+                     % (len(calib), what, len(units), len(held)))
+    else:
+        stream.write("fidelity report on %d held-out image(s) from %s (no calibration needed)\n" % (len(held), what))
     stream.flush()
     return FrameSet(what, calib, held, len(units), source is None)

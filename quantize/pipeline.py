@@ -185,7 +185,7 @@ def quantize_bundle(opts: Options, stream=None) -> int:
     graphs = plan(opts, src)
     if opts.holdout < 1:
         raise UserError("--holdout must be at least 1: the fidelity report needs images not used for calibration")
-    frames = load_frames(opts.calib, opts.calib_count, opts.holdout, stream)
+    frames = load_frames(opts.calib, opts.calib_count, opts.holdout, stream, calibrating=opts.precision == "int8")
     _say(stream, "quantize: %s -> %s, %s on %s: %s (kept FP32: %s)" % (
         src.path, opts.out, opts.precision.upper(), backend, ", ".join(graphs),
         ", ".join(g for g in src.graph_names() if g not in graphs) or "none"))

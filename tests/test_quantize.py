@@ -129,9 +129,12 @@ def test_refusals_force_and_already_quantized(bundle, gated, capsys):
     assert not os.path.exists(str(out) + "_again")
 
 
-def test_fp16_bundle(bundle, work):
+def test_fp16_bundle(bundle, work, capsys):
     out = work / "fp16"
+    capsys.readouterr()
     assert _quantize(bundle, out, "--precision", "fp16") == 0
+    err = capsys.readouterr().err
+    assert "no calibration needed" in err and "tiny set" not in err
     m = _manifest(out)
     assert m["precision"] == "fp16" and m["quantization"]["calibration"] is None
     g = onnx.load(os.path.join(str(out), "encoder.onnx")).graph
