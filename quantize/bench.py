@@ -48,13 +48,32 @@ def _fidelity(path):
     return {"metrics": {k: rep["metrics"][k] for k in keep if k in rep["metrics"]}, "pass": rep["pass"],
             "graphs": {g: v["precision"] for g, v in rep["quantization"]["graphs"].items()},
             "calibration_images": (rep["quantization"].get("calibration") or {}).get("count"),
+            "backend": rep["quantization"]["backend"], "source_bundle": rep["quantization"]["source_bundle"],
             "weights_note": rep.get("weights_note")}
+
+
+def collect(bundles, out=None) -> dict:
+    """--collect: the fidelity headline numbers of already quantized bundles, no timing."""
+    result = {"command": "python -m rmpsam_edge.quantize.bench --collect " + " ".join(bundles) +
+              (" --out %s" % out if out else ""),
+              "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "fidelity": {os.path.basename(os.path.normpath(b)): _fidelity(b) for b in bundles}}
+    for b in bundles:
+        with open(os.path.join(b, "fidelity.json")) as f:
+            rep = json.load(f)
+        result["fidelity"][os.path.basename(os.path.normpath(b))]["latency_ms"] = {
+            k: {p: round(v, 2) for p, v in rep["latency"][k].items() if p != "cpu_ms"}
+            for k in ("fp32", "quantized")}
+        result["fidelity"][os.path.basename(os.path.normpath(b))]["latency_setting"] = rep["latency"]["setting"]
+    return result
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--fp32", required=True)
-    ap.add_argument("--ort-int8", required=True, help="bundle from quantize --backend ort (QDQ ONNX)")
+    ap.add_argument("--collect", nargs="+", metavar="BUNDLE", help="only gather the fidelity.json headlines of these "
+                    "quantized bundles (no timing)")
+    ap.add_argument("--fp32")
+    ap.add_argument("--ort-int8", help="bundle from quantize --backend ort (QDQ ONNX)")
     ap.add_argument("--ov-int8", help="bundle from quantize --backend openvino (NNCF IR)")
     ap.add_argument("--fp16", help="bundle from quantize --precision fp16 (timed on ORT CPU)")
     ap.add_argument("--ort-int8-dec", help="bundle from quantize --backend ort --quantize-decoders")
@@ -65,6 +84,16 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--out")
     args = ap.parse_args(argv)
+    if args.collect:
+        res = collect(args.collect, args.out)
+        text = json.dumps(res, indent=2, sort_keys=True)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+        print(text)
+        return 0
+    if not (args.fp32 and args.ort_int8):
+        ap.error("--fp32 and --ort-int8 are required (or use --collect)")
 
     from rmpsam_edge.runtime.bundle import Bundle
     from .fidelity import latency

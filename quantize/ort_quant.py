@@ -103,8 +103,11 @@ def quantize(prepared: str, dst: str, feeds: Optional[List[Dict]], method: str =
     extra = {"ActivationSymmetric": False, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = 99.999
-    if feeds:  # calibrate in chunks: the calibrator keeps every intermediate tensor of a chunk in memory
-        extra["CalibStridedMinMax"] = max(d for d in range(1, CHUNK + 1) if len(feeds) % d == 0)
+    if feeds:  # calibrate in chunks: the calibrator keeps every intermediate tensor of a chunk in memory; the
+        # histogram methods stack a chunk's tensors into one array, so their chunks hold one input (images of
+        # different aspect ratios give different shapes)
+        chunk = CHUNK if method == "minmax" else 1
+        extra["CalibStridedMinMax"] = max(d for d in range(1, chunk + 1) if len(feeds) % d == 0)
     with contextlib.redirect_stdout(sys.stderr):  # the histogram calibrators print progress on stdout
         quantize_static(prepared, dst, _Reader(feeds, desc) if feeds is not None else None,
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(OP_TYPES), per_channel=True,

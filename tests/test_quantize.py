@@ -218,8 +218,8 @@ def test_ort_calibration_methods_on_a_real_graph(bundle, tmp_path):
     prep = str(tmp_path / "pd.prep.onnx")
     ort_quant.prepare(os.path.join(bundle, "prompt_decoder.onnx"), prep)
     rng = np.random.RandomState(0)
-    feeds = [{"features": rng.randn(1, 256, 8, 8).astype(np.float32),
-              "boxes": np.array([[0.5, 0.5, 0.3, 0.3], [0.3, 0.6, 0.2, 0.4]], np.float32)} for _ in range(2)]
+    feeds = [{"features": rng.randn(1, 256, 8, 8 + 4 * i).astype(np.float32),  # images differ in shape
+              "boxes": np.array([[0.5, 0.5, 0.3, 0.3], [0.3, 0.6, 0.2, 0.4]], np.float32)} for i in range(2)]
     ref = ort.InferenceSession(prep).run(None, feeds[0])[0]
     for method in ("entropy", "percentile"):
         dst = str(tmp_path / ("pd_%s.onnx" % method))
