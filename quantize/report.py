@@ -4,8 +4,8 @@ import os
 
 LABELS = {
     "feature_cosine": "encoder feature cosine (worst image)",
-    "feature_max_abs_error": "encoder feature max |diff|",
-    "feature_max_abs_error_rel": "encoder feature max |diff| / max |FP32|",
+    "feature_max_abs_error": "encoder feature max abs diff",
+    "feature_max_abs_error_rel": "encoder feature max abs diff / max abs FP32",
     "mask_iou_mean": "prompt-mask IoU, mean",
     "mask_iou_worst_decile": "prompt-mask IoU, worst decile (mean of lowest 10 %)",
     "mask_iou_mean_large": "prompt-mask IoU, mean over masks >= 1 % of the image",

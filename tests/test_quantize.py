@@ -74,7 +74,9 @@ def test_ort_int8_bundle_loads_and_reports(bundle, int8_decoders):
     assert 0.9 < rep["metrics"]["feature_cosine"] < 1.0  # INT8 features differ, but stay close
     assert rep["size_mb"]["quantized"] < 0.5 * rep["size_mb"]["fp32"]
     assert set(rep["latency"]) >= {"fp32", "quantized", "setting"}
-    assert "random weights" in open(os.path.join(str(int8_decoders), "fidelity.md")).read()
+    md = open(os.path.join(str(int8_decoders), "fidelity.md")).read()
+    assert "random weights" in md and "| prompt-mask IoU, mean |" in md
+    assert all(line.count("|") == 5 for line in md.splitlines() if line.startswith("|"))  # 4-column tables, intact
 
 
 def test_ort_int8_sensitive_nodes_compute_in_fp32(int8_decoders):
