@@ -114,12 +114,13 @@ def _try(rows, live, stage, make):
 
 
 def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, spec, class_embed, prompts,
-              runs: int, warmup: int, max_seconds: Optional[float], progress: Callable[[str], None]) -> None:
+              runs: int, warmup: int, max_seconds: Optional[float], progress: Callable[[str], None],
+              frame_stage: bool = True) -> None:
     """Time every stage for the rows in ``live`` (key -> {"runner", "predictor", ...}) on one input size.
 
     Stages: encoder; prompt decoder with each count in ``prompts`` (one call); object decoder; frame = the
     Predictor end to end (pre-processing, encoder, object decoder, panoptic post-processing; with no vocabulary:
-    one click instead). Every stage runs its rows round-robin."""
+    one click instead; left out with ``frame_stage=False``). Every stage runs its rows round-robin."""
     from rmpsam_edge.preprocess import preprocess, prompts_to_model
     x, meta = preprocess(image, spec)
     for key, st in live.items():
@@ -143,7 +144,8 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
             else:
                 pred.predict(points=center)
         return call
-    stages.append(("frame (predictor end to end)", "frame_ms", frame))
+    if frame_stage:
+        stages.append(("frame (predictor end to end)", "frame_ms", frame))
     for i, (label, field, make) in enumerate(stages):
         calls = _try(rows, live, label, make)
         if not calls:
@@ -161,7 +163,7 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
                 rows[key][field] = summary(stats)
     for key in live:
         r = rows[key]
-        r["fps"] = 1000.0 / r["frame_ms"]["p50"]
+        r["fps"] = 1000.0 / r["frame_ms"]["p50"] if "frame_ms" in r else None
         r["fps_enc_obj"] = 1000.0 / (r["encoder_ms"]["p50"] + r["object_ms"]["p50"])
         r["input_shape"] = list(meta.pad_shape)
 
