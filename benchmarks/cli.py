@@ -319,7 +319,8 @@ def _bench_model(args, base_path, mwork, backends, precisions, installed, thread
     class_embed, vocab_note = spec0.class_embed, None
     if class_embed is None:
         class_embed = np.random.RandomState(0).standard_normal((133, 1, 768)).astype(np.float32)
-        vocab_note = "no vocabulary in the bundle: object decoder and frame timed with 133 random class embeddings"
+        vocab_note = "no vocabulary in the bundle: object decoder%s timed with 133 random class embeddings" % (
+            "" if args.paper else " and frame")
     sizes = ["paper"] if args.paper else (args.imgsz or [spec0.input_size or 512])
     plan = prepare.plan_rows(backends, precisions)
     runners = _open_runners(args, bundle, plan, mwork, installed, threads, log, sizes[0], class_embed)

@@ -80,7 +80,8 @@ def format_table(rows: List[dict], prompts: Sequence[int] = (1, 16), with_flops:
     for r in rows:
         status = str(r.get("status"))
         if len(status) > STATUS_WIDTH:
-            long.setdefault(status, []).append("%s %s" % (r.get("backend"), r.get("precision")))
+            who = "%s %s" % (r.get("backend"), r.get("precision"))
+            long.setdefault(status, []).append(("%s %s" % (r.get("model"), who)) if show_model else who)
     notes = ["- %s: %s" % (", ".join(who), status) for status, who in long.items()]
     if notes:
         out += [""] + notes

@@ -129,6 +129,9 @@ def test_table_has_every_row_and_column():
     dup = format_table(ROWS + [dict(ROWS[2], precision="int8")])
     notes = [l for l in dup.splitlines() if l.startswith("- ")]
     assert notes == ["- tensorrt fp16, tensorrt int8: " + ROWS[2]["status"]]
+    two = format_table([dict(ROWS[2], model="r18"), dict(ROWS[2], model="r50")])
+    assert [l for l in two.splitlines() if l.startswith("- ")] == ["- r18 tensorrt fp16, r50 tensorrt fp16: "
+                                                                   + ROWS[2]["status"]]
     assert len(set(len(l) for l in lines[:5])) == 1  # aligned
 
 
