@@ -7,8 +7,9 @@ Rows are the table's dicts; rows whose status is not "ok" are left out (they are
 from typing import List, Sequence
 
 
-def _label(row: dict) -> str:
-    return "%s %s @%s" % (row.get("backend"), row.get("precision"), row.get("imgsz"))
+def _label(row: dict, with_model: bool = False) -> str:
+    text = "%s %s @%s" % (row.get("backend"), row.get("precision"), row.get("imgsz"))
+    return ("%s %s" % (row.get("model"), text)) if with_model else text
 
 
 def _latency(row: dict) -> float:
@@ -22,6 +23,7 @@ def plot_rows(rows: List[dict], path: str, prompts: Sequence[int] = (1, 16), tit
     import matplotlib.pyplot as plt
 
     ok = [r for r in rows if r.get("status") == "ok" and r.get("encoder_ms")]
+    many = len(set(str(r.get("model")) for r in ok)) > 1
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     if not ok:
         for ax in (ax1, ax2):
@@ -30,7 +32,11 @@ def plot_rows(rows: List[dict], path: str, prompts: Sequence[int] = (1, 16), tit
     for i, r in enumerate(ok):
         fid = r.get("fidelity_iou")
         ax1.scatter([_latency(r)], [fid if fid is not None else float("nan")], s=60,
-                    marker=markers[i % len(markers)], label=_label(r))
+                    marker=markers[i % len(markers)], label=_label(r, many))
+    fids = [r["fidelity_iou"] for r in ok if r.get("fidelity_iou") is not None]
+    if fids:  # plain tick labels (no 1e-5 offset) and room above 1.0
+        ax1.set_ylim(min(min(fids) - 0.01, 0.95), 1.005)
+    ax1.ticklabel_format(axis="y", useOffset=False, style="plain")
     ax1.set_xlabel("encoder + object decoder p50 (ms)")
     ax1.set_ylabel("fidelity vs FP32 (prompt-mask IoU)")
     ax1.set_title("latency vs fidelity")
@@ -45,7 +51,7 @@ def plot_rows(rows: List[dict], path: str, prompts: Sequence[int] = (1, 16), tit
             [r.get("object_ms")]
         vals = [s["p50"] if s else 0.0 for s in summaries]
         xs = [j + (i - (len(ok) - 1) / 2.0) * width for j in range(len(stages))]
-        ax2.bar(xs, vals, width=width, label=_label(r))
+        ax2.bar(xs, vals, width=width, label=_label(r, many))
     ax2.set_xticks(range(len(stages)))
     ax2.set_xticklabels(stages)
     ax2.set_ylabel("p50 latency (ms)")
