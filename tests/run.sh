@@ -34,5 +34,5 @@ if [ ! -x .venv-np1/bin/python ] || [ pyproject.toml -nt .venv-np1/.installed ];
 fi
 .venv-np1/bin/python -c "import numpy; assert numpy.__version__.startswith('1.'), numpy.__version__; print('numpy', numpy.__version__)"
 NP1_TESTS=$(ls tests/test_runtime*.py tests/test_bundle*.py tests/test_preprocess*.py tests/test_postprocess*.py \
-  tests/test_predictor*.py tests/test_tracking*.py tests/test_tensorrt*.py 2>/dev/null)
+  tests/test_predictor*.py tests/test_tracking*.py tests/test_tensorrt*.py tests/test_demo*.py 2>/dev/null)
 .venv-np1/bin/python -m pytest -q -p no:cacheprovider $NP1_TESTS
