@@ -3,10 +3,9 @@
 * prompts: for every ground-truth segment (things and stuff) one click at the point farthest from its boundary
   (the official 1-click protocol) and one box (its tight box); mIoU over segments.
 * panoptic: object pass + ``rmpsam_edge.postprocess.panoptic_fusion`` (mmdet rules), PQ (``metrics``).
-* video: clips cut into tubes of 3 frames stacked along the height (as the official VIS inference); tubes
-  chained by Hungarian matching on the cosine of the object-adapter query embeddings; per frame, queries whose
-  video-level thing score passes ``vis_score_thr`` paint the pixels they win (score x sigmoid argmax, sigmoid
-  >= 0.5); track identity from ``metrics.track_identity``.
+* video: ``rmpsam_edge.tracking.VideoTracker`` in offline mode (tubes of 3 frames stacked along the height, as
+  the official VIS inference; tubes chained by Hungarian matching of the object-adapter query embeddings);
+  track identity from ``metrics.track_identity``.
 Images are square at the training size, so no resizing or padding is involved.
 """
 from typing import Dict, List
@@ -14,7 +13,6 @@ from typing import Dict, List
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy.optimize import linear_sum_assignment
 
 from ..postprocess import panoptic_fusion, softmax
 from .batching import click_point, normalise_boxes, normalise_images, point_box, tight_box
@@ -49,44 +47,20 @@ def eval_image(model, scene: Dict) -> Dict:
     return out
 
 
-@torch.no_grad()
 def track_clip(model, frames: List[Dict], tube: int = 3, score_thr: float = 0.5) -> List[Dict[int, np.ndarray]]:
-    """-> per frame {track id: mask} (track id = aligned query index)."""
-    size = frames[0]["image"].shape[0]
-    feats = model.encode(normalise_images([f["image"] for f in frames]))
-    prev_q = None
-    cls_sum, masks_all = 0, []
-    for s in range(0, len(frames), tube):
-        f = feats[s:s + tube]
-        t = f.shape[0]
-        tall = torch.cat(list(f), dim=1)[None]
-        o = model.panoptic_head.forward_objects(tall)
-        q = F.normalize(o["query"][0], dim=-1)
-        cls = o["cls"][0]
-        m = o["masks"][0].reshape(-1, t, f.shape[2], f.shape[3]).transpose(0, 1)  # (t, N, h, w)
-        if prev_q is not None:
-            _, col = linear_sum_assignment((1 - prev_q @ q.t()).numpy())
-            q, cls, m = q[col], cls[col], m[:, col]
-        prev_q = q
-        cls_sum = cls_sum + cls
-        masks_all.append(m)
-    cls_video = (cls_sum / len(masks_all)).numpy()
-    prob = softmax(cls_video, axis=-1)[:, :-1]
-    labels = prob.argmax(-1)
-    scores = prob.max(-1)
-    keep = np.flatnonzero((labels < NUM_THINGS) & (scores > score_thr))
-    out = []
-    for m in torch.cat(masks_all, 0):
-        sig = torch.sigmoid(_up(m[None], size)[0]).numpy()
-        frame = {}
-        if len(keep):
-            win = (scores[keep, None, None] * sig[keep]).argmax(0)
-            for j, qi in enumerate(keep):
-                pm = (win == j) & (sig[qi] >= 0.5)
-                if pm.any():
-                    frame[int(qi)] = pm
-        out.append(frame)
-    return out
+    """-> per frame {track id: mask}, from the project's own ``VideoTracker`` (offline tubes of ``tube`` frames,
+    as the official VIS inference) running the model through ``TorchRunner``: the eval measures exactly the
+    tracker users get."""
+    from ..spec import ModelSpec
+    from ..torch_runner import TorchRunner
+    from ..tracking import VideoTracker
+    fc = model.panoptic_head.fc_cls  # (768, K+1, P): the vocabulary the model was given
+    class_embed = fc[:, :-1].permute(1, 2, 0).contiguous().numpy()
+    spec = ModelSpec("r18", input_size=frames[0]["image"].shape[0], class_embed=class_embed,
+                     num_things=NUM_THINGS)
+    tracker = VideoTracker(TorchRunner(model), spec, tube_length=tube, score_thr=score_thr)
+    tracks = tracker.track_video([f["image"] for f in frames])
+    return [{int(t.id): t.mask for t in frame} for frame in tracks]
 
 
 def evaluate(model, imgsz: int, num_images: int = 100, num_clips: int = 20, clip_frames: int = 9,
