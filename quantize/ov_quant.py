@@ -30,10 +30,27 @@ def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool =
     by_pattern = [n for n in by_pattern if n in present]
     extra = [n for n in ignored_names if n in present and n not in by_pattern]
     scope = nncf.IgnoredScope(names=by_pattern + extra, types=list(IGNORED_TYPES), validate=False)
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    overflow = OverflowFix.DISABLE if cpu_has_vnni() else OverflowFix.FIRST_LAYER
     kwargs = {"subset_size": len(feeds), "ignored_scope": scope,
+              "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=overflow),
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
     if transformer:
         kwargs["model_type"] = nncf.ModelType.TRANSFORMER
     qmodel = nncf.quantize(model, nncf.Dataset(feeds), **kwargs)
     ov.save_model(qmodel, dst_xml, compress_to_fp16=False)
-    return {"excluded": by_pattern, "extra_excluded": extra, "ignored_types": list(IGNORED_TYPES)}
+    return {"excluded": by_pattern, "extra_excluded": extra, "ignored_types": list(IGNORED_TYPES),
+            "overflow_fix": overflow.value}
+
+
+def cpu_has_vnni() -> bool:
+    """NNCF's default "overflow fix" stores the first layer's INT8 weights with 7 bits, for CPUs without VNNI whose
+    u8 x s8 multiply-add saturates. On a VNNI CPU it only costs accuracy (measured, R18 demo weights at 512: encoder
+    cosine 0.9977 with it, 0.9995 without), so it is disabled when the quantizing CPU has VNNI (AVX512-VNNI,
+    AVX-VNNI or AMX). Quantize on a CPU like the deployment one."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+    except (OSError, IOError):
+        return False
+    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))

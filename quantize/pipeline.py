@@ -118,7 +118,8 @@ class _Job(object):
             dst = graph + ".xml"
             info = ov_quant.quantize(src, os.path.join(staging, dst), feeds, transformer=transformer,
                                      ignored_names=extra_exclude)
-            return {"file": dst, "weights": graph + ".bin", "kept_fp32": info["excluded"]}
+            return {"file": dst, "weights": graph + ".bin", "kept_fp32": info["excluded"],
+                    "nncf_overflow_fix": info["overflow_fix"]}
         dst = graph + ".onnx"
         if graph not in self.prepared:
             prep = os.path.join(self.workdir, graph + ".prep.onnx")
@@ -282,8 +283,10 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
                  "default_samples": frames.is_default, "method": opts.calib_method if backend == "onnxruntime"
                  else "nncf (min-max / mixed preset)", "images": [n for n, _ in frames.calib]}
     info = {"tool": "rmpsam-edge quantize", "precision": opts.precision, "backend": backend, "calibration": calib,
-            "graphs": {g: {"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
-                           "fallback_fp32": p.get("fallback", [])} for g, p in pieces.items()}}
+            "graphs": {g: dict({"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
+                                "fallback_fp32": p.get("fallback", [])},
+                               **({"nncf_overflow_fix": p["nncf_overflow_fix"]} if "nncf_overflow_fix" in p else {}))
+                       for g, p in pieces.items()}}
     return bundle_out.write_manifest(src, staging, entries, opts.precision, info)
 
 
@@ -349,4 +352,4 @@ def _summary(stream, opts, rep):
         lat["fp32"]["encoder"], lat["quantized"]["encoder"], enc))
     _say(stream, "quantize: fidelity %s (%s/fidelity.md)%s" % (
         "PASS" if rep["pass"] else "BELOW THRESHOLD: " + "; ".join(rep["failed"]), opts.out,
-        "; %s: not a quality claim" % rep["weights_note"] if rep.get("weights_note") else ""))
+        "; %s: not a quality claim" % rep["weights_note"] if "random" in (rep.get("weights_note") or "") else ""))

@@ -39,9 +39,11 @@ def _fmt(v) -> str:
 def markdown(report: dict) -> str:
     q = report["quantization"]
     lines = ["# Fidelity report: %s vs FP32" % q["precision"].upper(), ""]
-    if report.get("weights_note"):
-        lines += ["**%s: these numbers show the pipeline is sane, they are not a quality claim.**"
-                  % report["weights_note"], ""]
+    note = report.get("weights_note")
+    if note and "random" in note:
+        lines += ["**%s: these numbers show the pipeline is sane, they are not a quality claim.**" % note, ""]
+    elif note:
+        lines += ["Weights: %s." % note, ""]
     lines += ["- bundle: `%s` (from `%s`)" % (report["bundle"], q["source_bundle"]),
               "- backend: %s; quantized graphs: %s" % (q["backend"], ", ".join(
                   "%s (%s)" % (g, v["precision"]) for g, v in sorted(q["graphs"].items()))),
