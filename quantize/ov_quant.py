@@ -27,8 +27,8 @@ def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool =
     by_pattern = patterns.excluded_nodes(onnx.load(src_onnx, load_external_data=False).graph)
     model = ov.Core().read_model(src_onnx)
     present = {op.get_friendly_name() for op in model.get_ops()}
-    by_pattern = [n for n in by_pattern if n in present]
-    extra = [n for n in ignored_names if n in present and n not in by_pattern]
+    by_pattern = ov_names(by_pattern, present)
+    extra = [n for n in ov_names(ignored_names, present) if n not in by_pattern]
     scope = nncf.IgnoredScope(names=by_pattern + extra, types=list(IGNORED_TYPES), validate=False)
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
     overflow = OverflowFix.DISABLE if cpu_has_vnni() else OverflowFix.FIRST_LAYER
@@ -41,6 +41,18 @@ def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool =
     ov.save_model(qmodel, dst_xml, compress_to_fp16=False)
     return {"excluded": by_pattern, "extra_excluded": extra, "ignored_types": list(IGNORED_TYPES),
             "overflow_fix": overflow.value}
+
+
+def ov_names(onnx_names: Iterable[str], present) -> List[str]:
+    """ONNX node names -> the OpenVINO op names that carry them. A Conv with a bias becomes a Convolution named
+    '<name>/WithoutBiases' plus an Add named '<name>': both are returned, so ignoring the node really keeps the
+    convolution FP32."""
+    out = []
+    for n in onnx_names:
+        for cand in (n, n + "/WithoutBiases"):
+            if cand in present and cand not in out:
+                out.append(cand)
+    return out
 
 
 def cpu_has_vnni() -> bool:

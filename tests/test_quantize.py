@@ -230,3 +230,28 @@ def test_ort_calibration_methods_on_a_real_graph(bundle, tmp_path):
         assert out.shape == ref.shape and np.isfinite(out).all() and not np.array_equal(out, ref)
     with pytest.raises(UserError, match="unknown --calib-method"):
         ort_quant.calibration_method("kl")
+
+
+def test_openvino_ignored_convs_really_stay_fp32(bundle, tmp_path):
+    """A biased Conv is two OpenVINO ops ('<name>/WithoutBiases' + an Add '<name>'): ignoring the ONNX node name
+    must keep the Convolution itself out of INT8 (no FakeQuantize on its inputs)."""
+    import openvino as ov
+    from rmpsam_edge.quantize import ov_quant
+    src = os.path.join(bundle, "encoder.onnx")
+    g = onnx.load(src, load_external_data=False).graph
+    convs = [n.name for n in g.node if n.op_type == "Conv"]
+    keep = convs[:2]
+    rng = np.random.RandomState(0)
+    feeds = [{"image": rng.randn(1, 3, 64, 64).astype(np.float32)} for _ in range(2)]
+    dst = str(tmp_path / "enc.xml")
+    info = ov_quant.quantize(src, dst, feeds, ignored_names=keep)
+    assert any(n.endswith("/WithoutBiases") for n in info["extra_excluded"])
+    model = ov.Core().read_model(dst)
+    fq_fed = {}
+    for op in model.get_ops():
+        if op.get_type_name() == "Convolution":
+            srcs = [op.input_value(i).get_node().get_type_name() for i in range(op.get_input_size())]
+            fq_fed[op.get_friendly_name()] = "FakeQuantize" in srcs or "Convert" in srcs
+    kept_ops = [n for n in fq_fed if any(n in (k, k + "/WithoutBiases") for k in keep)]
+    assert kept_ops and not any(fq_fed[n] for n in kept_ops)
+    assert any(fq_fed[n] for n in fq_fed if n not in kept_ops)  # the other convolutions are INT8
