@@ -81,7 +81,9 @@ def format_table(rows: List[dict], prompts: Sequence[int] = (1, 16), with_flops:
         status = str(r.get("status"))
         if len(status) > STATUS_WIDTH:
             who = "%s %s" % (r.get("backend"), r.get("precision"))
-            long.setdefault(status, []).append(("%s %s" % (r.get("model"), who)) if show_model else who)
+            who = ("%s %s" % (r.get("model"), who)) if show_model else who
+            if who not in long.setdefault(status, []):  # the same row at several input sizes: named once
+                long[status].append(who)
     notes = ["- %s: %s" % (", ".join(who), status) for status, who in long.items()]
     if notes:
         out += [""] + notes
