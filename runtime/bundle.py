@@ -127,11 +127,19 @@ class Bundle(object):
         return p
 
     def graph_path(self, name: str) -> str:
-        """Verified path of graph ``name`` (e.g. 'encoder')."""
+        """Verified path of graph ``name`` (e.g. 'encoder'). A graph with a separate weights file (OpenVINO IR:
+        ``.xml`` + ``.bin``) has both files checked."""
         entry = self.manifest["graphs"].get(name)
         if entry is None:
             raise UserError("bundle %s has no %s graph; re-export it" % (self.path, name))
+        weights = entry.get("weights")
+        if weights:
+            self.file_path(weights["file"], weights.get("sha256"))
         return self.file_path(entry["file"], entry.get("sha256"))
+
+    def graph_format(self, name: str) -> str:
+        """'onnx' (default) or 'openvino-ir' (written by ``quantize --backend openvino``)."""
+        return self.manifest["graphs"].get(name, {}).get("format", "onnx")
 
     # ------------------------------------------------------------------ contents
     @property

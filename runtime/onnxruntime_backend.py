@@ -61,6 +61,9 @@ class OnnxRuntimeRunner(BundleRunner):
         return so
 
     def _load(self, graph: str, path: str) -> None:
+        if self.bundle.graph_format(graph) != "onnx":
+            raise BackendUnavailable("the %s graph is an OpenVINO IR (quantize --backend openvino): run this bundle "
+                                     "with backend='openvino'" % graph)
         providers = [(p, _provider_options(p)) for p in self.providers]
         sess = ort.InferenceSession(path, self._options(), providers=providers)
         self.sessions[graph] = sess
