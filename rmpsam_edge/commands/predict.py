@@ -14,22 +14,27 @@ import numpy as np
 from rmpsam_edge.errors import UserError
 
 
-def add_arguments(p):
+def add_weights_arguments(p):
+    """The options ``build_predictor`` reads (shared by ``predict`` and ``demo``)."""
     src = p.add_argument_group("weights (one of; default: the shipped demo weights)")
     src.add_argument("--model", help="model bundle folder (from `rmpsam-edge export`): runs without torch")
     src.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (official or trained here)")
     src.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
     p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
-    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances")
+    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances/track")
     p.add_argument("--backend", default="auto", help="with --model: auto | onnxruntime | openvino | tensorrt")
+    p.add_argument("--threads", type=int, help="CPU threads for the model")
+    p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
+
+
+def add_arguments(p):
+    add_weights_arguments(p)
     p.add_argument("--image", required=True, help="input image (JPEG/PNG/...)")
     p.add_argument("--points", nargs="*", default=[], metavar="X,Y", help="click prompts in image pixels")
     p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in image pixels")
     p.add_argument("--task", choices=["prompts", "panoptic", "instances"],
                    help="default: prompts when --points/--boxes are given, else panoptic")
-    p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
     p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
-    p.add_argument("--threads", type=int, help="CPU threads")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
 

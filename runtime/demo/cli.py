@@ -43,15 +43,8 @@ def add_arguments(p):
     p.add_argument("--mode", default="panoptic", choices=MODES,
                    help="panoptic (default), track (video instances, stable ids), points/boxes (prompts; with "
                         "--show a click adds a point), everything (grid of prompts + mask NMS)")
-    w = p.add_argument_group("weights (one of; default: the shipped demo weights)")
-    w.add_argument("--model", help="model bundle folder (from `rmpsam-edge export`): runs without torch")
-    w.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (PyTorch path)")
-    w.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
-    p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
-    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/track")
-    p.add_argument("--backend", default="auto", help="with --model: auto | onnxruntime | openvino | tensorrt")
-    p.add_argument("--threads", type=int, help="CPU threads for the model")
-    p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
+    from rmpsam_edge.commands.predict import add_weights_arguments  # torch-free at import
+    add_weights_arguments(p)
     p.add_argument("--points", nargs="*", default=[], metavar="X,Y", help="click prompts in frame pixels")
     p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in frame pixels")
     p.add_argument("--prompts", metavar="JSON", help='prompts file: {"points": [[x, y], ...], "boxes": '
