@@ -105,13 +105,7 @@ def _preimport(backends) -> None:
 
 def _bundle_mb(path: str) -> float:
     from rmpsam_edge.runtime.bundle import Bundle
-    m = Bundle.open(path).manifest
-    total = 0
-    for entry in m["graphs"].values():
-        total += os.path.getsize(os.path.join(path, entry["file"]))
-        if entry.get("weights"):
-            total += os.path.getsize(os.path.join(path, entry["weights"]["file"]))
-    return total / 1e6
+    return Bundle.open(path).size_mb()
 
 
 def _torch_model_factory(args, bundle):

@@ -71,12 +71,8 @@ def _square(x: np.ndarray) -> np.ndarray:
 
 
 def _bundle_mb(path: str, manifest: dict) -> float:
-    total = 0
-    for entry in manifest["graphs"].values():
-        total += os.path.getsize(os.path.join(path, entry["file"]))
-        if entry.get("weights"):
-            total += os.path.getsize(os.path.join(path, entry["weights"]["file"]))
-    return total / 1e6
+    from rmpsam_edge.runtime.bundle import Bundle
+    return Bundle(path, manifest).size_mb()
 
 
 class _Job(object):

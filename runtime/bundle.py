@@ -137,6 +137,15 @@ class Bundle(object):
             self.file_path(weights["file"], weights.get("sha256"))
         return self.file_path(entry["file"], entry.get("sha256"))
 
+    def size_mb(self) -> float:
+        """Size on disk of the graph files (OpenVINO IR weights included), in MB."""
+        total = 0
+        for entry in self.manifest["graphs"].values():
+            total += os.path.getsize(os.path.join(self.path, entry["file"]))
+            if entry.get("weights"):
+                total += os.path.getsize(os.path.join(self.path, entry["weights"]["file"]))
+        return total / 1e6
+
     def graph_format(self, name: str) -> str:
         """'onnx' (default) or 'openvino-ir' (written by ``quantize --backend openvino``)."""
         return self.manifest["graphs"].get(name, {}).get("format", "onnx")
