@@ -17,6 +17,8 @@ import platform
 import sys
 import tempfile
 
+from .timing import load_average
+
 REFERENCE = {  # from the issue, measured earlier on this machine kind (R18, 512x512, 2 threads); not re-run here
     "official PyTorch code": {"encoder": 171.0, "prompt x1": 47.0, "prompt x16 one call": 66.0,
                               "object decoder": 112.0},
@@ -37,13 +39,6 @@ def _parser():
     p.add_argument("--render", metavar="JSON", help="only re-write the Markdown of an earlier run's JSON")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     return p
-
-
-def _load_avg():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def main(argv=None) -> int:
@@ -71,7 +66,7 @@ def main(argv=None) -> int:
         sys.stderr.write(msg + "\n")
         sys.stderr.flush()
 
-    load_start = _load_avg()
+    load_start = load_average()
     if args.checkpoint or (os.path.isfile(ck.DEFAULT_WEIGHTS) and args.variant == "r18"):
         model, info = ck.load_checkpoint(args.checkpoint)
         weights = os.path.basename(info["path"])
@@ -245,7 +240,7 @@ def _summarise(results, shares, args, env, describe, weights, load_start, bundle
                                                              ("variant", args.variant), ("runs", args.runs))),
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "machine": platform.platform(),
         "processor": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-        "load_average_start": load_start, "load_average_end": _load_avg(),
+        "load_average_start": load_start, "load_average_end": load_average(),
         "threads": args.threads, "thread_env": env, "variant": args.variant, "imgsz": args.imgsz,
         "weights": weights, "bundle": bundle, "backends": describe, "stages": results, "prepost": shares,
         "ratios": ratios,

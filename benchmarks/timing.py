@@ -96,3 +96,13 @@ def measure(callables: Dict[str, Callable[[], object]], runs: int = 20, warmup: 
         if max_seconds is not None and i >= 2 and time.perf_counter() - start > max_seconds:
             break
     return {n: Stats(n, wall[n], cpu[n]) for n in names}
+
+
+def load_average():
+    """The 1/5/15-minute load averages (rounded), or None where the OS has none: benchmarks record them so a
+    reader can tell a shared machine's numbers apart."""
+    import os
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None

@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from rmpsam_edge.benchmarks.timing import load_average
+
 NANOSAM_MS = {"encoder": 46.0, "decoder": 6.2, "source": "deployment-notes.md §5 (nanosam ResNet18 FP32, "
               "measured on this kind of machine; NOT part of this run)"}
 
@@ -26,13 +28,6 @@ def _runner(path, backend, threads):
     r, _, _ = load_runner(path, backend=backend, device="cpu" if backend == "onnxruntime" else None,
                           threads=threads, verbose=False)
     return r
-
-
-def _loadavg():
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def _fidelity(path):
@@ -109,7 +104,7 @@ def main(argv=None):
         runners["ort_int8_all_graphs"] = _runner(args.ort_int8_dec, "onnxruntime", args.threads)
     if args.ov_int8_dec:
         runners["ov_nncf_int8_all_graphs"] = _runner(args.ov_int8_dec, "openvino", args.threads)
-    load_before = _loadavg()
+    load_before = load_average()
     rng = np.random.RandomState(0)
     x = rng.randn(1, 3, args.size, args.size).astype(np.float32)
     one = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
@@ -150,7 +145,7 @@ def main(argv=None):
         "bundles": {"fp32": args.fp32, "ort_int8": args.ort_int8, "ov_int8": args.ov_int8, "fp16": args.fp16,
                     "ort_int8_decoders": args.ort_int8_dec, "ov_int8_decoders": args.ov_int8_dec},
         "ms": ms,
-        "load_average": {"before": load_before, "after": _loadavg()},
+        "load_average": {"before": load_before, "after": load_average()},
         "ratios": ratios,
         "ratios_cpu_time": ratios_cpu,
         "targets": {"ov_int8_encoder_at_least_2x": ratios.get("ov_encoder_fp32_over_int8", 0) >= 2.0,

@@ -22,6 +22,7 @@ import sys
 import types
 
 import numpy as np
+import pytest
 
 MAGIC = b"FAKE-TRT-PLAN\n"
 
@@ -646,3 +647,16 @@ def fresh_bundle(src, dst):
             os.symlink(os.path.join(str(src), name), os.path.join(str(dst), name))
     shutil.copy(os.path.join(str(src), "manifest.json"), os.path.join(str(dst), "manifest.json"))
     return str(dst)
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """The session's exported tiny R18 bundle (tests/_bundle_fixture.py)."""
+    from _bundle_fixture import shared_bundle
+    return shared_bundle(tmp_path_factory)
+
+
+@pytest.fixture
+def bundle(tmp_path, tiny_bundle):
+    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
+    return fresh_bundle(tiny_bundle, tmp_path / "r18")

@@ -6,20 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from _bundle_fixture import shared_bundle
-from fakes_tensorrt import FakeGPU, fresh_bundle
+from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.cli import main
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
-
-
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
-    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def test_build_then_up_to_date_then_no_build_check(bundle, monkeypatch, capsys):

@@ -8,23 +8,11 @@ import numpy as np
 import onnx
 import pytest
 
-from _bundle_fixture import shared_bundle
-from fakes_tensorrt import FakeGPU, fresh_bundle
+from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
-
-
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
-    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):

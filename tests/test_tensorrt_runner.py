@@ -13,8 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from _bundle_fixture import shared_bundle
-from fakes_tensorrt import FakeGPU, fresh_bundle
+from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime import load, load_runner
 from rmpsam_edge.runtime import tensorrt as trt_pkg
@@ -24,17 +23,6 @@ from rmpsam_edge.runtime.tensorrt import profiles, runner
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "chelsea.jpg")
-
-
-@pytest.fixture(scope="session")
-def tiny_bundle(tmp_path_factory):
-    return shared_bundle(tmp_path_factory)
-
-
-@pytest.fixture
-def bundle(tmp_path, tiny_bundle):
-    """A fresh bundle folder (graphs linked from the session export) with its own engine cache."""
-    return fresh_bundle(tiny_bundle, tmp_path / "r18")
 
 
 def ort_run(bundle, graph, feeds):
