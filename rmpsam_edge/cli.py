@@ -54,14 +54,16 @@ def main(argv=None):
         sys.stderr.write("error: '%s' is not available in this installation (module %s missing)\n"
                          % (args.command, args._missing))
         return 2
+    from .signals import exit_code, graceful_stop
     try:
-        return int(args._run(args) or 0)
+        with graceful_stop():
+            return int(args._run(args) or 0)
     except UserError as exc:
         sys.stderr.write("error: %s\n" % exc)
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM/SIGHUP through rmpsam_edge.signals
+        sys.stderr.write("interrupted (%s)\n" % (exc or "SIGINT"))
+        return exit_code(exc)
 
 
 if __name__ == "__main__":
