@@ -68,18 +68,16 @@ def open_row(row: dict, bundle: Optional[str], threads: Optional[int], device: O
             runner = TorchRunner(model, threads=threads)
             runner.activate()
             return runner
-        if backend == "tensorrt":
-            from rmpsam_edge.runtime import tensorrt as trt_pkg
-            ok, why = trt_pkg.available()
+        from rmpsam_edge.runtime import backends as registry
+        row_ = registry.get(backend)
+        if row_.name == "tensorrt":  # TensorRT builds its own FP16/INT8 engines from the FP32 bundle
+            ok, why = registry.probe(row_, device)
             if not ok:
                 row["status"] = "not installed: %s" % why
                 return None
-            runner = trt_pkg.create_runner(bundle, precision=precision)
-            runner.activate()
-            return runner
+            return registry.create(row_, bundle, device=device, threads=threads, precision=precision)
         from rmpsam_edge.runtime import load_runner
-        name = {"ort": "onnxruntime"}.get(backend, backend)
-        runner, _, _ = load_runner(bundle, backend=name, device=device, threads=threads, verbose=False)
+        runner, _, _ = load_runner(bundle, backend=row_.name, device=device, threads=threads, verbose=False)
         return runner
     except UserError as exc:
         msg = _first_line(exc)

@@ -19,7 +19,7 @@ from rmpsam_edge.errors import UserError
 from . import bundle_out, fidelity, ort_quant, report, sensitivity
 from .calibration import DEFAULT_HOLDOUT, load_frames
 
-BACKENDS = {"ort": "onnxruntime", "onnxruntime": "onnxruntime", "openvino": "openvino", "ov": "openvino"}
+QUANTIZE_BACKENDS = ("onnxruntime", "openvino")  # registry names (aliases ort, ov) that quantize writes for
 DECODERS = ("prompt_decoder", "prompt_decoder_many", "object_decoder")
 DECODER_CALIB_MAX = 16  # images whose features calibrate the decoders (each is 256 x h x w floats)
 PROMPT_GRID, PROMPT_BOXES = 4, 8
@@ -152,7 +152,9 @@ def quantize_bundle(opts: Options, stream=None) -> int:
     stream = sys.stderr if stream is None else stream
     if opts.precision not in ("int8", "fp16"):
         raise UserError("--precision must be int8 or fp16, got %r" % opts.precision)
-    backend = BACKENDS.get(str(opts.backend).lower())
+    from rmpsam_edge.runtime import backends as registry
+    row = registry.find(opts.backend)
+    backend = row.name if row is not None and row.name in QUANTIZE_BACKENDS else None
     if backend is None:
         raise UserError("--backend must be ort (onnxruntime) or openvino, got %r" % opts.backend)
     opts.backend = backend

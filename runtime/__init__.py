@@ -8,13 +8,13 @@ Nothing is imported until ``load`` is called, so importing this package costs no
 """
 
 
-def load(bundle, backend="auto", device=None, threads=None, verbose=True):
+def load(bundle, backend="auto", device=None, threads=None, verbose=True, graphs=None):
     """Load a model bundle on a backend -> Predictor (see ``rmpsam_edge.runtime.loader.load``)."""
     from .loader import load as _load
-    return _load(bundle, backend=backend, device=device, threads=threads, verbose=verbose)
+    return _load(bundle, backend=backend, device=device, threads=threads, verbose=verbose, graphs=graphs)
 
 
-def load_runner(bundle, backend="auto", device=None, threads=None, verbose=True):
+def load_runner(bundle, backend="auto", device=None, threads=None, verbose=True, graphs=None):
     """-> (activated Runner, Bundle, choice line) without a Predictor (benchmarks, custom pipelines)."""
     from .loader import load_runner as _load_runner
-    return _load_runner(bundle, backend=backend, device=device, threads=threads, verbose=verbose)
+    return _load_runner(bundle, backend=backend, device=device, threads=threads, verbose=verbose, graphs=graphs)

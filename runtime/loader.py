@@ -1,41 +1,26 @@
-"""``load(bundle, backend="auto")``: pick a backend, load the bundle on it, return a Predictor (no torch).
+"""``load(bundle, backend="auto")``: pick a backend (or one per graph), load the bundle on it, return a Predictor.
 
-The backend order is a plain list of rows ``(backend name, module, factory, device)``. ``auto`` walks it and
-takes the first backend that loads; a backend whose package is not installed, or that cannot serve the device
-(``BackendUnavailable``: no GPU, ...), is skipped; one that fails while loading the bundle is a fallback and
-gets one line on stderr. The choice gets one line too. An explicitly requested backend that is missing is a
-``UserError`` naming the package to install.
+Backends come from the one registry (``runtime/backends.py``). ``auto`` walks it best first and takes the first
+backend that loads; a backend whose package is not installed, or that cannot serve the device
+(``BackendUnavailable``: no GPU, no cached TensorRT engine, ...), is skipped; one that fails while loading the
+bundle is a fallback and gets one line on stderr. Without a GPU backend, ``auto`` puts each graph of a dynamic
+FP32 bundle on its fastest installed CPU backend (``runtime/composite.py``'s measured table). The choice gets
+one line. An explicitly requested backend that is missing is a ``UserError`` naming the package to install.
 
-How a backend plugs in (see docs/export_runtime.md): a row naming a module and a factory
-``create(bundle: Bundle, device=None, threads=None) -> Runner`` (an activated runner) that raises
-``BackendUnavailable`` when it cannot serve the device (no GPU, package missing). TensorRT comes first, through
-``create_tensorrt`` below, which adapts the TensorRT package's own entry points (``available()``,
-``create_runner()``); a row whose module does not exist is skipped silently.
+``backend`` spellings: ``auto``, a registry name or alias (``onnxruntime``/``ort``, ``openvino``/``ov``,
+``tensorrt``/``trt``), ``onnxruntime+openvino`` (each graph on the faster of the two), or a placement
+``encoder=openvino,prompt_decoder=onnxruntime`` (graphs not named: the faster of the named backends); the
+keyword ``graphs={"encoder": "openvino"}`` does the same from Python.
 """
-import importlib
 import sys
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional
 
 from rmpsam_edge.errors import UserError
 
+from . import backends as registry
+from . import composite
 from .bundle import Bundle
 from .bundle_runner import BackendUnavailable
-
-ORT = "rmpsam_edge.runtime.onnxruntime_backend"
-OV = "rmpsam_edge.runtime.openvino_backend"
-TRT = __name__  # create_tensorrt below
-
-# auto order, best first: (backend, module, factory, device used by auto when the caller gives none)
-AUTO_ORDER = [
-    ("tensorrt", TRT, "create_tensorrt", "gpu"),
-    ("onnxruntime", ORT, "create", None),       # provider chain TensorRT EP > CUDA EP > CPU EP, those installed
-    ("openvino", OV, "create", None),           # CPU f32; measured on par with ORT CPU for the encoder, slower
-]                                               # for the decoders (benchmarks/results/stage_speed_r18_512.md)
-ORDER_TEXT = "tensorrt > onnxruntime > openvino"
-BACKENDS = {"tensorrt": (TRT, "create_tensorrt"), "onnxruntime": (ORT, "create"), "openvino": (OV, "create")}
-ALIASES = {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt"}
-INSTALL = {"onnxruntime": "pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT providers)",
-           "openvino": "pip install openvino", "tensorrt": "install TensorRT + pycuda (JetPack on Jetson)"}
 
 
 def _say(line: str) -> None:
@@ -48,112 +33,158 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def _import(module: str):
-    """-> (backend module or None, None or 'not installed' or 'not shipped' (the module itself is absent))."""
-    try:
-        return importlib.import_module(module), None
-    except ImportError as exc:
-        missing = getattr(exc, "name", None) or ""
-        if missing and module.startswith(missing):
-            return None, "not shipped"
-        if missing and not missing.startswith("rmpsam_edge"):
-            return None, "not installed"
-        raise
+def parse_backend(backend, graphs: Optional[Dict[str, str]] = None):
+    """-> ('auto', None, None) | ('single', row, None) | ('per-graph', [rows], {graph: name} overrides)."""
+    text = str(backend).strip().lower()
+    overrides = {}  # type: Dict[str, str]
+    if "=" in text:
+        for item in text.split(","):
+            graph, _, name = item.strip().partition("=")
+            overrides[graph.strip()] = registry.get(name.strip()).name
+        names = []  # type: List[str]
+    elif "+" in text:
+        names = [registry.get(n).name for n in text.split("+") if n.strip()]
+    elif text == "auto":
+        names = []
+    else:
+        names = [registry.get(text).name]
+    for graph, name in (graphs or {}).items():
+        overrides[graph] = registry.get(name).name
+    for name in overrides.values():
+        if name not in names:
+            names.append(name)
+    if not names:
+        return "auto", None, None
+    if len(names) == 1 and not overrides:
+        return "single", registry.get(names[0]), None
+    return "per-graph", [registry.get(n) for n in names], overrides
 
 
 def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,
-                verbose: bool = True):
+                verbose: bool = True, graphs: Optional[Dict[str, str]] = None):
     """-> (activated Runner, Bundle, the line describing the choice). See ``load``."""
     b = Bundle.open(bundle)
-    name = ALIASES.get(str(backend).lower(), str(backend).lower())
-    if name == "auto":
+    kind, rows, overrides = parse_backend(backend, graphs)
+    if kind == "auto":
         runner, line = _auto(b, device, threads, verbose)
-    elif name in BACKENDS:
-        mod, _ = _import(BACKENDS[name][0])
-        if mod is None:
-            raise UserError("backend %s is not installed: %s (or use --backend auto)" % (name, INSTALL[name]))
-        try:
-            runner = getattr(mod, BACKENDS[name][1])(b, device=device, threads=threads)
-        except BackendUnavailable as exc:
-            raise UserError("backend %s cannot run here: %s" % (name, exc))
-        except (UserError, ValueError) as exc:
-            raise UserError(str(exc))
+    elif kind == "single":
+        runner = _explicit(rows, b, device, threads)
         line = "%s (requested)" % runner.describe()
     else:
-        raise UserError("unknown backend %r; use auto, %s" % (backend, ", ".join(sorted(BACKENDS))))
+        runner = _per_graph(b, rows, overrides, device, threads, auto=False)
+        line = "%s (requested; unnamed graphs on the fastest by %s)" % (runner.describe(), composite.TABLE_SOURCE)
     if verbose:
         _say(line)
     return runner, b, line
 
 
+def _explicit(row, b: Bundle, device, threads, graphs_of: Optional[Bundle] = None):
+    try:
+        return registry.create(row, graphs_of or b, device=device, threads=threads)
+    except BackendUnavailable as exc:
+        raise UserError("backend %s cannot run here: %s" % (row.name, exc))
+    except (UserError, ValueError) as exc:
+        raise UserError(str(exc))
+
+
+def _per_graph(b: Bundle, rows, overrides, device, threads, auto: bool):
+    if b.static:
+        raise UserError("%s is a static-shape bundle: per-graph backends need a dynamic bundle (or pick one "
+                        "backend)" % b.path)
+    placement = composite.plan([r.name for r in rows], overrides)
+    runners = {}
+    try:
+        for name in sorted(set(placement.values()), key=lambda n: list(placement.values()).index(n)):
+            subset = composite.GraphSubset(b, [g for g, n in placement.items() if n == name])
+            row = registry.get(name)
+            runners[name] = (registry.create(row, subset, device=device, threads=threads, auto=True) if auto
+                             else _explicit(row, b, device, threads, graphs_of=subset))
+    except BaseException:
+        for r in runners.values():
+            r.deactivate()
+        raise
+    if len(runners) == 1:
+        return next(iter(runners.values()))
+    return composite.CompositeRunner(runners, placement)
+
+
+def _auto_per_graph_rows(b: Bundle, device):
+    """The CPU backends of the speed table that are installed, when ``auto`` may split graphs (no device named,
+    a dynamic FP32 ONNX bundle, no GPU provider in ONNX Runtime); else []."""
+    if device is not None or b.static or str(b.manifest.get("precision", "fp32")) != "fp32":
+        return []
+    if any(b.graph_format(g) != "onnx" for g in b.graph_names()):
+        return []
+    rows = []
+    for name in ("onnxruntime", "openvino"):
+        row = registry.get(name)
+        if registry.import_module(row)[0] is None or not registry.probe(row)[0]:
+            return []
+        rows.append(row)
+    if registry.probe(registry.get("onnxruntime"), "cuda")[0]:
+        return []  # ONNX Runtime would run on a GPU: the CPU table does not apply
+    return rows
+
+
 def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: bool):
-    skipped, failed = [], []  # type: Tuple[List[str], List[str]]
-    tried = set()
-    for name, module, factory, row_device in AUTO_ORDER:
-        dev = device if device is not None else row_device
-        if (name, dev) in tried:
-            continue
-        tried.add((name, dev))
-        mod, absent = _import(module)
+    skipped, failed = [], []  # type: List[str], List[str]
+    split_tried = False
+    for row in registry.BACKENDS:
+        if not split_tried and row.name in composite.FASTEST_MS["encoder"]:
+            split_tried = True
+            rows = _auto_per_graph_rows(b, device)
+            if rows:
+                try:
+                    runner = _per_graph(b, rows, {}, None, threads, auto=True)
+                    why = "; ".join(skipped + ["%s failed" % f for f in failed])
+                    return runner, "%s (auto: fastest per graph by %s%s)" % (
+                        runner.describe(), composite.TABLE_SOURCE, "; skipped: " + why if why else "")
+                except UserError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - fall back to one backend for all graphs
+                    if verbose:
+                        _say("per-graph backends could not load %s (%s); using one backend" % (b.path,
+                                                                                             _first_line(exc)))
+        dev = device if device is not None else row.auto_device
+        mod, absent = registry.import_module(row)
         if mod is None:
-            if absent == "not installed" and "%s not installed" % name not in skipped:
-                skipped.append("%s not installed" % name)
+            if absent == "not installed":
+                skipped.append("%s not installed" % row.name)
             continue
         try:
-            runner = getattr(mod, factory)(b, device=dev, threads=threads)
+            runner = registry.create(row, b, device=dev, threads=threads, auto=True)
         except BackendUnavailable as exc:
             text = _first_line(exc)
-            skipped.append("%s not installed" % name if "not installed" in text else text[:100])
+            skipped.append("%s not installed" % row.name if "not installed" in text else text[:100])
             continue
         except UserError:
             raise  # the bundle itself is bad (sha256, ...): no backend can help
         except Exception as exc:  # noqa: BLE001 - any backend failure means: try the next one
-            failed.append(name)
+            failed.append(row.name)
             if verbose:
-                _say("%s could not load %s (%s); falling back to the next backend" % (name, b.path, _first_line(exc)))
+                _say("%s could not load %s (%s); falling back to the next backend" % (row.name, b.path,
+                                                                                      _first_line(exc)))
             continue
         why = "; ".join(skipped + ["%s failed" % f for f in failed])
-        return runner, "%s (auto: first to load of %s%s)" % (runner.describe(), ORDER_TEXT,
+        return runner, "%s (auto: first to load of %s%s)" % (runner.describe(), registry.ORDER_TEXT,
                                                               "; skipped: " + why if why else "")
     raise UserError("no backend could load %s (%s); install one: %s"
                     % (b.path, "; ".join(skipped + ["%s failed" % f for f in failed]) or "none installed",
-                       ", ".join(INSTALL[n] for n in ("onnxruntime", "openvino"))))
-
-
-def _gpu_index(device) -> int:
-    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1' or 1 -> 1; anything else is not a GPU."""
-    if device is None or isinstance(device, int):
-        return int(device or 0)
-    text = str(device).lower()
-    kind, _, index = text.partition(":")
-    if kind not in ("gpu", "cuda", "tensorrt", "trt"):
-        raise BackendUnavailable("tensorrt runs on a CUDA GPU, not on %r" % (device,))
-    return int(index) if index.isdigit() else 0
-
-
-def create_tensorrt(bundle: Bundle, device=None, threads=None):
-    """The TensorRT row: ``rmpsam_edge.runtime.tensorrt.available()`` then ``create_runner()`` (engines built or
-    reused on first use). ``threads`` does not apply."""
-    from rmpsam_edge.runtime import tensorrt as trt_backend
-    index = _gpu_index(device)
-    ok, why = trt_backend.available(index)
-    if not ok:
-        raise BackendUnavailable(why)
-    runner = trt_backend.create_runner(bundle.path, device=index)
-    runner.activate()
-    return runner
+                       ", ".join(r.pip for r in registry.BACKENDS if r.name != "tensorrt")))
 
 
 def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,
-         verbose: bool = True):
+         verbose: bool = True, graphs: Optional[Dict[str, str]] = None):
     """Load a model bundle on a backend -> ``rmpsam_edge.predictor.Predictor``.
 
-    backend: 'auto' (best installed: TensorRT > ONNX Runtime (TensorRT EP > CUDA EP > CPU) > OpenVINO,
-    falling back when one fails to load), 'onnxruntime', 'openvino' or 'tensorrt'. device: backend device
-    ('cpu', 'gpu', 'cuda', 'tensorrt' for ONNX Runtime; 'CPU', 'GPU', 'AUTO' for OpenVINO). threads: intra-op
-    threads (None: backend default). Prints one line on stderr: which backend, device and precision, and why.
+    backend: 'auto' (best installed: TensorRT > ONNX Runtime (TensorRT EP > CUDA EP > CPU) > OpenVINO, each graph
+    on its fastest CPU backend when there is no GPU, falling back when one fails to load), a backend name,
+    'onnxruntime+openvino' or 'encoder=openvino,prompt_decoder=onnxruntime' (see the module docstring).
+    device: backend device ('cpu', 'gpu', 'cuda', 'tensorrt' for ONNX Runtime; 'CPU', 'GPU', 'AUTO' for
+    OpenVINO). threads: intra-op threads (None: backend default). graphs: {graph: backend} placement.
+    Prints one line on stderr: which backend(s), device and precision, and why.
     """
     from rmpsam_edge.predictor import Predictor
 
-    runner, b, _ = load_runner(bundle, backend, device, threads, verbose)
+    runner, b, _ = load_runner(bundle, backend, device, threads, verbose, graphs=graphs)
     return Predictor(runner, b.spec())

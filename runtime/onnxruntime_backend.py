@@ -5,7 +5,7 @@
 no spinning between calls (friendlier to camera/UI threads on small boards), full graph optimisation.
 """
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import onnxruntime as ort
@@ -77,14 +77,25 @@ class OnnxRuntimeRunner(BundleRunner):
         return dict(zip(self.outputs[graph], outs))
 
     def describe(self) -> str:
-        used = self.sessions["encoder"].get_providers() if self.sessions else self.providers
+        used = next(iter(self.sessions.values())).get_providers() if self.sessions else self.providers
         threads = "%d threads" % self.threads if self.threads else "default threads"
         return "onnxruntime %s, %s, %s, %s" % (ort.__version__, " > ".join(SHORT.get(p, p) for p in used),
                                               self.precision, threads)
 
 
-def create(bundle, device: Optional[str] = None, threads: Optional[int] = None) -> OnnxRuntimeRunner:
-    """Open ``bundle`` and load its graphs (raises BackendUnavailable when ``device`` is not served here)."""
+def probe(device: Optional[str] = None) -> Tuple[bool, str]:
+    """(ok, 'onnxruntime 1.x, providers: CPU EP') or (False, why ``device`` is not served here)."""
+    try:
+        chosen = providers_for(device)
+    except (BackendUnavailable, ValueError) as exc:
+        return False, str(exc)
+    return True, "onnxruntime %s, providers: %s" % (ort.__version__, ", ".join(SHORT.get(p, p) for p in chosen))
+
+
+def create(bundle, device: Optional[str] = None, threads: Optional[int] = None,
+           auto: bool = False) -> OnnxRuntimeRunner:
+    """Open ``bundle`` and load its graphs (raises BackendUnavailable when ``device`` is not served here).
+    ``auto`` changes nothing here: loading never blocks for minutes."""
     runner = OnnxRuntimeRunner(bundle, device=device, threads=threads)
     runner.activate()
     return runner

@@ -5,7 +5,7 @@ logits by ~1e-3; f32 matches PyTorch). Graphs are compiled with dynamic shapes; 
 run a graph with dynamic shapes, the graph is reshaped to the concrete input shapes of the call and compiled for
 them (a few shapes are kept), with one warning line.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 import openvino as ov
@@ -106,8 +106,20 @@ class OpenVINORunner(BundleRunner):
                                                                    self.precision, prec, threads)
 
 
-def create(bundle, device: Optional[str] = None, threads: Optional[int] = None) -> OpenVINORunner:
-    """Open ``bundle`` and compile its graphs for ``device`` (CPU default; GPU, AUTO, ...)."""
+def probe(device: Optional[str] = None) -> Tuple[bool, str]:
+    """(ok, 'openvino 2025.x, devices: CPU') or (False, why ``device`` is not there)."""
+    devices = ov.Core().available_devices
+    version = ov.get_version().split("-")[0]
+    base = "CPU" if device is None else str(device).upper().split(":")[0].split(".")[0]
+    if base not in ("AUTO", "MULTI", "HETERO") and not any(d.split(".")[0] == base for d in devices):
+        return False, "openvino %s has no %s device here (devices: %s)" % (version, base, ", ".join(devices))
+    return True, "openvino %s, devices: %s" % (version, ", ".join(devices))
+
+
+def create(bundle, device: Optional[str] = None, threads: Optional[int] = None,
+           auto: bool = False) -> OpenVINORunner:
+    """Open ``bundle`` and compile its graphs for ``device`` (CPU default; GPU, AUTO, ...). ``auto`` changes
+    nothing here."""
     runner = OpenVINORunner(bundle, device=device, threads=threads)
     runner.activate()
     return runner

@@ -13,7 +13,7 @@ from _bundle_fixture import IMGSZ, shared_bundle, shared_static_bundle, torch_mo
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.preprocess import load_image, normalize_boxes, points_to_boxes, preprocess
-from rmpsam_edge.runtime import load, load_runner, loader
+from rmpsam_edge.runtime import backends, composite, load, load_runner
 from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.spec import ModelSpec
 
@@ -172,18 +172,24 @@ def test_auto_prints_one_choice_line(bundle, capsys):
     runner, _, line = load_runner(bundle, "auto", threads=1)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "auto" in err[0] and runner.describe() in err[0]
-    assert runner.name in ("openvino", "onnxruntime")
+    # no GPU here and both CPU backends installed: each graph on its fastest by the measured table
+    assert runner.name == "onnxruntime+openvino" and "fastest per graph" in err[0]
+    assert runner.placement == {"encoder": "openvino", "prompt_decoder": "onnxruntime",
+                                "object_decoder": "onnxruntime"}
+    assert "encoder on openvino" in err[0] and "prompt_decoder+object_decoder on onnxruntime" in err[0]
 
 
 def test_auto_falls_back_with_one_line_per_failure(bundle, capsys, monkeypatch):
     broken = types.ModuleType("rmpsam_edge_test_broken_backend")
 
-    def create(bundle, device=None, threads=None):
+    def create(bundle, device=None, threads=None, auto=False):
         raise RuntimeError("cannot compile encoder for this device\nsecond line of detail")
 
     broken.create = create
+    broken.probe = lambda device=None: (True, "broken 0.1")
     monkeypatch.setitem(sys.modules, broken.__name__, broken)
-    monkeypatch.setattr(loader, "AUTO_ORDER", [("broken", broken.__name__, "create", None)] + loader.AUTO_ORDER)
+    row = backends.Backend("broken", (), "pip install broken", "apt install broken", broken.__name__, None)
+    monkeypatch.setattr(backends, "BACKENDS", (row,) + backends.BACKENDS)
     runner, _, line = load_runner(bundle, "auto", threads=1)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2
@@ -294,3 +300,44 @@ def test_runtime_runs_without_torch(bundle):
     assert res.returncode == 0, res.stderr[-2000:]
     assert "OK without torch" in res.stdout
     assert res.stderr.count("rmpsam-edge: ") == 2  # one choice line per load
+
+
+# ---------------------------------------------------------------------------------------------- per-graph backends
+def test_per_graph_backends_are_exact_and_overridable(bundle, runners, capsys):
+    runner, _, line = load_runner(bundle, "onnxruntime+openvino", threads=2)
+    assert runner.placement == composite.plan(["onnxruntime", "openvino"])
+    assert runner.placement["encoder"] == "openvino" and runner.placement["prompt_decoder"] == "onnxruntime"
+    assert "encoder on openvino" in capsys.readouterr().err
+    # each sub-runner loaded only its graphs
+    assert sorted(runner.runners["openvino"].graphs) == ["encoder"]
+    assert "encoder" not in runner.runners["onnxruntime"].sessions
+    x, _ = features_for((96, 128))
+    f = runner.encode(x)
+    assert rel(f, runners["openvino"].encode(x)) <= 1e-5  # the same graph on the same backend (thread noise)
+    boxes = normalize_boxes(points_to_boxes(np.array([[40.0, 30.0], [100.0, 60.0]])), (96, 128))
+    for got, want in zip(runner.decode_prompts(f, boxes), runners["onnxruntime"].decode_prompts(f, boxes)):
+        assert rel(got, want) <= 1e-5
+    objs = runners["onnxruntime"].decode_objects(f, vocab_embed())
+    for got, want in zip(runner.decode_objects(f, vocab_embed()), objs):
+        assert rel(got, want) <= 1e-5
+    # up to backend noise the whole pipeline matches one backend
+    m_one, _ = runners["onnxruntime"].decode_prompts(runners["onnxruntime"].encode(x), boxes)
+    m_two, _ = runner.decode_prompts(f, boxes)
+    assert ((m_one > 0) == (m_two > 0)).mean() > 0.99
+    runner.deactivate()
+    r = load_runner(bundle, "encoder=onnxruntime,prompt_decoder=openvino", threads=2, verbose=False)[0]
+    assert r.placement == {"encoder": "onnxruntime", "prompt_decoder": "openvino", "object_decoder": "onnxruntime"}
+    r = load_runner(bundle, "auto", threads=2, verbose=False, graphs={"object_decoder": "ov"})[0]
+    assert r.name == "openvino"  # graphs not named run on the fastest of the named backends: here the only one
+    with pytest.raises(UserError, match="unknown graph"):
+        load_runner(bundle, "decoder=openvino", verbose=False)
+    with pytest.raises(UserError, match="unknown backend"):
+        load_runner(bundle, "encoder=coreml", verbose=False)
+
+
+def test_per_graph_needs_a_dynamic_bundle(tmp_path_factory):
+    static = shared_static_bundle(tmp_path_factory)
+    with pytest.raises(UserError, match="per-graph backends need a dynamic bundle"):
+        load_runner(static, "onnxruntime+openvino", verbose=False)
+    r, _, line = load_runner(static, "auto", verbose=False)  # auto: one backend for a static bundle
+    assert r.name in ("onnxruntime", "openvino") and "fastest per graph" not in line
