@@ -1,7 +1,7 @@
 """``rmpsam-edge predict``: segment one image with point/box prompts (one decoder pass), panoptic or instances.
 
 Weights: ``--model BUNDLE`` runs the torch-free runtime; ``--checkpoint PTH`` (or nothing: the shipped demo
-weights; or ``--random-init``) runs the PyTorch model. Outputs in ``--out``: ``overlay.png``, binary masks
+weights; or ``--random-init``) runs the PyTorch model; without torch, nothing means the shipped demo bundle. Outputs in ``--out``: ``overlay.png``, binary masks
 (``mask_NNN.png`` + ``masks.npz``; ``panoptic.npz`` for panoptic) and ``result.json``.
 """
 import json
@@ -22,7 +22,8 @@ def add_weights_arguments(p):
     src.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
     p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
     p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances/track")
-    p.add_argument("--backend", default="auto", help="with --model: auto | onnxruntime | openvino | tensorrt")
+    p.add_argument("--backend", default="auto", help="with a bundle: auto | onnxruntime | openvino | tensorrt | "
+                   "onnxruntime+openvino | encoder=openvino,prompt_decoder=onnxruntime,...")
     p.add_argument("--threads", type=int, help="CPU threads for the model")
     p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
 
@@ -62,16 +63,33 @@ def prepare_out(path, force):
     os.makedirs(path, exist_ok=True)
 
 
+# the demo weights exported as a bundle (FP16-stored weights): what the runtime runs by default without torch
+SHIPPED_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "bundle")
+
+
+def _torch_importable() -> bool:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def build_predictor(args):
     """-> (Predictor, model info dict) for --model / --checkpoint / --random-init / the default weights."""
     if args.model and (args.checkpoint or args.random_init):
         raise UserError("--model (a bundle) and --checkpoint/--random-init exclude each other; pass one")
-    if args.model:
+    model = args.model
+    if not model and not (args.checkpoint or args.random_init or args.vocab) and not _torch_importable():
+        sys.stderr.write("rmpsam-edge: torch is not installed: running the shipped demo bundle (demo weights, "
+                         "FP16-stored, computed in FP32) %s\n" % SHIPPED_BUNDLE)
+        model = SHIPPED_BUNDLE
+    if model:
         from rmpsam_edge.runtime import load
-        predictor = load(args.model, backend=args.backend, threads=args.threads)
+        predictor = load(model, backend=args.backend, threads=args.threads)
         if args.imgsz:
             predictor.spec.input_size = args.imgsz
-        return predictor, {"bundle": os.path.abspath(args.model), "backend": predictor.runner.describe(),
+        return predictor, {"bundle": os.path.abspath(model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
     try:
         from rmpsam_edge.torch_runner import torch_predictor
