@@ -19,6 +19,7 @@ COMMANDS = {
     "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "build TensorRT engines for a bundle on this GPU"),
     "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions"),
     "demo": ("rmpsam_edge.runtime.demo.cli", "camera / video / image-folder demo: panoptic, track, points, everything"),
+    "doctor": ("rmpsam_edge.commands.doctor", "check this machine: platform, backends, each backend's results vs ONNX Runtime CPU"),
     "train": ("rmpsam_edge.training.cli", "train demo weights on synthetic scenes"),
     "eval": ("rmpsam_edge.training.eval_cli", "evaluate weights on the held-out synthetic set"),
 }

@@ -1,0 +1,152 @@
+"""``rmpsam-edge doctor``: what this machine can run, checked for real, in one report to paste into an issue.
+
+1. Platform: Jetson L4T/JetPack, module, nvpmodel, jetson_clocks; GPU name, memory, SM count, driver, CUDA
+   (``runtime/platform_facts.py``).
+2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here.
+3. On a bundle (``--model``, default the shipped demo bundle): the shipped images through every usable backend
+   (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX Runtime CPU FP32 by
+   the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
+   tolerances) and timed (encoder, prompt decoder, object decoder p50).
+Writes ``--json`` (default doctor.json; an existing file is replaced only with ``--force``), prints a Markdown block.
+Exit 0: every usable backend agrees; 1: one disagrees beyond tolerance or fails to run; 2: bad input.
+"""
+import glob
+import json
+import os
+import sys
+
+from rmpsam_edge.errors import UserError
+
+ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets")
+
+
+def add_arguments(p):
+    p.add_argument("--model", help="bundle to check (default: the shipped demo bundle)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="TensorRT engine precision (default fp16)")
+    p.add_argument("--runs", type=int, default=5, help="timed calls per graph (p50); default 5")
+    p.add_argument("--threads", type=int, help="CPU threads for the CPU backends")
+    p.add_argument("--json", default="doctor.json", help="JSON report path (default: doctor.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:200]
+
+
+def check_backends(registry) -> list:
+    rows = []
+    for row in registry.BACKENDS:
+        try:
+            ok, detail = registry.probe(row)
+        except Exception as exc:  # noqa: BLE001 - a probe that crashes is a finding, not a crash
+            ok, detail = False, "probe failed: %s" % _first_line(exc)
+        rows.append({"backend": row.name, "usable": bool(ok), "detail": detail,
+                     "install": None if ok else registry.install_hint(row)})
+    return rows
+
+
+def _time(runner, case, runs):
+    from rmpsam_edge.benchmarks.timing import measure
+    f = runner.encode(case["image"])
+    calls = {"encoder": lambda: runner.encode(case["image"]),
+             "prompt_decoder": lambda: runner.decode_prompts(f, case["boxes"][:1])}
+    if case["class_embed"] is not None:
+        calls["object_decoder"] = lambda: runner.decode_objects(f, case["class_embed"])
+    return {k: round(s.p50, 2) for k, s in measure(calls, runs=runs, warmup=1).items()}
+
+
+def check_bundle(registry, bundle, backends, precision, runs, threads) -> list:
+    from rmpsam_edge.runtime import compare
+    images = sorted(glob.glob(os.path.join(ASSETS, "images", "*.jpg")))
+    cases = compare.make_cases(bundle, images)
+    ort = registry.get("onnxruntime")
+    ref_runner = registry.create(ort, bundle, device="cpu", threads=threads)
+    ref = compare.run_cases(ref_runner, cases)
+    feats = [r["features"] for r in ref]
+    results = [{"backend": "onnxruntime (CPU FP32, the reference)", "describe": ref_runner.describe(),
+                "timing_p50_ms": _time(ref_runner, cases[0], runs), "ok": True, "reference": True}]
+    ref_runner.deactivate()
+    for entry in backends:
+        if not entry["usable"]:
+            continue
+        row = registry.get(entry["backend"])
+        extra = {"precision": precision or "fp16"} if row.name == "tensorrt" else {}
+        res = {"backend": row.name, "precision": extra.get("precision", bundle.manifest.get("precision", "fp32"))}
+        try:
+            runner = registry.create(row, bundle, threads=threads, **extra)
+            try:
+                res["describe"] = runner.describe()
+                res["compare"] = compare.compare(ref, compare.run_cases(runner, cases, features=feats))
+                res["timing_p50_ms"] = _time(runner, cases[0], runs)
+            finally:
+                runner.deactivate()
+            res["ok"] = res["compare"]["ok"]
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a usable backend that cannot run the bundle is a finding
+            res.update(ok=False, error=_first_line(exc))
+        results.append(res)
+    return results
+
+
+def _fmt(v, pattern="%.4f"):
+    return "-" if v is None else pattern % v
+
+
+def markdown(report) -> str:
+    plat, gpu, jet = report["platform"], report["platform"]["gpu"], report["platform"]["jetson"]
+    lines = ["### rmpsam-edge doctor", "",
+             "- platform: %s %s, Python %s, %s CPUs" % (plat["system"], plat["machine"], plat["python"],
+                                                       plat["cpu_count"]),
+             "- Jetson: %s" % ("L4T %s (JetPack %s), %s, nvpmodel: %s, jetson_clocks: %s"
+                               % (jet["l4t"], jet["jetpack"] or "?", jet["module"], jet["nvpmodel"],
+                                  jet["jetson_clocks"]) if (jet["l4t"] or jet["module"]) else "no"),
+             "- GPU: %s" % ("%s, %s MB, %s SMs, sm %s, driver %s, CUDA %s" % (
+                 gpu["name"], gpu["memory_mb"], gpu["sm_count"], gpu["compute_capability"], gpu["driver"],
+                 gpu["cuda"]) if gpu["name"] else gpu["why_not"]),
+             "- bundle: %s" % report["bundle"], "",
+             "| backend | usable | version, devices / why not |", "|---|---|---|"]
+    for b in report["backends"]:
+        lines.append("| %s | %s | %s |" % (b["backend"], "yes" if b["usable"] else "**no**",
+                                           b["detail"] + ("" if b["usable"] else " (install: %s)" % b["install"])))
+    lines += ["", "| backend | feature cosine | prompt-mask IoU | class agreement | encoder ms | prompt ms | "
+              "objects ms | verdict |", "|---|---|---|---|---|---|---|---|"]
+    for r in report["results"]:
+        c, t = r.get("compare") or {}, r.get("timing_p50_ms") or {}
+        verdict = "reference" if r.get("reference") else ("ok" if r["ok"] else "**FAIL**: %s" % (
+            r.get("error") or "; ".join(c.get("failures", []))))
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["backend"], _fmt(c.get("feature_cosine"), "%.5f"), _fmt(c.get("prompt_mask_iou")),
+            _fmt(c.get("panoptic_class_agreement")), _fmt(t.get("encoder"), "%.1f"),
+            _fmt(t.get("prompt_decoder"), "%.1f"), _fmt(t.get("object_decoder"), "%.1f"), verdict))
+    from rmpsam_edge.runtime.compare import TOLERANCES
+    lines += ["", "tolerances: " + ", ".join("%s >= %s" % kv for kv in sorted(TOLERANCES.items())) +
+              "; p50 of %d runs on the first image" % report["runs"]]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    from rmpsam_edge.atomic import atomic_file, check_target
+    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    from rmpsam_edge.runtime import backends as registry
+    from rmpsam_edge.runtime import platform_facts
+    from rmpsam_edge.runtime.bundle import Bundle
+    if args.runs < 1:
+        raise UserError("--runs must be >= 1")
+    check_target(args.json, args.force)
+    bundle = Bundle.open(args.model or SHIPPED_BUNDLE)
+    report = {"platform": platform_facts.collect(), "bundle": os.path.abspath(bundle.path), "runs": args.runs}
+    report["backends"] = check_backends(registry)
+    for b in report["backends"]:
+        if not b["usable"]:
+            sys.stderr.write("doctor: %s cannot run here: %s\n" % (b["backend"], b["detail"]))
+    if not any(b["backend"] == "onnxruntime" and b["usable"] for b in report["backends"]):
+        raise UserError("the reference backend ONNX Runtime (CPU) is not installed: pip install onnxruntime")
+    report["results"] = check_bundle(registry, bundle, report["backends"], args.precision, args.runs, args.threads)
+    report["ok"] = all(r["ok"] for r in report["results"])
+    with atomic_file(args.json, force=args.force) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True, default=str)
+    sys.stdout.write(markdown(report) + "\n\nreport: %s\n" % args.json)
+    return 0 if report["ok"] else 1
