@@ -80,14 +80,13 @@ def _check_outputs(args) -> None:
 def _installed(backend: str):
     """None when the backend can be tried, else the 'not installed: ...' status."""
     import importlib.util
-    pkg = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino"}.get(backend)
-    if pkg and importlib.util.find_spec(pkg) is None:
-        return "not installed: pip install %s" % pkg
-    if backend == "tensorrt":
-        from rmpsam_edge.runtime import tensorrt as trt_pkg
-        ok, why = trt_pkg.available()
-        return None if ok else "not installed: %s" % why
-    return None
+    if backend == "torch":
+        return None if importlib.util.find_spec("torch") else "not installed: pip install torch"
+    from rmpsam_edge.runtime import backends as registry
+    ok, why = registry.probe(registry.get(backend))
+    if ok:
+        return None
+    return "not installed: %s" % (why if backend == "tensorrt" else registry.get(backend).pip)
 
 
 def _preimport(backends) -> None:
