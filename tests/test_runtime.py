@@ -341,3 +341,25 @@ def test_per_graph_needs_a_dynamic_bundle(tmp_path_factory):
         load_runner(static, "onnxruntime+openvino", verbose=False)
     r, _, line = load_runner(static, "auto", verbose=False)  # auto: one backend for a static bundle
     assert r.name in ("onnxruntime", "openvino") and "fastest per graph" not in line
+
+
+def test_a_new_backend_is_one_registry_row(bundle, monkeypatch):
+    """A row naming a module with probe/create is all load, auto and doctor need; auto asks it not to block."""
+    calls = []
+    mod = types.ModuleType("rmpsam_edge_test_row_backend")
+
+    def create(b, device=None, threads=None, auto=False):
+        calls.append(auto)
+        from rmpsam_edge.runtime import onnxruntime_backend
+        return onnxruntime_backend.create(b, device="cpu", threads=threads)
+
+    mod.create, mod.probe = create, (lambda device=None: (True, "row 1.0"))
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    row = backends.Backend("rowbe", ("rb",), "pip install rowbe", "apt install rowbe", mod.__name__, None)
+    monkeypatch.setattr(backends, "BACKENDS", (row,) + backends.BACKENDS)
+    assert backends.get("RB") is row and backends.probe(row) == (True, "row 1.0")
+    load_runner(bundle, "rb", threads=1, verbose=False)
+    load_runner(bundle, "auto", threads=1, verbose=False)
+    assert calls == [False, True]
+    missing = backends.Backend("gone", (), "pip install gone", "-", "rmpsam_edge_no_such_module_xyz", None)
+    assert backends.probe(missing)[0] is False
