@@ -61,7 +61,12 @@ def check_bundle(registry, bundle, backends, precision, runs, threads) -> list:
     images = sorted(glob.glob(os.path.join(ASSETS, "images", "*.jpg")))
     cases = compare.make_cases(bundle, images)
     ort = registry.get("onnxruntime")
-    ref_runner = registry.create(ort, bundle, device="cpu", threads=threads)
+    from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
+    try:
+        ref_runner = registry.create(ort, bundle, device="cpu", threads=threads)
+    except BackendUnavailable as exc:
+        raise UserError("the reference (ONNX Runtime CPU) cannot run %s: %s; check an ONNX bundle (the FP32 export)"
+                        % (bundle.path, exc))
     ref = compare.run_cases(ref_runner, cases)
     feats = [r["features"] for r in ref]
     results = [{"backend": "onnxruntime (CPU FP32, the reference)", "describe": ref_runner.describe(),
