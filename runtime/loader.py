@@ -64,6 +64,12 @@ def _import(module: str):
 def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,
                 verbose: bool = True):
     """-> (activated Runner, Bundle, the line describing the choice). See ``load``."""
+    if isinstance(bundle, str) and bundle.lower().startswith(("grpc://", "http://")):  # a Triton server
+        from .triton.client import load_runner as triton_runner
+        runner, b, line = triton_runner(bundle)
+        if verbose:
+            _say(line)
+        return runner, b, line
     b = Bundle.open(bundle)
     name = ALIASES.get(str(backend).lower(), str(backend).lower())
     if name == "auto":
@@ -155,5 +161,8 @@ def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: O
     """
     from rmpsam_edge.predictor import Predictor
 
+    if isinstance(bundle, str) and bundle.lower().startswith(("grpc://", "http://")):  # a Triton server
+        from .triton.client import load as triton_load
+        return triton_load(bundle, verbose=verbose)
     runner, b, _ = load_runner(bundle, backend, device, threads, verbose)
     return Predictor(runner, b.spec())
