@@ -61,3 +61,9 @@ def test_bad_arguments(bundle, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--max-batch" in err and "not found" in err and "Traceback" not in err
     assert not os.path.exists(str(tmp_path / "r")) and not os.path.exists(str(tmp_path / "r2"))
+
+
+def test_serve_without_tritonserver_is_one_line(bundle, tmp_path, capsys):
+    rc = main(["serve", "--model", bundle, "--tritonserver", str(tmp_path / "no_tritonserver")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pip install nvidia-pytriton==0.7.0" in err and "Traceback" not in err

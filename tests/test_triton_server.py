@@ -202,3 +202,24 @@ def test_no_server_is_one_line_within_timeout():
     assert time.time() - t0 < 10
     with pytest.raises(UserError, match="grpc://HOST:PORT"):
         TritonRunner("grpc://")
+
+
+def test_serve_command_up_and_sigterm(bundle, tmp_path):
+    http, grpc = free_port(), free_port()
+    exe = os.path.join(os.path.dirname(sys.executable), "rmpsam-edge")
+    proc = subprocess.Popen([exe, "serve", "--model", bundle, "--http-port", str(http), "--grpc-port", str(grpc)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        line = proc.stdout.readline().decode()  # printed only once health/ready answered
+        assert "triton up" in line and "grpc://127.0.0.1:%d" % grpc in line
+        pred = load("grpc://127.0.0.1:%d" % grpc, verbose=False)
+        assert pred.spec.class_names[:2] == ["person", "car"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(40) == 128 + signal.SIGTERM
+        assert "tritonserver stopped (exit 0)" in proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    with pytest.raises(UserError, match="not answering"):
+        TritonRunner("http://127.0.0.1:%d" % http, timeout=2, retries=0).activate()
