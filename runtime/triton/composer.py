@@ -5,7 +5,10 @@ own ``rmpsam_edge.preprocess``, runs the ``encoder`` model (the encode requests 
 batched encoder request per input shape), and keeps the features in a small LRU cache keyed by frame id.
 Prompt and object requests name the frame id and get decoder outputs back; features never cross the network.
 Protocol: ``protocol.py``. Config parameters: ``bundle``, ``cache_frames`` (default 16), ``max_prompts``
-(default 1000), ``encoder_max_batch`` (the encoder's max_batch_size).
+(default 1000), ``encoder_max_batch`` (the encoder's max_batch_size), ``decoders``: ``bls`` (call the
+``prompt_decoder`` / ``object_decoder`` models: GPU containers) or ``local`` (python platform: run them in this
+process on the torch-free runtime, so the features are not copied to another process for every prompt),
+``backend`` / ``threads`` for ``local``.
 """
 import collections
 from typing import Dict, List
@@ -33,6 +36,11 @@ class TritonPythonModel(object):
         self.cache_frames = max(1, int(params.get("cache_frames") or 16))
         self.max_prompts = int(params.get("max_prompts") or 1000)
         self.encoder_max_batch = max(1, int(params.get("encoder_max_batch") or 1))
+        self.runner = None
+        if params.get("decoders") == "local":
+            from rmpsam_edge.runtime.loader import load_runner
+            self.runner = load_runner(self.bundle, params.get("backend") or "auto",
+                                      threads=int(params.get("threads") or 0) or None, verbose=False)[0]
         self.cache = collections.OrderedDict()  # frame id -> (features (1, C, h, w), meta row)
 
     # ------------------------------------------------------------------ Triton entry point
@@ -141,8 +149,10 @@ class TritonPythonModel(object):
         return [("CLASS_LOGITS", out["class_logits"]), ("OBJ_MASK_LOGITS", out["mask_logits"]),
                 ("QUERY_EMBED", out["query_embed"])]
 
-    @staticmethod
-    def _call(pb_utils, model, feeds, outputs):
+    def _call(self, pb_utils, model, feeds, outputs):
+        if self.runner is not None and model != "encoder":
+            out = self.runner.infer(model, feeds)
+            return dict((n, out[n]) for n in outputs)
         req = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,
                                         inputs=[pb_utils.Tensor(k, np.ascontiguousarray(v)) for k, v in feeds.items()])
         resp = req.exec()

@@ -90,9 +90,8 @@ def write_repository(bundle, out, platform="python", max_batch=4, queue_delay_us
             batch = max_batch if name in ("encoder", P.COMPOSER) else 0
             params = dict(common) if (platform == "python" or name == P.COMPOSER) else {}
             if name == P.COMPOSER:
-                params.update({"encoder_max_batch": str(max_batch), "cache_frames": "16", "max_prompts": "1000"})
-                params.pop("threads")
-                params.pop("backend")
+                params.update({"encoder_max_batch": str(max_batch), "cache_frames": "16", "max_prompts": "1000",
+                               "decoders": "local" if platform == "python" else "bls"})
             cpu_kind = "KIND_CPU" if (name == P.COMPOSER or platform == "python") else kind
             text = config_text(name, platform, batch, queue_delay_us, cpu_kind, instances if name != P.COMPOSER
                                else 1, params)
