@@ -68,10 +68,13 @@ def build_predictor(args):
         raise UserError("--model (a bundle) and --checkpoint/--random-init exclude each other; pass one")
     if args.model:
         from rmpsam_edge.runtime import load
+        remote = args.model.lower().startswith(("grpc://", "http://"))  # a Triton server (docs/triton.md)
+        if remote and args.imgsz:
+            raise UserError("--imgsz does not apply to %s: the served bundle fixes the input size" % args.model)
         predictor = load(args.model, backend=args.backend, threads=args.threads)
         if args.imgsz:
             predictor.spec.input_size = args.imgsz
-        return predictor, {"bundle": os.path.abspath(args.model), "backend": predictor.runner.describe(),
+        return predictor, {"bundle": args.model if remote else os.path.abspath(args.model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
     try:
         from rmpsam_edge.torch_runner import torch_predictor
