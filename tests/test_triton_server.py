@@ -223,3 +223,16 @@ def test_serve_command_up_and_sigterm(bundle, tmp_path):
             proc.wait(10)
     with pytest.raises(UserError, match="not answering"):
         TritonRunner("http://127.0.0.1:%d" % http, timeout=2, retries=0).activate()
+
+
+def test_tracking_matches_local(server, bundle):
+    from rmpsam_edge.runtime import load_runner
+    from rmpsam_edge.tracking import VideoTracker
+    remote_runner, remote_bundle, _ = load_runner(server.grpc_url, verbose=False)
+    local_runner, local_bundle, _ = load_runner(bundle, "onnxruntime", verbose=False)
+    trackers = [VideoTracker(remote_runner, remote_bundle.spec(), score_thr=0.0),
+                VideoTracker(local_runner, local_bundle.spec(), score_thr=0.0)]
+    frames = [load_image(IMAGES[0])[: 200 + 10 * i] for i in range(3)]
+    for frame in frames:
+        tr, tl = [t.update(frame) for t in trackers]
+        assert len(tl) > 0 and [(t.id, t.label) for t in tr] == [(t.id, t.label) for t in tl]

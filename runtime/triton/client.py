@@ -22,7 +22,7 @@ from ..bundle import Bundle
 
 CLIENT_HINT = "pip install 'tritonclient[http,grpc]' (or pip install rmpsam-edge[triton])"
 GONE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED", "StatusCode.CANCELLED")
-GOING = ("no available versions", "Server is stopping", "connect", "Socket closed")  # a server shutting down
+GOING = ("no available versions", "server is stopping", "connect", "socket closed")  # a server shutting down
 
 
 class FrameFeatures(np.ndarray):
@@ -122,7 +122,7 @@ class TritonRunner(Runner):
                 status = str(exc.status()) if hasattr(exc, "status") and callable(exc.status) else ""
                 text = (exc.message() if hasattr(exc, "message") and callable(exc.message) else str(exc)) or \
                     type(exc).__name__
-                if hasattr(exc, "status") and status not in GONE and not any(g in text for g in GOING):
+                if hasattr(exc, "status") and status not in GONE and not any(g in text.lower() for g in GOING):
                     if P.UNKNOWN_FRAME in text:
                         raise _UnknownFrame(text)
                     raise UserError("triton server %s rejected the request: %s" % (self.url, text.splitlines()[0]))
