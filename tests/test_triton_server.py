@@ -236,3 +236,11 @@ def test_tracking_matches_local(server, bundle):
     for frame in frames:
         tr, tl = [t.update(frame) for t in trackers]
         assert len(tl) > 0 and [(t.id, t.label) for t in tr] == [(t.id, t.label) for t in tl]
+
+
+def test_benchmark_streams_against_the_server(server, capsys):
+    from rmpsam_edge.cli import main
+    assert main(["benchmark", "--model", server.grpc_url, "--streams", "1", "2", "--runs", "2"]) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if "FPS aggregate" in l]
+    assert [l.split("streams ")[1].split(":")[0] for l in lines] == ["1", "2"]
+    assert all(float(l.split(": ")[1].split(" FPS")[0]) > 0 for l in lines)
