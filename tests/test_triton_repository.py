@@ -29,6 +29,7 @@ def test_python_repository(bundle, tmp_path):
     assert "dynamic_batching" not in _config(repo, "prompt_decoder") and "max_batch_size: 0" in _config(repo, "object_decoder")
     comp = _config(repo, "rmpsam")
     assert 'key: "encoder_max_batch" value: { string_value: "8" }' in comp and "count: 1 kind: KIND_CPU" in comp
+    assert 'key: "decoders" value: { string_value: "local" }' in comp  # features stay in the composer process
     assert 'string_value: "rmpsam/1/bundle"' in enc  # the bundle is copied into the repository, hashes intact
     assert os.path.isfile(os.path.join(repo, "rmpsam", "1", "bundle", "manifest.json"))
     with open(os.path.join(repo, "encoder", "1", "model.py")) as f:
@@ -48,7 +49,8 @@ def test_container_platforms(bundle, tmp_path):
     assert 'platform: "onnxruntime_onnx"' in enc and "count: 2 kind: KIND_GPU" in enc
     assert os.path.getsize(os.path.join(repo, "encoder", "1", "model.onnx")) == \
         os.path.getsize(os.path.join(bundle, "encoder.onnx"))
-    assert 'backend: "python"' in _config(repo, "rmpsam")  # the composition is python BLS on every platform
+    comp = _config(repo, "rmpsam")  # the composition is python BLS on every platform, calling the GPU models
+    assert 'backend: "python"' in comp and 'key: "decoders" value: { string_value: "bls" }' in comp
     trt = str(tmp_path / "trt")
     assert main(["export-triton", "--model", bundle, "--out", trt, "--platform", "tensorrt"]) == 0
     assert 'platform: "tensorrt_plan"' in _config(trt, "object_decoder")
