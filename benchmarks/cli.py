@@ -45,6 +45,8 @@ def add_arguments(p):
     p.add_argument("--imgsz", type=int, nargs="+", help="long side(s) of the input (default: the bundle's size)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 16], help="prompt counts decoded in one call "
                    "(default 1 16)")
+    p.add_argument("--streams", type=int, nargs="+", help="with --model grpc://... or http://... (a Triton server): "
+                   "aggregate FPS of that many concurrent client streams (docs/triton.md)")
     p.add_argument("--runs", type=int, default=20, help="timed rounds per stage (default 20)")
     p.add_argument("--warmup", type=int, default=3, help="warm-up calls per row and stage, not timed (default 3)")
     p.add_argument("--max-seconds", type=float, help="time cap per stage (at least 3 rounds)")
@@ -186,6 +188,9 @@ def _stage_flops(bundle, spec, image, class_embed):
 
 def run(args) -> int:
     from .timing import thread_env
+    if args.model and any(m.lower().startswith(("grpc://", "http://")) for m in args.model):  # a Triton server
+        from .triton_streams import run_remote
+        return run_remote(args.model, args.streams or [1], args.runs)
     _check_outputs(args)
     if args.runs < 1 or args.warmup < 0:
         raise UserError("--runs must be >= 1 and --warmup >= 0")

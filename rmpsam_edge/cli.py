@@ -17,6 +17,8 @@ COMMANDS = {
     "export": ("rmpsam_edge.export.cli", "export a checkpoint to a model bundle (three ONNX graphs + manifest)"),
     "quantize": ("rmpsam_edge.quantize.cli", "make an FP16 or INT8 bundle with a fidelity report"),
     "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "build TensorRT engines for a bundle on this GPU"),
+    "export-triton": ("rmpsam_edge.commands.export_triton", "write a Triton Inference Server model repository for a bundle"),
+    "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; python backend)"),
     "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions"),
     "demo": ("rmpsam_edge.runtime.demo.cli", "camera / video / image-folder demo: panoptic, track, points, everything"),
     "doctor": ("rmpsam_edge.commands.doctor", "check this machine: platform, backends, each backend's results vs ONNX Runtime CPU"),

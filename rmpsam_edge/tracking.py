@@ -225,6 +225,8 @@ class VideoTracker(object):
 
     # -- shared steps -----------------------------------------------------------------------------------------
     def _encode(self, frame) -> Tuple[np.ndarray, ImageMeta]:
+        if hasattr(self.runner, "encode_frame"):  # a Triton server: the frame goes there, features stay there
+            return self.runner.encode_frame(as_rgb(frame))
         x, meta = preprocess(as_rgb(frame), self.spec)
         return self.runner.encode(x), meta
 

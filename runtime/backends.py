@@ -31,6 +31,19 @@ BACKENDS = (
 )
 ORDER_TEXT = " > ".join(b.name for b in BACKENDS)
 
+# served models: URL scheme -> client module exposing load_runner(url, verbose) and load(url, verbose)
+REMOTE = {"grpc": PKG + "triton.client", "http": PKG + "triton.client"}
+
+
+def remote_module(model):
+    """The client module for a ``grpc://`` / ``http://`` model (Triton, docs/triton.md), else None."""
+    if not isinstance(model, str) or "://" not in model:
+        return None
+    scheme = model.split("://", 1)[0].lower()
+    if scheme not in REMOTE:
+        raise UserError("unknown model address scheme %r; use grpc://HOST:PORT or http://HOST:PORT" % scheme)
+    return importlib.import_module(REMOTE[scheme])
+
 
 def names():
     return [b.name for b in BACKENDS]

@@ -63,6 +63,12 @@ def parse_backend(backend, graphs: Optional[Dict[str, str]] = None):
 def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,
                 verbose: bool = True, graphs: Optional[Dict[str, str]] = None):
     """-> (activated Runner, Bundle, the line describing the choice). See ``load``."""
+    remote = registry.remote_module(bundle)
+    if remote is not None:  # a served model (Triton): the server chose the backend
+        runner, b, line = remote.load_runner(bundle, verbose=verbose)
+        if verbose:
+            _say(line)
+        return runner, b, line
     b = Bundle.open(bundle)
     kind, rows, overrides = parse_backend(backend, graphs)
     if kind == "auto":
@@ -186,5 +192,8 @@ def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: O
     """
     from rmpsam_edge.predictor import Predictor
 
+    remote = registry.remote_module(bundle)
+    if remote is not None:
+        return remote.load(bundle, verbose=verbose)
     runner, b, _ = load_runner(bundle, backend, device, threads, verbose, graphs=graphs)
     return Predictor(runner, b.spec())

@@ -2,7 +2,8 @@
 # The project's one test command (README "Set-up", and .ci/run calls exactly this).
 # 1. a venv in .venv with everything (torch==2.13.0 CPU pinned; never torchvision), the full pytest suite;
 # 2. vermin: the torch-free runtime and the shared numpy-side modules run on Python 3.8;
-# 3. a second venv .venv-np1 with numpy 1.26: the runtime-facing tests once more under numpy 1.x.
+# 3. a second venv .venv-np1 with numpy 1.26: the runtime-facing tests once more under numpy 1.x, and the
+#    Triton tests against the real tritonserver of nvidia-pytriton 0.7.0 (which pins numpy<2, so it lives here).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -28,11 +29,11 @@ if [ ! -x .venv-np1/bin/python ] || [ pyproject.toml -nt .venv-np1/.installed ];
   "$PY" -m venv .venv-np1
   .venv-np1/bin/pip install -q -U pip
   .venv-np1/bin/pip install -q "numpy==1.26.4" "opencv-python-headless<4.13" onnxruntime openvino onnx onnxslim \
-    scipy pytest torch==2.13.0
+    scipy pytest torch==2.13.0 nvidia-pytriton==0.7.0 "tritonclient[http,grpc]"   # Triton: pins numpy<2
   .venv-np1/bin/pip install -q -e . --no-deps
   touch .venv-np1/.installed
 fi
 .venv-np1/bin/python -c "import numpy; assert numpy.__version__.startswith('1.'), numpy.__version__; print('numpy', numpy.__version__)"
 NP1_TESTS=$(ls tests/test_runtime*.py tests/test_bundle*.py tests/test_preprocess*.py tests/test_postprocess*.py \
-  tests/test_predictor*.py tests/test_tracking*.py tests/test_tensorrt*.py tests/test_demo*.py 2>/dev/null)
+  tests/test_predictor*.py tests/test_tracking*.py tests/test_tensorrt*.py tests/test_demo*.py tests/test_triton*.py 2>/dev/null)
 .venv-np1/bin/python -m pytest -q -p no:cacheprovider $NP1_TESTS

@@ -86,10 +86,13 @@ def build_predictor(args):
         model = SHIPPED_BUNDLE
     if model:
         from rmpsam_edge.runtime import load
+        remote = model.lower().startswith(("grpc://", "http://"))  # a Triton server (docs/triton.md)
+        if remote and args.imgsz:
+            raise UserError("--imgsz does not apply to %s: the served bundle fixes the input size" % model)
         predictor = load(model, backend=args.backend, threads=args.threads)
         if args.imgsz:
             predictor.spec.input_size = args.imgsz
-        return predictor, {"bundle": os.path.abspath(model), "backend": predictor.runner.describe(),
+        return predictor, {"bundle": model if remote else os.path.abspath(model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
     try:
         from rmpsam_edge.torch_runner import torch_predictor
