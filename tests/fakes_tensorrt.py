@@ -15,10 +15,13 @@ wrong code fail:
   ``Stream.synchronize()``; async copies from memory that is not page-locked raise;
 * the execution context runs the engine's ONNX graph with ONNX Runtime, so outputs are real numbers.
 """
+import atexit
 import enum
 import itertools
 import json
+import os
 import sys
+import threading
 import types
 
 import numpy as np
@@ -35,14 +38,20 @@ class _Tensor(object):
 class FakeGPU(object):
     """One fake machine: ``.trt`` and ``.cuda`` (pycuda.driver) share the device memory and the call log."""
 
-    def __init__(self, version="10.3.0", gpu="Orin", cc=(8, 7), dla_cores=2, devices=1):
+    def __init__(self, version="10.3.0", gpu="Orin", cc=(8, 7), dla_cores=2, devices=1, memory_mb=7620, sm_count=8,
+                 abort_at_exit=False):
         self.version, self.gpu, self.cc, self.dla_cores, self.devices = version, gpu, cc, dla_cores, devices
+        self.memory_mb, self.sm_count = memory_mb, sm_count
+        self._tls = threading.local()
+        self.all_stacks = []      # every thread's context stack
+        self.live_contexts = set()
+        if abort_at_exit:         # what pycuda does at module cleanup with a context still on a stack
+            atexit.register(self._abort_if_left)
         self.major = int(version.split(".")[0])
         self.calls = []
         self.memory = {}          # device address -> bytearray
         self.pinned = []          # page-locked host arrays
         self.streams = {}         # handle -> list of pending operations
-        self.contexts = []        # live CUDA contexts (a stack)
         self.unsupported_ops = set()
         self.fail_build = None
         self.builds = []          # one dict per build_serialized_network call
@@ -57,6 +66,26 @@ class FakeGPU(object):
         monkeypatch.setitem(sys.modules, "pycuda", pkg)
         monkeypatch.setitem(sys.modules, "pycuda.driver", self.cuda)
         return self
+
+    def stack(self):
+        """The calling thread's context stack (pycuda keeps one per thread)."""
+        st = getattr(self._tls, "stack", None)
+        if st is None:
+            st = self._tls.stack = []
+            self.all_stacks.append(st)
+        return st
+
+    def leftover(self):
+        """Contexts still pushed on some thread's stack (pycuda would abort the process at exit)."""
+        return [c for st in self.all_stacks for c in st]
+
+    def _abort_if_left(self):
+        if self.leftover():
+            sys.stderr.write("PyCUDA ERROR: The context stack was not empty upon module cleanup.\n"
+                             "-------------------------------------------------------------------\n"
+                             "A context was still active when the context stack was being\ncleaned up.\n")
+            sys.stderr.flush()
+            os._exit(134)
 
     def log(self, *call):
         self.calls.append(call)
@@ -82,17 +111,40 @@ class FakeGPU(object):
                 return self.addr
 
             def free(self):
+                _require_context()
                 gpu.log("free", self.addr)
                 gpu.memory.pop(self.addr, None)
 
         class Context(object):
-            def pop(self):
-                gpu.log("ctx.pop")
-                assert gpu.contexts and gpu.contexts[-1] is self, "popping a context that is not current"
-                gpu.contexts.pop()
+            """pycuda's Context: one context STACK PER THREAD; ``pop`` is static (pops the calling thread's
+            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``)."""
+
+            def __init__(self):
+                self.detached = False
+
+            def push(self):
+                gpu.log("ctx.push", threading.current_thread().name)
+                assert not self.detached, "pushing a detached context"
+                gpu.stack().append(self)
+
+            @staticmethod
+            def pop():
+                gpu.log("ctx.pop", threading.current_thread().name)
+                stack = gpu.stack()
+                if not stack:
+                    raise Error("cuCtxPopCurrent failed: invalid device context")
+                stack.pop()
+
+            @staticmethod
+            def get_current():
+                stack = gpu.stack()
+                return stack[-1] if stack else None
 
             def detach(self):
                 gpu.log("ctx.detach")
+                assert not any(self in st for st in gpu.all_stacks), "detaching a context that is still pushed"
+                self.detached = True
+                gpu.live_contexts.discard(self)
 
         class Device(object):
             def __init__(self, index):
@@ -110,26 +162,40 @@ class FakeGPU(object):
             def compute_capability(self):
                 return tuple(gpu.cc)
 
+            def total_memory(self):
+                return int(gpu.memory_mb) << 20
+
+            def get_attribute(self, attr):
+                assert attr == device_attribute.MULTIPROCESSOR_COUNT
+                return gpu.sm_count
+
             def make_context(self, flags=0):
                 gpu.log("make_context", self.index)
                 ctx = Context()
-                gpu.contexts.append(ctx)
+                gpu.stack().append(ctx)  # like cuCtxCreate: pushed on the CALLING thread's stack
+                gpu.live_contexts.add(ctx)
                 return ctx
+
+        device_attribute = enum.IntEnum("device_attribute", "MULTIPROCESSOR_COUNT TOTAL_CONSTANT_MEMORY")
+        cuda.device_attribute = device_attribute
 
         class Stream(object):
             def __init__(self, flags=0):
+                _require_context()
                 self.handle = next(gpu._addr)
                 gpu.streams[self.handle] = []
                 gpu.log("Stream", self.handle)
 
             def synchronize(self):
+                _require_context()
                 gpu.log("synchronize", self.handle)
                 ops, gpu.streams[self.handle] = gpu.streams[self.handle], []
                 for op in ops:
                     op()
 
         def _require_context():
-            assert gpu.contexts, "CUDA call without a current context"
+            if not gpu.stack():
+                raise Error("cuMemcpyHtoDAsync failed: invalid device context")
 
         def init(flags=0):
             gpu.log("init")
@@ -160,11 +226,13 @@ class FakeGPU(object):
             gpu.log("memcpy_htod", int(dest), np.asarray(src).nbytes)
 
         def memcpy_htod_async(dest, src, stream=None):
+            _require_context()
             _check_pinned(src)
             gpu.log("memcpy_htod_async", int(dest), src.nbytes)
             gpu.streams[stream.handle].append(lambda: _write(dest, src.tobytes()))
 
         def memcpy_dtoh_async(dest, src, stream=None):
+            _require_context()
             _check_pinned(dest)
             gpu.log("memcpy_dtoh_async", int(src), dest.nbytes)
 

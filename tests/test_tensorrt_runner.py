@@ -76,7 +76,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         # every execute is followed by a stream sync before results are read (the fake runs queued work only then)
         names = fake.names()
         assert all("synchronize" in names[i:] for i, n in enumerate(names) if n == "execute_async_v3")
-    assert fake.contexts == [] and fake.memory == {}  # deactivate freed every buffer and popped the context
+    assert fake.leftover() == [] and not fake.live_contexts and fake.memory == {}  # deactivate freed every buffer and popped the context
     assert fake.names()[-2:] == ["ctx.pop", "ctx.detach"]
 
 
@@ -134,7 +134,7 @@ def test_no_build_mode_fails_with_what_differs(bundle, monkeypatch):
     r = trt_pkg.create_runner(bundle, precision="fp16", build=False, ranges=RANGES)
     with pytest.raises(UserError, match="the encoder engine cannot be used: no engine built yet; build it with"):
         r.activate()
-    assert fake.contexts == [] and not r.active
+    assert fake.leftover() == [] and not fake.live_contexts and not r.active
     with trt_pkg.create_runner(bundle, precision="fp16", ranges=RANGES):
         pass
     assert sorted(f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")) == [
@@ -200,7 +200,7 @@ def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
     with pytest.raises(UserError, match=r"backend tensorrt cannot run here: TensorRT could not prepare the encoder "
                                         r"engine: TensorRT could not build the encoder engine: \[optimizer\]"):
         load_runner(bundle, "tensorrt", verbose=False)
-    assert fake.contexts == []
+    assert fake.leftover() == [] and not fake.live_contexts
     # used directly (not through the loader) the same failure is a one-line UserError
     with pytest.raises(UserError):
         trt_pkg.create_runner(bundle).activate()
