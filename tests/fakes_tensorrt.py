@@ -54,6 +54,7 @@ class FakeGPU(object):
         self.streams = {}         # handle -> list of pending operations
         self.unsupported_ops = set()
         self.fail_build = None
+        self.timing_cache_fails = False
         self.builds = []          # one dict per build_serialized_network call
         self._addr = itertools.count(0x10000, 0x10000)
         self.trt = self._make_trt()
@@ -517,9 +518,13 @@ class FakeGPU(object):
 
             def create_timing_cache(self, serialized_timing_cache):
                 gpu.log("create_timing_cache", bytes(serialized_timing_cache))
+                if gpu.timing_cache_fails:  # real TensorRT may return None (polygraphy guards it)
+                    return None
                 return ITimingCache(serialized_timing_cache)
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache is None:
+                    raise TypeError("set_timing_cache(): incompatible function arguments")
                 self.timing_cache = cache
                 return True
 
@@ -554,6 +559,13 @@ class FakeGPU(object):
                 for t in network.inputs:
                     if any(d < 0 for d in t.shape) and not any(t.name in p.shapes for p in config.profiles):
                         self.logger.log(Severity.ERROR, "%s: dynamic input without a profile" % t.name)
+                        return None
+                obey = trt.BuilderFlag.__members__.get("OBEY_PRECISION_CONSTRAINTS") in config.flags
+                for l in network.layers:  # real TensorRT: a FLOAT pin on an INT32/BOOL layer fails under OBEY
+                    if obey and l._precision is not None and any(
+                            o.dtype not in (DataType.FLOAT, DataType.HALF) for o in l._outputs):
+                        self.logger.log(Severity.ERROR, "%s: no implementation obeys reformatting-free rules "
+                                        "(precision FLOAT on a %s layer)" % (l.name, l._outputs[0].dtype.name))
                         return None
                 profile = config.profiles[0].shapes
                 record = {"flags": sorted(f.name for f in config.flags), "profile": profile,

@@ -114,7 +114,8 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
 
 def test_available_and_device_info(monkeypatch):
     fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
-    assert trt_pkg.available() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9)")
+    assert trt_pkg.probe() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9, 7620 MiB, 8 SMs)")
+    assert trt_pkg.probe("cpu") == (False, "tensorrt runs on a CUDA GPU, not on 'cpu'")
     fake.devices = 0
     ok, why = trt_pkg.available()
     assert not ok and "no CUDA GPU 0 found" in why

@@ -140,7 +140,7 @@ def test_no_build_mode_fails_with_what_differs(bundle, monkeypatch):
     assert sorted(f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")) == [
         "encoder.fp16.engine", "object_decoder.fp16.engine", "prompt_decoder.fp16.engine",
         "prompt_decoder_many.fp16.engine"]
-    with trt_pkg.create_runner(bundle, build=False) as r:  # no choices: the stored ones, nothing rebuilt
+    with trt_pkg.create_runner(bundle, "fp16", build=False) as r:  # ranges: the stored ones, nothing rebuilt
         assert r.choices.precision == "fp16" and r.choices.ranges["H"] == (32, 64, 64)
     assert fake.names().count("build_serialized_network") == 4
 
@@ -189,7 +189,7 @@ def test_predictor_on_tensorrt_gives_the_onnxruntime_results(bundle, monkeypatch
 def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
     fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
     r, _, line = load_runner(bundle, "auto")
-    assert r.name == "tensorrt" and line.startswith("tensorrt 10.3.0, NVIDIA GeForce RTX 4090 (sm 8.9), fp16 (auto")
+    assert r.name == "tensorrt" and line.startswith("tensorrt 10.3.0, NVIDIA GeForce RTX 4090 (sm 8.9), fp32 (auto")
     r.deactivate()
     # an engine that cannot be built here: auto moves on with the reason, an explicit request says it in one line
     fake.fail_build = "[optimizer] no implementation for /deform.0/GridSample"

@@ -13,6 +13,7 @@ Everything version-specific goes through ``compat.Compat``.
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
 
 from . import precision as prec
@@ -164,26 +165,31 @@ def _onnx_node_names(onnx_path: str):
 
 
 def _load_timing_cache(config, path: Optional[str], log: Log):
+    """-> the timing cache the build uses, or None (builds without one). create_timing_cache may return None
+    (polygraphy guards this) and set_timing_cache returns False when TensorRT rejects the cache."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             data = f.read()
+    cache = None
     try:
         cache = config.create_timing_cache(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable cache file is only lost tuning time
+        pass
+    if cache is None and data:
         log("timing cache %s is unreadable; starting a new one" % path)
         cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, False)
+    if cache is None or not config.set_timing_cache(cache, False):
+        log("TensorRT did not accept a timing cache; building without one")
+        return None
     return cache
 
 
 def _save_timing_cache(config, cache, path: Optional[str]) -> None:
-    if not path:
+    if not path or cache is None:
         return
     current = config.get_timing_cache() or cache
     data = bytes(current.serialize())
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
