@@ -55,6 +55,7 @@ class FakeGPU(object):
         self.unsupported_ops = set()
         self.fail_build = None
         self.timing_cache_fails = False
+        self.fast_fp16 = True
         self.builds = []          # one dict per build_serialized_network call
         self._addr = itertools.count(0x10000, 0x10000)
         self.trt = self._make_trt()
@@ -260,10 +261,17 @@ class FakeGPU(object):
         trt.__version__ = self.version
         major = self.major
 
-        DataType = enum.IntEnum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 INT64")
+        # INT64 tensors: TensorRT 10+ (8.5/8.6 have no INT64; the ONNX parser casts to INT32)
+        DataType = enum.IntEnum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8" + (" INT64" if major >= 10 else ""))
         trt.DataType = DataType
         trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
-        trt.bool, trt.int64 = DataType.BOOL, DataType.INT64
+        trt.bool = DataType.BOOL
+        if major >= 10:
+            trt.int64 = DataType.INT64
+        index_type = DataType.INT64 if major >= 10 else DataType.INT32
+        onnx_types = {1: DataType.FLOAT, 10: DataType.HALF, 6: DataType.INT32, 7: index_type, 9: DataType.BOOL}
+        np_types = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT32: np.int32,
+                    DataType.BOOL: np.bool_, index_type: np.int64 if major >= 10 else np.int32}
         trt.TensorIOMode = enum.IntEnum("TensorIOMode", "NONE INPUT OUTPUT")
         trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", "WORKSPACE DLA_MANAGED_SRAM DLA_LOCAL_DRAM DLA_GLOBAL_DRAM")
         trt.DeviceType = enum.IntEnum("DeviceType", "GPU DLA")
@@ -294,10 +302,14 @@ class FakeGPU(object):
             INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = list(sev)
 
             def __init__(self):
-                pass
+                self._pybind_init = True  # a pybind base: a subclass must call ILogger.__init__(self)
 
             def log(self, severity, msg):
                 pass
+
+        def _check_base(obj, base):
+            if not getattr(obj, "_pybind_init", False):
+                raise TypeError("%s.__init__() must be called when overriding __init__" % base)
 
         class Logger(ILogger):
             def __init__(self, min_severity=Severity.WARNING):
@@ -375,7 +387,7 @@ class FakeGPU(object):
             def get_output(self, i):
                 return self.outputs[i]
 
-        class IParserError(object):
+        class ParserError(object):
             def __init__(self, index, name, op, desc):
                 self._index, self._name, self._op, self._desc = index, name, op, desc
 
@@ -389,11 +401,12 @@ class FakeGPU(object):
                 return 8  # UNSUPPORTED_NODE
 
         if major >= 10:  # node_name / node_operator exist from TensorRT 10.0
-            IParserError.node_name = lambda self: self._name
-            IParserError.node_operator = lambda self: self._op
+            ParserError.node_name = lambda self: self._name
+            ParserError.node_operator = lambda self: self._op
 
         class OnnxParser(object):
             def __init__(self, network, logger):
+                _check_base(logger, "ILogger")
                 self.network, self.errors = network, []
 
             num_errors = property(lambda self: len(self.errors))
@@ -406,12 +419,12 @@ class FakeGPU(object):
                 gpu.log("parse_from_file", path)
                 self.network.source = str(path)  # the fake plan keeps it to run the graph with ONNX Runtime
                 if major < 10 and not self.network.flags & (1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)):
-                    self.errors.append(IParserError(-1, "", "", "Network must have explicit batch dimension"))
+                    self.errors.append(ParserError(-1, "", "", "Network must have explicit batch dimension"))
                     return False
                 try:
                     model = onnx.load(path)
                 except Exception as exc:
-                    self.errors.append(IParserError(-1, "", "", "Failed to parse ONNX model: %s" % exc))
+                    self.errors.append(ParserError(-1, "", "", "Failed to parse ONNX model: %s" % exc))
                     return False
                 _populate(self.network, model, self.errors)
                 return not self.errors
@@ -429,7 +442,7 @@ class FakeGPU(object):
                 if inp.name in inits:
                     continue
                 dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-                t = tensor(inp.name)
+                t = tensor(inp.name, onnx_types[inp.type.tensor_type.elem_type])  # FP16 ONNX -> HALF I/O
                 t.shape = tuple(dims)
                 network.inputs.append(t)
             kinds = {"LayerNormalization": ("NORMALIZATION", None), "Softmax": ("SOFTMAX", None),
@@ -454,11 +467,11 @@ class FakeGPU(object):
 
             for index, node in enumerate(model.graph.node):
                 if node.op_type in gpu.unsupported_ops:
-                    errors.append(IParserError(index, node.name, node.op_type,
+                    errors.append(ParserError(index, node.name, node.op_type,
                                                "No importer registered for op: %s" % node.op_type))
                     continue
                 ins = [tensor(i) for i in node.input if i]
-                out_dtype = {"Greater": DataType.BOOL, "Shape": DataType.INT64}.get(node.op_type, DataType.FLOAT)
+                out_dtype = {"Greater": DataType.BOOL, "Shape": index_type}.get(node.op_type, DataType.FLOAT)
                 outs = [tensor(o, out_dtype) for o in node.output]
                 if node.op_type == "ReduceL2":  # TensorRT's parser: sqrt(reduce_sum(x * x))
                     sq, sm = tensor(node.name + "_sq"), tensor(node.name + "_sum")
@@ -468,9 +481,9 @@ class FakeGPU(object):
                     continue
                 ltype, op = kinds.get(node.op_type, ("PLUGIN_V2", None))
                 add(node.name, ltype, op, ins, outs)
-            network.outputs = [tensor(o.name) for o in model.graph.output]
+            network.outputs = [tensor(o.name, onnx_types[o.type.tensor_type.elem_type]) for o in model.graph.output]
 
-        trt.INetworkDefinition, trt.OnnxParser, trt.IParserError = INetworkDefinition, OnnxParser, IParserError
+        trt.INetworkDefinition, trt.OnnxParser, trt.ParserError = INetworkDefinition, OnnxParser, ParserError
 
         # ---------------------------------------------------------- builder
         class IOptimizationProfile(object):
@@ -512,10 +525,6 @@ class FakeGPU(object):
                 self.profiles.append(profile)
                 return len(self.profiles) - 1
 
-            def set_calibration_profile(self, profile):
-                self.calibration_profile = profile
-                return True
-
             def create_timing_cache(self, serialized_timing_cache):
                 gpu.log("create_timing_cache", bytes(serialized_timing_cache))
                 if gpu.timing_cache_fails:  # real TensorRT may return None (polygraphy guards it)
@@ -531,14 +540,23 @@ class FakeGPU(object):
             def get_timing_cache(self):
                 return self.timing_cache
 
-        if major < 11:
-            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set,
-                                                      lambda self, v: setattr(self, "int8_calibrator_set", v))
+        if major < 11:  # implicit quantization (calibrator, calibration profile): removed in TensorRT 11
+            def _set_calibrator(self, v):
+                _check_base(v, "IInt8EntropyCalibrator2")
+                self.int8_calibrator_set = v
+            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set, _set_calibrator)
+
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+                return True
+            IBuilderConfig.set_calibration_profile = set_calibration_profile
 
         class Builder(object):
             def __init__(self, logger):
+                _check_base(logger, "ILogger")
                 self.logger = logger
-                self.platform_has_fast_fp16 = True
+                if major < 11:  # gone in 11 (strong typing only)
+                    self.platform_has_fast_fp16 = gpu.fast_fp16
                 self.num_DLA_cores = gpu.dla_cores
 
             def create_network(self, flags=0):
@@ -601,7 +619,8 @@ class FakeGPU(object):
 
         def _plan(network, profile, record):
             body = {"version": gpu.version, "inputs": [(t.name, list(t.shape)) for t in network.inputs],
-                    "outputs": [t.name for t in network.outputs], "source": network.source,
+                    "outputs": [t.name for t in network.outputs],
+                    "dtypes": {t.name: t.dtype.name for t in network.inputs + network.outputs}, "source": network.source,
                     "profile": {k: [list(s) for s in v] for k, v in profile.items()}, "build": record}
             return MAGIC + json.dumps(body).encode()
 
@@ -624,7 +643,11 @@ class FakeGPU(object):
                 return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
 
             def get_tensor_dtype(self, name):
-                return DataType.FLOAT
+                return DataType[self.body["dtypes"][name]]
+
+            def get_tensor_shape(self, name):  # dynamic axes read -1
+                shapes = dict(self.body["inputs"])
+                return tuple(shapes[name]) if name in shapes else None
 
             def get_tensor_profile_shape(self, name, profile_index):
                 assert profile_index == 0
@@ -656,16 +679,19 @@ class FakeGPU(object):
                     self._session = ort.InferenceSession(self.engine.body["source"], providers=["CPUExecutionProvider"])
                 return self._session
 
+            def _np(self, name):
+                return np_types[self.engine.get_tensor_dtype(name)]
+
             def _run(self, feeds):
                 names = self.engine.body["outputs"]
                 return dict(zip(names, self._session_().run(names, feeds)))
 
             def get_tensor_shape(self, name):
-                if name in self.engine.inputs:
-                    return self.shapes.get(name, tuple(self.engine.get_tensor_profile_shape(name, 0)[0]))
+                if name in self.engine.inputs:  # an input not set yet reads its dynamic axes as -1, like the real one
+                    return self.shapes.get(name, self.engine.get_tensor_shape(name))
                 key = tuple(sorted(self.shapes.items()))
                 if key not in self._out_shapes:  # shape inference: a dry run on zeros
-                    feeds = {n: np.zeros(s, np.float32) for n, s in self.shapes.items()}
+                    feeds = {n: np.zeros(s, self._np(n)) for n, s in self.shapes.items()}
                     self._out_shapes[key] = {n: v.shape for n, v in self._run(feeds).items()}
                 return self._out_shapes[key][name]
 
@@ -676,10 +702,10 @@ class FakeGPU(object):
                 shapes = {n: self.get_tensor_shape(n) for n in self.engine.body["outputs"]}
 
                 def op():
-                    feeds = {n: gpu.read(self.addresses[n], self.shapes[n], np.float32) for n in self.engine.inputs}
+                    feeds = {n: gpu.read(self.addresses[n], self.shapes[n], self._np(n)) for n in self.engine.inputs}
                     for name, value in self._run(feeds).items():
                         assert value.shape == tuple(shapes[name])
-                        data = np.ascontiguousarray(value, np.float32).tobytes()
+                        data = np.ascontiguousarray(value, self._np(name)).tobytes()
                         mem = gpu.memory[self.addresses[name]]
                         assert len(data) <= len(mem), "output %s overflows its device buffer" % name
                         mem[:len(data)] = data
@@ -688,6 +714,7 @@ class FakeGPU(object):
 
         class Runtime(object):
             def __init__(self, logger):
+                _check_base(logger, "ILogger")
                 self.logger, self.DLA_core = logger, -1
 
             def deserialize_cuda_engine(self, serialized_engine):
@@ -709,6 +736,7 @@ class FakeGPU(object):
         if major < 11:  # implicit quantization: deprecated in 10.x, removed in 11
             class IInt8EntropyCalibrator2(object):
                 def __init__(self):
+                    self._pybind_init = True
                     gpu.log("IInt8EntropyCalibrator2.__init__")
             trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 

@@ -87,7 +87,7 @@ def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
     with open(eng, "r+b") as f:
         f.seek(100)
         f.write(b"\xff\xff")
-    runtime = fake.trt.Runtime(None)
+    runtime = fake.trt.Runtime(fake.trt.Logger())
     engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
     assert engine.num_io_tensors == 2
     assert "engine file is corrupt (sha256 differs from its sidecar)" in lines[-2]

@@ -71,8 +71,8 @@ def test_tensorrt_network_gives_the_same_layers(tiny_bundle):
     """Through the fake parser (one layer per node, ReduceL2 split as TensorRT does) and compat.layer_kind."""
     fake = FakeGPU("10.3.0")
     c = compat.Compat(fake.trt)
-    network = c.create_network(fake.trt.Builder(None))
-    assert fake.trt.OnnxParser(network, None).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
+    network = c.create_network(fake.trt.Builder(fake.trt.Logger()))
+    assert fake.trt.OnnxParser(network, fake.trt.Logger()).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
     sel = precision.select_fp32(precision.nodes_from_network(network, c), precision.network_outputs(network))
     onnx_sel, _ = _onnx_selection(os.path.join(tiny_bundle, "object_decoder.onnx"))
     expected = dict(onnx_sel)
