@@ -11,6 +11,7 @@
 Everything version-specific goes through ``compat.Compat``.
 """
 import os
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from rmpsam_edge.atomic import atomic_file
@@ -20,6 +21,8 @@ from . import precision as prec
 from . import profiles
 
 Log = Callable[[str], None]
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation|Requested amount of GPU memory",
+                           re.I)
 
 
 class BuildSettings(object):
@@ -88,6 +91,10 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
+    if (settings.precision != "fp32" and not settings.from_graph
+            and getattr(builder, "platform_has_fast_fp16", True) is False):  # attribute gone in TensorRT 11
+        raise UserError("this GPU has no fast FP16 (TensorRT reports platform_has_fast_fp16 False): build "
+                        "--precision fp32")
     network = compat.create_network(builder)
     parser = trt.OnnxParser(network, logger)
     _parse(compat, parser, graph, onnx_path)
@@ -133,6 +140,11 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
         raise UserError("INT8 calibration saw no images: check --calib")
     if data is None:
         errors = [m for s, m in messages if s in ("ERROR", "INTERNAL_ERROR")]
+        if any(OUT_OF_MEMORY.search(m) for m in errors):
+            raise UserError("TensorRT ran out of GPU memory building the %s engine: lower the builder workspace "
+                            "limit (--workspace, now %.1f GiB; e.g. --workspace %.1f) or stop other GPU programs"
+                            % (graph, settings.workspace_bytes / float(1 << 30),
+                               max(0.25, settings.workspace_bytes / float(1 << 31))))
         raise UserError("TensorRT could not build the %s engine: %s" % (
             graph, errors[-1] if errors else "no reason given (run with --verbose)"))
     _save_timing_cache(config, cache, settings.timing_cache)
