@@ -356,6 +356,9 @@ class FakeGPU(object):
                     "set_output_type(float) on %s output of %s" % (self._outputs[index].dtype.name, self.name)
                 self.output_types[index] = dtype
 
+        if major >= 11:  # strong typing only: no layer precision, no output types (absent in the real 11.4)
+            del ILayer.precision, ILayer.set_output_type
+
         class IElementWiseLayer(ILayer):
             op = property(lambda self: self._op)
 
