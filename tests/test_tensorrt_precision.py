@@ -110,7 +110,7 @@ def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
     c = compat.Compat(fake.trt)
     ranges = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
     lines = []
-    res = build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+    res = build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                             build.BuildSettings("fp16", ranges), lines.append)
     rec = fake.builds[-1]
     assert rec["pinned"] == list(res.pinned) and len(rec["pinned"]) == 29
@@ -119,6 +119,6 @@ def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
     assert lines == ["prompt_decoder: 29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"]
     # fp32: nothing pinned, no precision flag
     fake.builds.clear()
-    build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+    build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                       build.BuildSettings("fp32", ranges), lines.append)
     assert fake.builds[-1]["pinned"] == [] and fake.builds[-1]["flags"] == []

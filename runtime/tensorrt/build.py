@@ -1,4 +1,4 @@
-"""Engine building: one visible builder function per graph, one shared core (TensorRT 8.6 and 10.x).
+"""Engine building: one function for every graph (TensorRT 8.5, 8.6, 10.x, 11).
 
     ONNX --OnnxParser.parse_from_file--> network (explicit batch)
          -> optimisation profile (min/opt/max of H/W, Np, K, P; profiles.py)
@@ -36,8 +36,6 @@ class BuildSettings(object):
                  timing_cache: Optional[str] = None, verbose: bool = False, from_graph: bool = False):
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError("--precision %s: use fp32, fp16 or int8" % precision)
-        if dla_core is not None and precision == "fp32":
-            raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.precision = precision
         self.ranges = ranges
         self.workspace_bytes = int(workspace_bytes)
@@ -54,34 +52,9 @@ class BuildResult(object):
         self.data, self.profile, self.pinned, self.warnings = data, profile, pinned, warnings
 
 
-# ------------------------------------------------------------------------------------------ per graph
-def build_encoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """image (1,3,H,W) -> features. The only graph that takes INT8 (calibrated) and DLA."""
-    return build_engine(compat, "encoder", onnx_path, settings, log)
-
-
-def build_prompt_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log,
-                                graph: str = "prompt_decoder") -> BuildResult:
-    """features + boxes (Np,4) -> mask logits, IoU. FP16 at most (with FP32 pins). Also builds the bundle's
-    many-prompt variant (graph='prompt_decoder_many', projected keys/values, its own prompt range)."""
-    return build_engine(compat, graph, onnx_path, settings, log)
-
-
-def build_object_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """features + class_embed (K,P,768) -> class logits, mask logits, query embeddings. FP16 at most."""
-    return build_engine(compat, "object_decoder", onnx_path, settings, log)
-
-
-def build_prompt_decoder_many_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    return build_prompt_decoder_engine(compat, onnx_path, settings, log, graph="prompt_decoder_many")
-
-
-BUILDERS = {"encoder": build_encoder_engine, "prompt_decoder": build_prompt_decoder_engine,
-            "prompt_decoder_many": build_prompt_decoder_many_engine, "object_decoder": build_object_decoder_engine}
-
-
 # ------------------------------------------------------------------------------------------ shared core
 def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    """One engine of any graph; only the encoder takes calibrated INT8 and DLA."""
     trt = compat.trt
     if graph != "encoder" and ((settings.precision == "int8" and not settings.from_graph)
                                or settings.dla_core is not None):

@@ -95,8 +95,6 @@ def ranges_from_args(args, base, many_from=None):
 def run(args) -> int:
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
-    if args.calib and args.precision not in ("int8", None):
-        raise UserError("--calib is for --precision int8")
     bundle = BundleInfo(args.model)
     have = bundle.graph_names()
     graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
@@ -123,8 +121,6 @@ def run(args) -> int:
             choices.ranges = ranges_from_args(args, choices.ranges, bundle.many_prompts_from)
             if choices.calib and choices.precision != "int8":
                 raise UserError("--calib is for --precision int8")
-            if choices.dla_core is not None and choices.precision == "fp32":
-                raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
             r = choices.ranges
             many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
             sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"

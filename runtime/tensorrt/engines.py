@@ -247,7 +247,7 @@ class Session(object):
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
                                          self.timing_cache_path(), choices.verbose, explicit)
         try:
-            result = builder.BUILDERS[graph](self.compat, onnx_path, settings, self.log)
+            result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         finally:
             if cal is not None:
                 cal.free()
