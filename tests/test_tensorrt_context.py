@@ -3,7 +3,6 @@ usable from another thread, several runners per process, nothing left on any sta
 import os
 import subprocess
 import sys
-import textwrap
 import threading
 
 import numpy as np

@@ -4,7 +4,6 @@ abort at exit): the demo pipeline (capture + inference threads, runtime/demo/pip
 import os
 import subprocess
 import sys
-import textwrap
 
 import numpy as np
 

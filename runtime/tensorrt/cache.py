@@ -35,8 +35,6 @@ FIELDS = (
     ("fp32_policy", "FP32 pinning rules"),
     ("fp32_layers", "--fp32-layers patterns"),
 )
-# fields that describe the machine and the graph (the rest are the user's build choices)
-ENVIRONMENT = ("format", "tensorrt", "gpu", "compute_capability", "gpu_memory_mb", "sm_count", "module", "graph", "onnx_sha256", "fp32_policy")
 
 
 def engine_dir(bundle_dir: str) -> str:

@@ -1,26 +1,8 @@
-"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.6 and 10.x).
+"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.5 to 11).
 
 Everything else in ``rmpsam_edge.runtime.tensorrt`` calls TensorRT through a ``Compat`` object, so the few
-calls that differ between versions live here, each with a note on which version has what:
-
-======================================  ===============================  ==================================
-call                                    TensorRT 8.6 (JetPack 5)         TensorRT 10.x (JetPack 6)
-======================================  ===============================  ==================================
-network flags                           1 << EXPLICIT_BATCH (required)   0 (EXPLICIT_BATCH deprecated, ignored;
-                                                                         removed in 11)
-workspace                               set_memory_pool_limit(WORKSPACE) same (max_workspace_size removed)
-build                                   build_serialized_network         same (build_engine removed in 10)
-FP16 / INT8 builder flags, layer        present                          present (layer precision deprecated
-precision, OBEY_PRECISION_CONSTRAINTS                                    in 10.12; all removed in 11: strong
-                                                                         typing only)
-IInt8EntropyCalibrator2                 present                          deprecated (explicit Q/DQ preferred),
-                                                                         still present in 10.x, gone in 11
-parser error location                   IParserError.node() (index)      + node_name(), node_operator()
-I/O                                     named tensors (num_io_tensors,   same; bindings API removed
-                                        get_tensor_*, set_input_shape,
-                                        set_tensor_address,
-                                        execute_async_v3; 8.5+)
-======================================  ===============================  ==================================
+calls that differ between versions live here (the table: docs/tensorrt.md, "the one adapter"). Each name used
+is checked against NVIDIA's real bindings of 8.6, 10.3, 10.13 and 11.4 by tests/test_tensorrt_real_bindings.py.
 
 Nothing here imports TensorRT at module import time: ``import_tensorrt()`` / ``import_pycuda()`` do it on
 demand and turn a missing package into a one-line ``UserError`` naming what to install.
