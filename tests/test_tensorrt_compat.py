@@ -134,3 +134,20 @@ def test_dla_requires_cores():
     c.use_dla(builder, cfg, 1)
     assert cfg.default_device_type == fake.trt.DeviceType.DLA and cfg.DLA_core == 1
     assert {f.name for f in cfg.flags} == {"GPU_FALLBACK"}
+
+
+def test_pycuda_without_libcuda_is_reported_as_such(monkeypatch):
+    import importlib
+    fake = FakeGPU().install(monkeypatch)
+    real = importlib.import_module
+
+    def fail(name, *a):
+        if name == "pycuda.driver":  # what pycuda's compiled _driver raises on a machine without the NVIDIA driver
+            raise ImportError("libcuda.so.1: cannot open shared object file: No such file or directory")
+        return fake.trt if name == "tensorrt" else real(name, *a)
+    monkeypatch.setattr(trt_pkg.importlib, "import_module", fail)
+    ok, why = trt_pkg.probe()
+    assert not ok and why.startswith("pycuda is installed but cannot load the CUDA driver library (libcuda.so.1")
+    monkeypatch.setattr(compat.importlib, "import_module", fail)
+    with pytest.raises(UserError, match="pycuda is installed but cannot load the CUDA driver library"):
+        compat.import_pycuda()
