@@ -52,7 +52,7 @@ class FakeGPU(object):
         self.memory = {}          # device address -> bytearray
         self.pinned = []          # page-locked host arrays
         self.streams = {}         # handle -> list of pending operations
-        self.unsupported_ops = set()
+        self.unsupported_ops = {"LayerNormalization"} if version.startswith("8.5") else set()
         self.fail_build = None
         self.timing_cache_fails = False
         self.fast_fp16 = True
@@ -281,9 +281,11 @@ class FakeGPU(object):
         trt.BuilderFlag = enum.IntEnum("BuilderFlag", " ".join(flags))
         net_flags = {8: "EXPLICIT_BATCH EXPLICIT_PRECISION", 10: "EXPLICIT_BATCH STRONGLY_TYPED"}.get(major, "STRONGLY_TYPED")
         trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", net_flags, start=0)
+        # 8.5 (JetPack 5.1): named tensors, but no INormalizationLayer and no ONNX LayerNormalization importer
         trt.LayerType = enum.IntEnum("LayerType", "CONVOLUTION ACTIVATION ELEMENTWISE REDUCE UNARY SHUFFLE SOFTMAX "
-                                     "MATRIX_MULTIPLY NORMALIZATION CAST IDENTITY GATHER SLICE CONCATENATION "
-                                     "CONSTANT SHAPE RESIZE GRID_SAMPLE PLUGIN_V2")
+                                     "MATRIX_MULTIPLY CAST IDENTITY GATHER SLICE CONCATENATION CONSTANT SHAPE "
+                                     "RESIZE GRID_SAMPLE PLUGIN_V2" + ("" if self.version.startswith("8.5") else
+                                                                       " NORMALIZATION"))
         trt.ElementWiseOperation = enum.IntEnum("ElementWiseOperation", "SUM PROD MAX MIN SUB DIV POW GREATER LESS")
         trt.ReduceOperation = enum.IntEnum("ReduceOperation", "SUM PROD MAX MIN AVG")
         trt.UnaryOperation = enum.IntEnum("UnaryOperation", "EXP LOG SQRT RECIP ABS NEG SIN COS")

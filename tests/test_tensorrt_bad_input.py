@@ -115,3 +115,11 @@ def test_auto_never_builds_and_names_the_command_explicit_builds_once(bundle, mo
     r = trt_pkg.create(bundle, auto=True, precision="fp16")  # now cached: auto uses it
     assert r.active and fake.names().count("build_serialized_network") == 4
     r.deactivate()
+
+
+def test_tensorrt_8_5_names_the_layernorm_limit(bundle, monkeypatch, capsys):
+    FakeGPU("8.5.2").install(monkeypatch)  # JetPack 5.1.x
+    assert main(["build-engine", "--model", bundle, "--precision", "fp16", "--graphs", "prompt_decoder",
+                 "--imgsz", "64"]) == 2
+    _one_line_error(capsys, "TensorRT 8.5.2 (JetPack 5.1) cannot import ONNX LayerNormalization")
+    assert main(["build-engine", "--model", bundle, "--precision", "fp16"] + ENC) == 0  # the encoder has none
