@@ -15,10 +15,13 @@ wrong code fail:
   ``Stream.synchronize()``; async copies from memory that is not page-locked raise;
 * the execution context runs the engine's ONNX graph with ONNX Runtime, so outputs are real numbers.
 """
+import atexit
 import enum
 import itertools
 import json
+import os
 import sys
+import threading
 import types
 
 import numpy as np
@@ -35,16 +38,24 @@ class _Tensor(object):
 class FakeGPU(object):
     """One fake machine: ``.trt`` and ``.cuda`` (pycuda.driver) share the device memory and the call log."""
 
-    def __init__(self, version="10.3.0", gpu="Orin", cc=(8, 7), dla_cores=2, devices=1):
+    def __init__(self, version="10.3.0", gpu="Orin", cc=(8, 7), dla_cores=2, devices=1, memory_mb=7620, sm_count=8,
+                 abort_at_exit=False):
         self.version, self.gpu, self.cc, self.dla_cores, self.devices = version, gpu, cc, dla_cores, devices
+        self.memory_mb, self.sm_count = memory_mb, sm_count
+        self._tls = threading.local()
+        self.all_stacks = []      # every thread's context stack
+        self.live_contexts = set()
+        if abort_at_exit:         # what pycuda does at module cleanup with a context still on a stack
+            atexit.register(self._abort_if_left)
         self.major = int(version.split(".")[0])
         self.calls = []
         self.memory = {}          # device address -> bytearray
         self.pinned = []          # page-locked host arrays
         self.streams = {}         # handle -> list of pending operations
-        self.contexts = []        # live CUDA contexts (a stack)
-        self.unsupported_ops = set()
+        self.unsupported_ops = {"LayerNormalization"} if version.startswith("8.5") else set()
         self.fail_build = None
+        self.timing_cache_fails = False
+        self.fast_fp16 = True
         self.builds = []          # one dict per build_serialized_network call
         self._addr = itertools.count(0x10000, 0x10000)
         self.trt = self._make_trt()
@@ -57,6 +68,26 @@ class FakeGPU(object):
         monkeypatch.setitem(sys.modules, "pycuda", pkg)
         monkeypatch.setitem(sys.modules, "pycuda.driver", self.cuda)
         return self
+
+    def stack(self):
+        """The calling thread's context stack (pycuda keeps one per thread)."""
+        st = getattr(self._tls, "stack", None)
+        if st is None:
+            st = self._tls.stack = []
+            self.all_stacks.append(st)
+        return st
+
+    def leftover(self):
+        """Contexts still pushed on some thread's stack (pycuda would abort the process at exit)."""
+        return [c for st in self.all_stacks for c in st]
+
+    def _abort_if_left(self):
+        if self.leftover():
+            sys.stderr.write("PyCUDA ERROR: The context stack was not empty upon module cleanup.\n"
+                             "-------------------------------------------------------------------\n"
+                             "A context was still active when the context stack was being\ncleaned up.\n")
+            sys.stderr.flush()
+            os._exit(134)
 
     def log(self, *call):
         self.calls.append(call)
@@ -82,17 +113,40 @@ class FakeGPU(object):
                 return self.addr
 
             def free(self):
+                _require_context()
                 gpu.log("free", self.addr)
                 gpu.memory.pop(self.addr, None)
 
         class Context(object):
-            def pop(self):
-                gpu.log("ctx.pop")
-                assert gpu.contexts and gpu.contexts[-1] is self, "popping a context that is not current"
-                gpu.contexts.pop()
+            """pycuda's Context: one context STACK PER THREAD; ``pop`` is static (pops the calling thread's
+            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``)."""
+
+            def __init__(self):
+                self.detached = False
+
+            def push(self):
+                gpu.log("ctx.push", threading.current_thread().name)
+                assert not self.detached, "pushing a detached context"
+                gpu.stack().append(self)
+
+            @staticmethod
+            def pop():
+                gpu.log("ctx.pop", threading.current_thread().name)
+                stack = gpu.stack()
+                if not stack:
+                    raise Error("cuCtxPopCurrent failed: invalid device context")
+                stack.pop()
+
+            @staticmethod
+            def get_current():
+                stack = gpu.stack()
+                return stack[-1] if stack else None
 
             def detach(self):
                 gpu.log("ctx.detach")
+                assert not any(self in st for st in gpu.all_stacks), "detaching a context that is still pushed"
+                self.detached = True
+                gpu.live_contexts.discard(self)
 
         class Device(object):
             def __init__(self, index):
@@ -110,26 +164,40 @@ class FakeGPU(object):
             def compute_capability(self):
                 return tuple(gpu.cc)
 
+            def total_memory(self):
+                return int(gpu.memory_mb) << 20
+
+            def get_attribute(self, attr):
+                assert attr == device_attribute.MULTIPROCESSOR_COUNT
+                return gpu.sm_count
+
             def make_context(self, flags=0):
                 gpu.log("make_context", self.index)
                 ctx = Context()
-                gpu.contexts.append(ctx)
+                gpu.stack().append(ctx)  # like cuCtxCreate: pushed on the CALLING thread's stack
+                gpu.live_contexts.add(ctx)
                 return ctx
+
+        device_attribute = enum.IntEnum("device_attribute", "MULTIPROCESSOR_COUNT TOTAL_CONSTANT_MEMORY")
+        cuda.device_attribute = device_attribute
 
         class Stream(object):
             def __init__(self, flags=0):
+                _require_context()
                 self.handle = next(gpu._addr)
                 gpu.streams[self.handle] = []
                 gpu.log("Stream", self.handle)
 
             def synchronize(self):
+                _require_context()
                 gpu.log("synchronize", self.handle)
                 ops, gpu.streams[self.handle] = gpu.streams[self.handle], []
                 for op in ops:
                     op()
 
         def _require_context():
-            assert gpu.contexts, "CUDA call without a current context"
+            if not gpu.stack():
+                raise Error("cuMemcpyHtoDAsync failed: invalid device context")
 
         def init(flags=0):
             gpu.log("init")
@@ -160,11 +228,13 @@ class FakeGPU(object):
             gpu.log("memcpy_htod", int(dest), np.asarray(src).nbytes)
 
         def memcpy_htod_async(dest, src, stream=None):
+            _require_context()
             _check_pinned(src)
             gpu.log("memcpy_htod_async", int(dest), src.nbytes)
             gpu.streams[stream.handle].append(lambda: _write(dest, src.tobytes()))
 
         def memcpy_dtoh_async(dest, src, stream=None):
+            _require_context()
             _check_pinned(dest)
             gpu.log("memcpy_dtoh_async", int(src), dest.nbytes)
 
@@ -191,10 +261,17 @@ class FakeGPU(object):
         trt.__version__ = self.version
         major = self.major
 
-        DataType = enum.IntEnum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8 INT64")
+        # INT64 tensors: TensorRT 10+ (8.5/8.6 have no INT64; the ONNX parser casts to INT32)
+        DataType = enum.IntEnum("DataType", "FLOAT HALF INT8 INT32 BOOL UINT8" + (" INT64" if major >= 10 else ""))
         trt.DataType = DataType
         trt.float32, trt.float16, trt.int8, trt.int32 = DataType.FLOAT, DataType.HALF, DataType.INT8, DataType.INT32
-        trt.bool, trt.int64 = DataType.BOOL, DataType.INT64
+        trt.bool = DataType.BOOL
+        if major >= 10:
+            trt.int64 = DataType.INT64
+        index_type = DataType.INT64 if major >= 10 else DataType.INT32
+        onnx_types = {1: DataType.FLOAT, 10: DataType.HALF, 6: DataType.INT32, 7: index_type, 9: DataType.BOOL}
+        np_types = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT32: np.int32,
+                    DataType.BOOL: np.bool_, index_type: np.int64 if major >= 10 else np.int32}
         trt.TensorIOMode = enum.IntEnum("TensorIOMode", "NONE INPUT OUTPUT")
         trt.MemoryPoolType = enum.IntEnum("MemoryPoolType", "WORKSPACE DLA_MANAGED_SRAM DLA_LOCAL_DRAM DLA_GLOBAL_DRAM")
         trt.DeviceType = enum.IntEnum("DeviceType", "GPU DLA")
@@ -204,9 +281,11 @@ class FakeGPU(object):
         trt.BuilderFlag = enum.IntEnum("BuilderFlag", " ".join(flags))
         net_flags = {8: "EXPLICIT_BATCH EXPLICIT_PRECISION", 10: "EXPLICIT_BATCH STRONGLY_TYPED"}.get(major, "STRONGLY_TYPED")
         trt.NetworkDefinitionCreationFlag = enum.IntEnum("NetworkDefinitionCreationFlag", net_flags, start=0)
+        # 8.5 (JetPack 5.1): named tensors, but no INormalizationLayer and no ONNX LayerNormalization importer
         trt.LayerType = enum.IntEnum("LayerType", "CONVOLUTION ACTIVATION ELEMENTWISE REDUCE UNARY SHUFFLE SOFTMAX "
-                                     "MATRIX_MULTIPLY NORMALIZATION CAST IDENTITY GATHER SLICE CONCATENATION "
-                                     "CONSTANT SHAPE RESIZE GRID_SAMPLE PLUGIN_V2")
+                                     "MATRIX_MULTIPLY CAST IDENTITY GATHER SLICE CONCATENATION CONSTANT SHAPE "
+                                     "RESIZE GRID_SAMPLE PLUGIN_V2" + ("" if self.version.startswith("8.5") else
+                                                                       " NORMALIZATION"))
         trt.ElementWiseOperation = enum.IntEnum("ElementWiseOperation", "SUM PROD MAX MIN SUB DIV POW GREATER LESS")
         trt.ReduceOperation = enum.IntEnum("ReduceOperation", "SUM PROD MAX MIN AVG")
         trt.UnaryOperation = enum.IntEnum("UnaryOperation", "EXP LOG SQRT RECIP ABS NEG SIN COS")
@@ -225,10 +304,14 @@ class FakeGPU(object):
             INTERNAL_ERROR, ERROR, WARNING, INFO, VERBOSE = list(sev)
 
             def __init__(self):
-                pass
+                self._pybind_init = True  # a pybind base: a subclass must call ILogger.__init__(self)
 
             def log(self, severity, msg):
                 pass
+
+        def _check_base(obj, base):
+            if not getattr(obj, "_pybind_init", False):
+                raise TypeError("%s.__init__() must be called when overriding __init__" % base)
 
         class Logger(ILogger):
             def __init__(self, min_severity=Severity.WARNING):
@@ -275,6 +358,9 @@ class FakeGPU(object):
                     "set_output_type(float) on %s output of %s" % (self._outputs[index].dtype.name, self.name)
                 self.output_types[index] = dtype
 
+        if major >= 11:  # strong typing only: no layer precision, no output types (absent in the real 11.4)
+            del ILayer.precision, ILayer.set_output_type
+
         class IElementWiseLayer(ILayer):
             op = property(lambda self: self._op)
 
@@ -306,7 +392,7 @@ class FakeGPU(object):
             def get_output(self, i):
                 return self.outputs[i]
 
-        class IParserError(object):
+        class ParserError(object):
             def __init__(self, index, name, op, desc):
                 self._index, self._name, self._op, self._desc = index, name, op, desc
 
@@ -320,11 +406,12 @@ class FakeGPU(object):
                 return 8  # UNSUPPORTED_NODE
 
         if major >= 10:  # node_name / node_operator exist from TensorRT 10.0
-            IParserError.node_name = lambda self: self._name
-            IParserError.node_operator = lambda self: self._op
+            ParserError.node_name = lambda self: self._name
+            ParserError.node_operator = lambda self: self._op
 
         class OnnxParser(object):
             def __init__(self, network, logger):
+                _check_base(logger, "ILogger")
                 self.network, self.errors = network, []
 
             num_errors = property(lambda self: len(self.errors))
@@ -337,12 +424,12 @@ class FakeGPU(object):
                 gpu.log("parse_from_file", path)
                 self.network.source = str(path)  # the fake plan keeps it to run the graph with ONNX Runtime
                 if major < 10 and not self.network.flags & (1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)):
-                    self.errors.append(IParserError(-1, "", "", "Network must have explicit batch dimension"))
+                    self.errors.append(ParserError(-1, "", "", "Network must have explicit batch dimension"))
                     return False
                 try:
                     model = onnx.load(path)
                 except Exception as exc:
-                    self.errors.append(IParserError(-1, "", "", "Failed to parse ONNX model: %s" % exc))
+                    self.errors.append(ParserError(-1, "", "", "Failed to parse ONNX model: %s" % exc))
                     return False
                 _populate(self.network, model, self.errors)
                 return not self.errors
@@ -360,7 +447,7 @@ class FakeGPU(object):
                 if inp.name in inits:
                     continue
                 dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
-                t = tensor(inp.name)
+                t = tensor(inp.name, onnx_types[inp.type.tensor_type.elem_type])  # FP16 ONNX -> HALF I/O
                 t.shape = tuple(dims)
                 network.inputs.append(t)
             kinds = {"LayerNormalization": ("NORMALIZATION", None), "Softmax": ("SOFTMAX", None),
@@ -385,11 +472,11 @@ class FakeGPU(object):
 
             for index, node in enumerate(model.graph.node):
                 if node.op_type in gpu.unsupported_ops:
-                    errors.append(IParserError(index, node.name, node.op_type,
+                    errors.append(ParserError(index, node.name, node.op_type,
                                                "No importer registered for op: %s" % node.op_type))
                     continue
                 ins = [tensor(i) for i in node.input if i]
-                out_dtype = {"Greater": DataType.BOOL, "Shape": DataType.INT64}.get(node.op_type, DataType.FLOAT)
+                out_dtype = {"Greater": DataType.BOOL, "Shape": index_type}.get(node.op_type, DataType.FLOAT)
                 outs = [tensor(o, out_dtype) for o in node.output]
                 if node.op_type == "ReduceL2":  # TensorRT's parser: sqrt(reduce_sum(x * x))
                     sq, sm = tensor(node.name + "_sq"), tensor(node.name + "_sum")
@@ -399,9 +486,9 @@ class FakeGPU(object):
                     continue
                 ltype, op = kinds.get(node.op_type, ("PLUGIN_V2", None))
                 add(node.name, ltype, op, ins, outs)
-            network.outputs = [tensor(o.name) for o in model.graph.output]
+            network.outputs = [tensor(o.name, onnx_types[o.type.tensor_type.elem_type]) for o in model.graph.output]
 
-        trt.INetworkDefinition, trt.OnnxParser, trt.IParserError = INetworkDefinition, OnnxParser, IParserError
+        trt.INetworkDefinition, trt.OnnxParser, trt.ParserError = INetworkDefinition, OnnxParser, ParserError
 
         # ---------------------------------------------------------- builder
         class IOptimizationProfile(object):
@@ -443,29 +530,38 @@ class FakeGPU(object):
                 self.profiles.append(profile)
                 return len(self.profiles) - 1
 
-            def set_calibration_profile(self, profile):
-                self.calibration_profile = profile
-                return True
-
             def create_timing_cache(self, serialized_timing_cache):
                 gpu.log("create_timing_cache", bytes(serialized_timing_cache))
+                if gpu.timing_cache_fails:  # real TensorRT may return None (polygraphy guards it)
+                    return None
                 return ITimingCache(serialized_timing_cache)
 
             def set_timing_cache(self, cache, ignore_mismatch):
+                if cache is None:
+                    raise TypeError("set_timing_cache(): incompatible function arguments")
                 self.timing_cache = cache
                 return True
 
             def get_timing_cache(self):
                 return self.timing_cache
 
-        if major < 11:
-            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set,
-                                                      lambda self, v: setattr(self, "int8_calibrator_set", v))
+        if major < 11:  # implicit quantization (calibrator, calibration profile): removed in TensorRT 11
+            def _set_calibrator(self, v):
+                _check_base(v, "IInt8EntropyCalibrator2")
+                self.int8_calibrator_set = v
+            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set, _set_calibrator)
+
+            def set_calibration_profile(self, profile):
+                self.calibration_profile = profile
+                return True
+            IBuilderConfig.set_calibration_profile = set_calibration_profile
 
         class Builder(object):
             def __init__(self, logger):
+                _check_base(logger, "ILogger")
                 self.logger = logger
-                self.platform_has_fast_fp16 = True
+                if major < 11:  # gone in 11 (strong typing only)
+                    self.platform_has_fast_fp16 = gpu.fast_fp16
                 self.num_DLA_cores = gpu.dla_cores
 
             def create_network(self, flags=0):
@@ -486,6 +582,13 @@ class FakeGPU(object):
                 for t in network.inputs:
                     if any(d < 0 for d in t.shape) and not any(t.name in p.shapes for p in config.profiles):
                         self.logger.log(Severity.ERROR, "%s: dynamic input without a profile" % t.name)
+                        return None
+                obey = trt.BuilderFlag.__members__.get("OBEY_PRECISION_CONSTRAINTS") in config.flags
+                for l in network.layers:  # real TensorRT: a FLOAT pin on an INT32/BOOL layer fails under OBEY
+                    if obey and l._precision is not None and any(
+                            o.dtype not in (DataType.FLOAT, DataType.HALF) for o in l._outputs):
+                        self.logger.log(Severity.ERROR, "%s: no implementation obeys reformatting-free rules "
+                                        "(precision FLOAT on a %s layer)" % (l.name, l._outputs[0].dtype.name))
                         return None
                 profile = config.profiles[0].shapes
                 record = {"flags": sorted(f.name for f in config.flags), "profile": profile,
@@ -521,7 +624,8 @@ class FakeGPU(object):
 
         def _plan(network, profile, record):
             body = {"version": gpu.version, "inputs": [(t.name, list(t.shape)) for t in network.inputs],
-                    "outputs": [t.name for t in network.outputs], "source": network.source,
+                    "outputs": [t.name for t in network.outputs],
+                    "dtypes": {t.name: t.dtype.name for t in network.inputs + network.outputs}, "source": network.source,
                     "profile": {k: [list(s) for s in v] for k, v in profile.items()}, "build": record}
             return MAGIC + json.dumps(body).encode()
 
@@ -544,7 +648,11 @@ class FakeGPU(object):
                 return trt.TensorIOMode.INPUT if name in self.inputs else trt.TensorIOMode.OUTPUT
 
             def get_tensor_dtype(self, name):
-                return DataType.FLOAT
+                return DataType[self.body["dtypes"][name]]
+
+            def get_tensor_shape(self, name):  # dynamic axes read -1
+                shapes = dict(self.body["inputs"])
+                return tuple(shapes[name]) if name in shapes else None
 
             def get_tensor_profile_shape(self, name, profile_index):
                 assert profile_index == 0
@@ -576,16 +684,19 @@ class FakeGPU(object):
                     self._session = ort.InferenceSession(self.engine.body["source"], providers=["CPUExecutionProvider"])
                 return self._session
 
+            def _np(self, name):
+                return np_types[self.engine.get_tensor_dtype(name)]
+
             def _run(self, feeds):
                 names = self.engine.body["outputs"]
                 return dict(zip(names, self._session_().run(names, feeds)))
 
             def get_tensor_shape(self, name):
-                if name in self.engine.inputs:
-                    return self.shapes.get(name, tuple(self.engine.get_tensor_profile_shape(name, 0)[0]))
+                if name in self.engine.inputs:  # an input not set yet reads its dynamic axes as -1, like the real one
+                    return self.shapes.get(name, self.engine.get_tensor_shape(name))
                 key = tuple(sorted(self.shapes.items()))
                 if key not in self._out_shapes:  # shape inference: a dry run on zeros
-                    feeds = {n: np.zeros(s, np.float32) for n, s in self.shapes.items()}
+                    feeds = {n: np.zeros(s, self._np(n)) for n, s in self.shapes.items()}
                     self._out_shapes[key] = {n: v.shape for n, v in self._run(feeds).items()}
                 return self._out_shapes[key][name]
 
@@ -596,10 +707,10 @@ class FakeGPU(object):
                 shapes = {n: self.get_tensor_shape(n) for n in self.engine.body["outputs"]}
 
                 def op():
-                    feeds = {n: gpu.read(self.addresses[n], self.shapes[n], np.float32) for n in self.engine.inputs}
+                    feeds = {n: gpu.read(self.addresses[n], self.shapes[n], self._np(n)) for n in self.engine.inputs}
                     for name, value in self._run(feeds).items():
                         assert value.shape == tuple(shapes[name])
-                        data = np.ascontiguousarray(value, np.float32).tobytes()
+                        data = np.ascontiguousarray(value, self._np(name)).tobytes()
                         mem = gpu.memory[self.addresses[name]]
                         assert len(data) <= len(mem), "output %s overflows its device buffer" % name
                         mem[:len(data)] = data
@@ -608,6 +719,7 @@ class FakeGPU(object):
 
         class Runtime(object):
             def __init__(self, logger):
+                _check_base(logger, "ILogger")
                 self.logger, self.DLA_core = logger, -1
 
             def deserialize_cuda_engine(self, serialized_engine):
@@ -629,6 +741,7 @@ class FakeGPU(object):
         if major < 11:  # implicit quantization: deprecated in 10.x, removed in 11
             class IInt8EntropyCalibrator2(object):
                 def __init__(self):
+                    self._pybind_init = True
                     gpu.log("IInt8EntropyCalibrator2.__init__")
             trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 

@@ -28,8 +28,9 @@ def _shapes(fake):
 def test_profiles_of_the_three_graphs(tiny_bundle):
     fake = FakeGPU("10.3.0")
     c = compat.Compat(fake.trt)
-    for graph, fn in build.BUILDERS.items():
-        res = fn(c, os.path.join(tiny_bundle, graph + ".onnx"), build.BuildSettings("fp32", RANGES), print)
+    for graph in ("encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder"):
+        res = build.build_engine(c, graph, os.path.join(tiny_bundle, graph + ".onnx"),
+                                 build.BuildSettings("fp32", RANGES), print)
         assert res.data.startswith(b"FAKE-TRT-PLAN") and fake.builds[-1]["profile"]
     s = _shapes(fake)
     assert s["image"] == ((1, 3, 32, 32), (1, 3, 64, 96), (1, 3, 128, 128))
@@ -44,8 +45,8 @@ def test_timing_cache_is_reused_across_builds(tiny_bundle, tmp_path):
     c = compat.Compat(fake.trt)
     path = str(tmp_path / "timing.cache")
     st = build.BuildSettings("fp16", RANGES, workspace_bytes=1 << 30, timing_cache=path)
-    build.build_encoder_engine(c, os.path.join(tiny_bundle, "encoder.onnx"), st, print)
-    build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"), st, print)
+    build.build_engine(c, "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
+    build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"), st, print)
     assert [c[1] for c in fake.calls if c[0] == "create_timing_cache"] == [b"", b"+"]
     with open(path, "rb") as f:
         assert f.read() == b"++"
@@ -61,7 +62,7 @@ def test_parser_errors_name_the_failing_node(tiny_bundle, version):
     fake = FakeGPU(version)
     fake.unsupported_ops = {"GridSample"}
     with pytest.raises(UserError) as err:
-        build.build_encoder_engine(compat.Compat(fake.trt), path, build.BuildSettings("fp16", RANGES), print)
+        build.build_engine(compat.Compat(fake.trt), "encoder", path, build.BuildSettings("fp16", RANGES), print)
     assert str(err.value) == ("TensorRT cannot parse encoder.onnx: node %d '/deform.0/GridSample' (GridSample): "
                               "No importer registered for op: GridSample (+2 more errors)" % index)
 
@@ -71,10 +72,10 @@ def test_build_failure_is_one_line_with_tensorrt_reason(tiny_bundle):
     fake.fail_build = "[optimizer] Could not find any implementation for node /MatMul_1"
     with pytest.raises(UserError, match=r"^TensorRT could not build the prompt_decoder engine: \[optimizer\] "
                                         r"Could not find any implementation for node /MatMul_1$"):
-        build.build_prompt_decoder_engine(compat.Compat(fake.trt), os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+        build.build_engine(compat.Compat(fake.trt), "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                           build.BuildSettings("fp16", RANGES), print)
     with pytest.raises(UserError, match="prompt_decoder graph .*missing.onnx not found"):
-        build.build_prompt_decoder_engine(compat.Compat(fake.trt), os.path.join(tiny_bundle, "missing.onnx"),
+        build.build_engine(compat.Compat(fake.trt), "prompt_decoder", os.path.join(tiny_bundle, "missing.onnx"),
                                           build.BuildSettings("fp16", RANGES), print)
 
 
@@ -88,7 +89,7 @@ def test_unknown_dynamic_axis_is_named(tmp_path):
     fake = FakeGPU("10.3.0")
     with pytest.raises(UserError, match=r"encoder input 'mystery' \[-1, 2\]: axis 0 is dynamic and is an axis the "
                                         r"builder has no size for"):
-        build.build_encoder_engine(compat.Compat(fake.trt), path, build.BuildSettings("fp32", RANGES), print)
+        build.build_engine(compat.Compat(fake.trt), "encoder", path, build.BuildSettings("fp32", RANGES), print)
 
 
 def test_profile_helpers():
@@ -108,15 +109,13 @@ def test_profile_helpers():
 def test_dla_build_is_static_with_gpu_fallback(tiny_bundle):
     fake = FakeGPU("8.6.1", dla_cores=2)
     st = build.BuildSettings("fp16", RANGES, dla_core=1)
-    build.build_encoder_engine(compat.Compat(fake.trt), os.path.join(tiny_bundle, "encoder.onnx"), st, print)
+    build.build_engine(compat.Compat(fake.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
     rec = fake.builds[-1]
     assert rec["device"] == "DLA" and rec["dla_core"] == 1 and set(rec["flags"]) == {"FP16", "GPU_FALLBACK"}
     assert _shapes(fake)["image"] == ((1, 3, 64, 96),) * 3  # DLA has no dynamic shapes: min = opt = max
-    with pytest.raises(UserError, match="--dla runs FP16 or INT8 only"):
-        build.BuildSettings("fp32", RANGES, dla_core=0)
     fake0 = FakeGPU("10.3.0", dla_cores=0)
     with pytest.raises(UserError, match="this GPU has no DLA cores"):
-        build.build_encoder_engine(compat.Compat(fake0.trt), os.path.join(tiny_bundle, "encoder.onnx"), st, print)
+        build.build_engine(compat.Compat(fake0.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
 
 
 def _frames(n, hw=(64, 96), seed=0):
@@ -132,7 +131,7 @@ def test_int8_calibration_feeds_the_images_and_reuses_its_cache(tiny_bundle, tmp
     frames = _frames(5)
     fake.cuda.Device(0).make_context()  # the CLI / runner make the current CUDA context
     cal = calibrator.make_calibrator(fake.trt, fake.cuda, iter(frames), (1, 3, 64, 96), cache_file, limit=4)
-    build.build_encoder_engine(c, enc, build.BuildSettings("int8", RANGES, calibrator=cal), print)
+    build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=cal), print)
     rec = fake.builds[-1]
     assert set(rec["flags"]) == {"FP16", "INT8"} and rec["calibrated"] == 4 and cal.used == 4
     assert all(np.array_equal(a, b) for a, b in zip(fake.calib_images, frames[:4]))  # bytes went to the device
@@ -141,7 +140,7 @@ def test_int8_calibration_feeds_the_images_and_reuses_its_cache(tiny_bundle, tmp
         assert f.read() == b"TRT-fake-EntropyCalibration2 n=4"
     # the second build reads the cache: no image is fed
     cal2 = calibrator.make_calibrator(fake.trt, fake.cuda, iter(_frames(5)), (1, 3, 64, 96), cache_file)
-    build.build_encoder_engine(c, enc, build.BuildSettings("int8", RANGES, calibrator=cal2), print)
+    build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=cal2), print)
     assert cal2.used == 0 and cal2.cache_read and fake.builds[-1]["calibrated"] == 0
 
 
@@ -153,17 +152,17 @@ def test_int8_calibration_errors(tiny_bundle, tmp_path):
     wrong = calibrator.make_calibrator(fake.trt, fake.cuda, iter(_frames(2, (64, 64))), (1, 3, 64, 96),
                                        str(tmp_path / "a.cache"))
     with pytest.raises(UserError, match=r"calibration image 0 has shape \[1, 3, 64, 64\], expected \[1, 3, 64, 96\]"):
-        build.build_encoder_engine(c, enc, build.BuildSettings("int8", RANGES, calibrator=wrong), print)
+        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=wrong), print)
     empty = calibrator.make_calibrator(fake.trt, fake.cuda, iter([]), (1, 3, 64, 96), str(tmp_path / "b.cache"))
     with pytest.raises(UserError, match="INT8 calibration saw no images"):
-        build.build_encoder_engine(c, enc, build.BuildSettings("int8", RANGES, calibrator=empty), print)
+        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=empty), print)
     with pytest.raises(UserError, match="needs calibration images"):
-        build.build_encoder_engine(c, enc, build.BuildSettings("int8", RANGES), print)
+        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES), print)
     with pytest.raises(UserError, match="internal: prompt_decoder is built FP16/FP32"):
-        build.build_prompt_decoder_engine(c, enc, build.BuildSettings("int8", RANGES), print)
+        build.build_engine(c, "prompt_decoder", enc, build.BuildSettings("int8", RANGES), print)
     fake11 = FakeGPU("11.0.0")
     with pytest.raises(UserError, match="strongly typed"):
-        build.build_encoder_engine(compat.Compat(fake11.trt), enc, build.BuildSettings("int8", RANGES), print)
+        build.build_engine(compat.Compat(fake11.trt), "encoder", enc, build.BuildSettings("int8", RANGES), print)
 
 
 def test_calibration_files_fingerprint_and_letterbox(tmp_path):

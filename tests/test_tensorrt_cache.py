@@ -31,7 +31,8 @@ def test_paths_and_write(tmp_path, stored):
     with open(side) as f:
         s = json.load(f)
     assert s["engine_bytes"] == 4000 and s["key"] == key() and s["note"] == "x"
-    assert sorted(os.listdir(os.path.dirname(eng))) == ["encoder.fp16.engine", "encoder.fp16.engine.json"]  # no temp files
+    assert sorted(os.listdir(os.path.dirname(eng))) == ["encoder.fp16.engine", "encoder.fp16.engine.json",
+                                                        "encoder.fp16.engine.lock"]  # no temp files
     v = cache.check(eng, side, key())
     assert v.ok and v.data == b"PLAN" * 1000
 
@@ -87,3 +88,33 @@ def test_missing_unreadable_and_foreign(tmp_path):
             f.write(text)
         v = cache.check(eng, side, key())
         assert not v.ok and not v.foreign and v.reason.startswith("engine sidecar encoder.fp16.engine.json is unreadable (")
+
+
+def test_read_only_bundle_caches_engines_in_xdg_cache(tmp_path, monkeypatch):
+    import hashlib
+    b = tmp_path / "shipped"
+    b.mkdir()
+    (b / "manifest.json").write_text('{"format": 1}')
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache.engine_dir(str(b)) == str(b / "tensorrt")  # writable: next to the bundle
+    monkeypatch.setattr(os, "access", lambda path, mode: False)  # like site-packages for a normal user
+    sha = hashlib.sha256(b'{"format": 1}').hexdigest()
+    eng, side = cache.engine_paths(str(b), "encoder", "fp16")
+    assert eng == str(tmp_path / "xdg" / "rmpsam_edge" / "engines" / sha / "encoder.fp16.engine")
+    cache.write(eng, side, b"PLAN", key())
+    assert cache.check(eng, side, key()).ok and not (b / "tensorrt").exists()
+
+
+def test_two_writers_of_one_engine_take_turns(tmp_path):
+    import threading
+    from rmpsam_edge.atomic import file_lock
+    eng, side = cache.engine_paths(str(tmp_path), "encoder", "fp16")
+    os.makedirs(os.path.dirname(eng))
+    done = []
+    with file_lock(eng):  # another process is writing this engine
+        t = threading.Thread(target=lambda: (cache.write(eng, side, b"B" * 8, key()), done.append(1)))
+        t.start()
+        t.join(0.5)
+        assert not done and not os.path.exists(side)  # the second writer waits for the lock
+    t.join(10)
+    assert done and cache.check(eng, side, key()).data == b"B" * 8

@@ -25,11 +25,12 @@ def test_build_then_up_to_date_then_no_build_check(bundle, monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out.splitlines()[1:] == ["encoder: fp16 engine up to date (0.0 MB)",
                                     "prompt_decoder: fp16 engine up to date (0.0 MB)"] and err == ""
-    # a check with no flags keeps the stored choices (fp16, 64, 8 prompts): still usable
-    assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder,prompt_decoder"]) == 0
+    # a check with only the precision keeps the stored profile (64, 8 prompts): still usable
+    assert main(["build-engine", "--model", bundle, "--precision", "fp16", "--no-build", "--graphs",
+                 "encoder,prompt_decoder"]) == 0
     out, _ = capsys.readouterr()
     assert out.splitlines()[0].endswith("prompts 1..8 (opt 1)")
-    assert fake.names().count("build_serialized_network") == 2 and fake.contexts == []
+    assert fake.names().count("build_serialized_network") == 2 and fake.leftover() == [] and not fake.live_contexts
 
 
 def test_no_build_on_another_machine_says_what_differs(bundle, monkeypatch, capsys):
@@ -41,7 +42,7 @@ def test_no_build_on_another_machine_says_what_differs(bundle, monkeypatch, caps
     _, err = capsys.readouterr()
     assert err == ("error: the encoder engine cannot be used: TensorRT version 8.6.2 (engine) != 10.3.0 (here); "
                    "GPU Orin (engine) != 'NVIDIA GeForce RTX 4090' (here); compute capability 8.7 (engine) != 8.9 "
-                   "(here); build it with `rmpsam-edge build-engine --model %s`\n" % bundle)
+                   "(here); build it with `rmpsam-edge build-engine --model %s --precision fp32`\n" % bundle)
 
 
 def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_path):
@@ -58,9 +59,11 @@ def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_p
     rec = fake.builds[-1]
     assert rec["calibrated"] == 3 and rec["device"] == "DLA" and set(rec["flags"]) == {"FP16", "INT8", "GPU_FALLBACK"}
     assert os.path.isfile(os.path.join(bundle, "tensorrt", "encoder.int8.dla0.engine"))
-    # later runs keep int8 + DLA 0 unless told otherwise ('--dla off' goes back to the GPU)
-    assert main(["build-engine", "--model", bundle, "--no-build", "--graphs", "encoder"]) == 0
-    assert main(["build-engine", "--model", bundle, "--dla", "off", "--no-build", "--graphs", "encoder"]) == 2
+    # precision and DLA are never guessed from what was built last: given, the engine is found; without --dla
+    # it is the GPU engine, which was not built
+    assert main(["build-engine", "--model", bundle, "--precision", "int8", "--dla", "0", "--no-build",
+                 "--graphs", "encoder"]) == 0
+    assert main(["build-engine", "--model", bundle, "--precision", "int8", "--no-build", "--graphs", "encoder"]) == 2
     _, err = capsys.readouterr()
     assert "the encoder engine cannot be used: no engine built yet" in err
 

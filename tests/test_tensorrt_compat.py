@@ -14,7 +14,7 @@ from rmpsam_edge.runtime.tensorrt import compat
 def test_network_flags_by_version(version, flags):
     fake = FakeGPU(version)
     c = compat.Compat(fake.trt)
-    c.create_network(fake.trt.Builder(None))
+    c.create_network(fake.trt.Builder(fake.trt.Logger()))
     assert ("create_network", flags) in fake.calls  # 8.x: 1 << EXPLICIT_BATCH; 10+: 0 (flag ignored/removed)
 
 
@@ -57,15 +57,15 @@ def test_tensorrt11_refuses_weak_typing_with_a_line_saying_what_to_do():
 
 def test_parser_error_lines_name_the_failing_node():
     fake10, fake8 = FakeGPU("10.3.0"), FakeGPU("8.6.1")
-    err10 = fake10.trt.IParserError(17, "/mask_heads.0/MatMul", "MatMul", "bad shapes")
+    err10 = fake10.trt.ParserError(17, "/mask_heads.0/MatMul", "MatMul", "bad shapes")
     assert compat.Compat(fake10.trt).parser_error_line(err10) == "node 17 '/mask_heads.0/MatMul' (MatMul): bad shapes"
-    err8 = fake8.trt.IParserError(2, "ignored", "ignored", "No importer registered for op: Foo")
+    err8 = fake8.trt.ParserError(2, "ignored", "ignored", "No importer registered for op: Foo")
     assert not hasattr(err8, "node_name")  # 8.6: only the index
     c8 = compat.Compat(fake8.trt)
     assert c8.parser_error_line(err8, [("a", "Conv"), ("b", "Relu"), ("/x/Foo", "Foo")]) == \
         "node 2 '/x/Foo' (Foo): No importer registered for op: Foo"
     assert c8.parser_error_line(err8) == "node 2: No importer registered for op: Foo"
-    err = fake8.trt.IParserError(-1, "", "", "Network must have explicit batch dimension")
+    err = fake8.trt.ParserError(-1, "", "", "Network must have explicit batch dimension")
     assert c8.parser_error_line(err) == "the graph: Network must have explicit batch dimension"
 
 
@@ -114,7 +114,8 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
 
 def test_available_and_device_info(monkeypatch):
     fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
-    assert trt_pkg.available() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9)")
+    assert trt_pkg.probe() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9, 7620 MiB, 8 SMs)")
+    assert trt_pkg.probe("cpu") == (False, "tensorrt runs on a CUDA GPU, not on 'cpu'")
     fake.devices = 0
     ok, why = trt_pkg.available()
     assert not ok and "no CUDA GPU 0 found" in why
@@ -123,13 +124,30 @@ def test_available_and_device_info(monkeypatch):
 def test_dla_requires_cores():
     fake = FakeGPU("8.6.1", dla_cores=0)
     c = compat.Compat(fake.trt)
-    builder, cfg = fake.trt.Builder(None), fake.trt.IBuilderConfig()
+    builder, cfg = fake.trt.Builder(fake.trt.Logger()), fake.trt.IBuilderConfig()
     with pytest.raises(UserError, match="no DLA cores"):
         c.use_dla(builder, cfg, 0)
     fake.dla_cores = 2
-    builder = fake.trt.Builder(None)
+    builder = fake.trt.Builder(fake.trt.Logger())
     with pytest.raises(UserError, match=r"2 DLA core\(s\) \(0\.\.1\)"):
         c.use_dla(builder, cfg, 2)
     c.use_dla(builder, cfg, 1)
     assert cfg.default_device_type == fake.trt.DeviceType.DLA and cfg.DLA_core == 1
     assert {f.name for f in cfg.flags} == {"GPU_FALLBACK"}
+
+
+def test_pycuda_without_libcuda_is_reported_as_such(monkeypatch):
+    import importlib
+    fake = FakeGPU().install(monkeypatch)
+    real = importlib.import_module
+
+    def fail(name, *a):
+        if name == "pycuda.driver":  # what pycuda's compiled _driver raises on a machine without the NVIDIA driver
+            raise ImportError("libcuda.so.1: cannot open shared object file: No such file or directory")
+        return fake.trt if name == "tensorrt" else real(name, *a)
+    monkeypatch.setattr(trt_pkg.importlib, "import_module", fail)
+    ok, why = trt_pkg.probe()
+    assert not ok and why.startswith("pycuda is installed but cannot load the CUDA driver library (libcuda.so.1")
+    monkeypatch.setattr(compat.importlib, "import_module", fail)
+    with pytest.raises(UserError, match="pycuda is installed but cannot load the CUDA driver library"):
+        compat.import_pycuda()

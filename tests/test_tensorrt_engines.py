@@ -48,7 +48,7 @@ def test_other_machine_rebuilds_with_one_line_or_fails_with_no_build(bundle, cha
     with pytest.raises(UserError) as err:
         s2.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES), build=False)
     assert str(err.value) == ("the prompt_decoder engine cannot be used: %s; build it with `rmpsam-edge build-engine "
-                              "--model %s`" % (reason, bundle))
+                              "--model %s --precision fp16`" % (reason, bundle))
     assert lines == [] and "build_serialized_network" not in fake2.names()
     _, status = s2.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
     assert status == "built" and lines[0] == "building prompt_decoder fp16 engine (%s); this takes minutes on a Jetson" % reason
@@ -87,7 +87,7 @@ def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
     with open(eng, "r+b") as f:
         f.seek(100)
         f.write(b"\xff\xff")
-    runtime = fake.trt.Runtime(None)
+    runtime = fake.trt.Runtime(fake.trt.Logger())
     engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
     assert engine.num_io_tensors == 2
     assert "engine file is corrupt (sha256 differs from its sidecar)" in lines[-2]
@@ -124,25 +124,26 @@ def test_runtime_keeps_the_stored_build_choices(bundle):
     for g in engines.GRAPH_ORDER:
         s.engine_bytes(g, engines.Choices("fp16", custom, fp32_layers=["conv1"]))
     s2, fake2, lines = session(bundle)
-    filled = s2.fill_choices(engines.Choices())
+    assert s2.fill_choices(engines.Choices()).precision == "fp32"  # the bundle's: never what was built last
+    filled = s2.fill_choices(engines.Choices("fp16"))
     assert filled.precision == "fp16" and filled.ranges["Np"] == (1, 4, 16) and filled.ranges["H"] == (32, 64, 128)
     for g in engines.GRAPH_ORDER:
-        assert s2.engine_bytes(g, engines.Choices())[1] == "cached"
+        assert s2.engine_bytes(g, engines.Choices("fp16"))[1] == "cached"
     # after a TensorRT upgrade the rebuild keeps the custom profile and patterns
     s3, fake3, lines3 = session(bundle, version="10.4.0")
-    s3.engine_bytes("prompt_decoder", engines.Choices())
+    s3.engine_bytes("prompt_decoder", engines.Choices("fp16"))
     assert [c[2:] for c in fake3.calls if c[0] == "set_shape" and c[1] == "boxes"] == [((1, 4), (4, 4), (16, 4))]
     assert cache.read_sidecar(cache.engine_paths(bundle, "prompt_decoder", "fp16")[1])[0]["key"]["fp32_layers"] == ["conv1"]
     os.remove(os.path.join(bundle, "object_decoder.onnx"))
     with pytest.raises(UserError, match=r"object_decoder.onnx is missing"):
-        s2.engine_bytes("object_decoder", engines.Choices())
+        s2.engine_bytes("object_decoder", engines.Choices("fp16"))
 
 
 def test_defaults_from_manifest(bundle):
     """H/W, K, P as the export declared them (manifest dynamic_axes); prompts 1..64 split at many_prompts_from."""
     s, _, _ = session(bundle)
     c = s.fill_choices(engines.Choices())
-    assert c.precision == "fp16" and c.ranges["H"] == (32, 128, 128) and c.ranges["h"] == (8, 32, 32)
+    assert c.precision == "fp32" and c.ranges["H"] == (32, 128, 128) and c.ranges["h"] == (8, 32, 32)
     assert c.ranges["K"] == (1, 5, 1024) and c.ranges["P"] == (1, 2, 16)
     assert c.ranges["Np"] == (1, 1, 47) and c.ranges["Npm"] == (48, 64, 64)
     assert engines.profile_key("prompt_decoder_many", c.ranges) == {"B": [1, 1, 1], "h": [8, 32, 32], "w": [8, 32, 32],

@@ -71,8 +71,8 @@ def test_tensorrt_network_gives_the_same_layers(tiny_bundle):
     """Through the fake parser (one layer per node, ReduceL2 split as TensorRT does) and compat.layer_kind."""
     fake = FakeGPU("10.3.0")
     c = compat.Compat(fake.trt)
-    network = c.create_network(fake.trt.Builder(None))
-    assert fake.trt.OnnxParser(network, None).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
+    network = c.create_network(fake.trt.Builder(fake.trt.Logger()))
+    assert fake.trt.OnnxParser(network, fake.trt.Logger()).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
     sel = precision.select_fp32(precision.nodes_from_network(network, c), precision.network_outputs(network))
     onnx_sel, _ = _onnx_selection(os.path.join(tiny_bundle, "object_decoder.onnx"))
     expected = dict(onnx_sel)
@@ -110,7 +110,7 @@ def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
     c = compat.Compat(fake.trt)
     ranges = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
     lines = []
-    res = build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+    res = build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                             build.BuildSettings("fp16", ranges), lines.append)
     rec = fake.builds[-1]
     assert rec["pinned"] == list(res.pinned) and len(rec["pinned"]) == 29
@@ -119,6 +119,6 @@ def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
     assert lines == ["prompt_decoder: 29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"]
     # fp32: nothing pinned, no precision flag
     fake.builds.clear()
-    build.build_prompt_decoder_engine(c, os.path.join(tiny_bundle, "prompt_decoder.onnx"),
+    build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                       build.BuildSettings("fp32", ranges), lines.append)
     assert fake.builds[-1]["pinned"] == [] and fake.builds[-1]["flags"] == []

@@ -76,7 +76,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         # every execute is followed by a stream sync before results are read (the fake runs queued work only then)
         names = fake.names()
         assert all("synchronize" in names[i:] for i, n in enumerate(names) if n == "execute_async_v3")
-    assert fake.contexts == [] and fake.memory == {}  # deactivate freed every buffer and popped the context
+    assert fake.leftover() == [] and not fake.live_contexts and fake.memory == {}  # deactivate freed every buffer and popped the context
     assert fake.names()[-2:] == ["ctx.pop", "ctx.detach"]
 
 
@@ -134,13 +134,13 @@ def test_no_build_mode_fails_with_what_differs(bundle, monkeypatch):
     r = trt_pkg.create_runner(bundle, precision="fp16", build=False, ranges=RANGES)
     with pytest.raises(UserError, match="the encoder engine cannot be used: no engine built yet; build it with"):
         r.activate()
-    assert fake.contexts == [] and not r.active
+    assert fake.leftover() == [] and not fake.live_contexts and not r.active
     with trt_pkg.create_runner(bundle, precision="fp16", ranges=RANGES):
         pass
     assert sorted(f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")) == [
         "encoder.fp16.engine", "object_decoder.fp16.engine", "prompt_decoder.fp16.engine",
         "prompt_decoder_many.fp16.engine"]
-    with trt_pkg.create_runner(bundle, build=False) as r:  # no choices: the stored ones, nothing rebuilt
+    with trt_pkg.create_runner(bundle, "fp16", build=False) as r:  # ranges: the stored ones, nothing rebuilt
         assert r.choices.precision == "fp16" and r.choices.ranges["H"] == (32, 64, 64)
     assert fake.names().count("build_serialized_network") == 4
 
@@ -189,7 +189,7 @@ def test_predictor_on_tensorrt_gives_the_onnxruntime_results(bundle, monkeypatch
 def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
     fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
     r, _, line = load_runner(bundle, "auto")
-    assert r.name == "tensorrt" and line.startswith("tensorrt 10.3.0, NVIDIA GeForce RTX 4090 (sm 8.9), fp16 (auto")
+    assert r.name == "tensorrt" and line.startswith("tensorrt 10.3.0, NVIDIA GeForce RTX 4090 (sm 8.9), fp32 (auto")
     r.deactivate()
     # an engine that cannot be built here: auto moves on with the reason, an explicit request says it in one line
     fake.fail_build = "[optimizer] no implementation for /deform.0/GridSample"
@@ -200,7 +200,7 @@ def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
     with pytest.raises(UserError, match=r"backend tensorrt cannot run here: TensorRT could not prepare the encoder "
                                         r"engine: TensorRT could not build the encoder engine: \[optimizer\]"):
         load_runner(bundle, "tensorrt", verbose=False)
-    assert fake.contexts == []
+    assert fake.leftover() == [] and not fake.live_contexts
     # used directly (not through the loader) the same failure is a one-line UserError
     with pytest.raises(UserError):
         trt_pkg.create_runner(bundle).activate()

@@ -1,43 +1,82 @@
-"""TensorRT backend (pycuda): engine building, engine cache, runner.
+"""TensorRT backend (pycuda): engine building (``rmpsam-edge build-engine``), engine cache, runner.
 
-Importing this package imports neither TensorRT nor pycuda; they are loaded when a runner activates or
-``build-engine`` runs. Entry points for the loader:
+Importing this package imports neither TensorRT nor pycuda. The backend registry contract:
 
-    available() -> (bool, reason)                 TensorRT + pycuda importable and a CUDA GPU answers
-    create_runner(bundle, precision=None, ...)    a TensorRTRunner (engines built on first use if needed)
+    probe(device=None) -> (ok, detail)      TensorRT + pycuda importable and a CUDA GPU answers
+    create(bundle, device=None, threads=None, auto=False, precision=None) -> an ACTIVATED runner
 
-Modules: compat (the one 8.6/10.x adapter), profiles, precision (FP32 pins), cache (engine sidecars),
-calibrator (INT8), build (three builder functions), engines (reuse-or-rebuild), runner, cli.
+``auto=True`` never builds (minutes on a Jetson): it uses the cached engines or raises ``BackendUnavailable``
+naming the exact ``build-engine`` command. ``auto=False`` (an explicit ``--backend tensorrt``) builds what is
+missing once, with a progress line and the time taken. The precision is the given one, else the bundle's.
+``available()`` / ``create_runner()`` are the older entry points runtime/loader.py still calls.
+
+Modules: compat (the one 8.5/8.6/10.x/11 adapter), cuda_context, profiles, precision (FP32 pins), cache
+(engine sidecars), calibrator (INT8), build, engines (reuse-or-rebuild), runner, cli.
 """
+import importlib
 from typing import Optional, Tuple
 
+from ..bundle_runner import BackendUnavailable
 
-def available(device: int = 0) -> Tuple[bool, str]:
-    """Cheap check for ``backend="auto"``: (True, 'TensorRT 10.3.0 on Orin (sm 8.7)') or (False, why not:
-    'tensorrt not installed (...)', 'pycuda not installed (...)', no GPU, TensorRT too old)."""
-    import importlib
+NOT_INSTALLED = "tensorrt not installed (JetPack ships it; on a desktop GPU: pip install tensorrt)"
+
+
+def gpu_index(device) -> int:
+    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1' or 1 -> 1; anything else is not a GPU."""
+    if device is None or isinstance(device, int):
+        return int(device or 0)
+    kind, _, index = str(device).lower().partition(":")
+    if kind not in ("gpu", "cuda", "tensorrt", "trt"):
+        raise BackendUnavailable("tensorrt runs on a CUDA GPU, not on %r" % (device,))
+    return int(index) if index.isdigit() else 0
+
+
+def probe(device=None) -> Tuple[bool, str]:
+    """Cheap: (True, 'TensorRT 10.3.0 on Orin (sm 8.7, 7620 MiB, 8 SMs)') or (False, why not)."""
     from rmpsam_edge.errors import UserError
     from . import compat
     try:
+        index = gpu_index(device)
+    except BackendUnavailable as exc:
+        return False, str(exc)
+    try:
         trt = importlib.import_module("tensorrt")
     except ImportError:
-        return False, "tensorrt not installed (JetPack ships it; on a desktop GPU: pip install tensorrt)"
+        return False, NOT_INSTALLED
     try:
         cuda = importlib.import_module("pycuda.driver")
-    except ImportError:
-        return False, "pycuda not installed (pip install pycuda; it needs the CUDA toolkit)"
+    except ImportError as exc:
+        return False, compat.pycuda_problem(exc)
     try:
         c = compat.Compat(trt)
-        name, cc = c.device_info(cuda, device)
+        gpu = c.device_info(cuda, index)
     except UserError as exc:
         return False, str(exc)
-    return True, "TensorRT %s on %s (sm %s)" % (c.version_string, name, cc)
+    return True, "TensorRT %s on %s (sm %s, %d MiB, %d SMs%s)" % (
+        c.version_string, gpu.name, gpu.cc, gpu.memory_mb, gpu.sm_count, ", " + gpu.module if gpu.module else "")
+
+
+def create(bundle, device=None, threads=None, auto: bool = False, precision: Optional[str] = None):
+    """An activated ``TensorRTRunner``; ``threads`` does not apply. See the module docstring."""
+    from .engines import Choices
+    from .runner import TensorRTRunner
+    ok, why = probe(device)
+    if not ok:
+        raise BackendUnavailable(why)
+    path = getattr(bundle, "path", bundle)
+    runner = TensorRTRunner(path, Choices(precision=precision), build=not auto, device=gpu_index(device))
+    runner.activate()
+    return runner
+
+
+def available(device: int = 0) -> Tuple[bool, str]:
+    """Older name of ``probe`` (runtime/loader.py, benchmarks)."""
+    return probe(device)
 
 
 def create_runner(bundle, precision: Optional[str] = None, build: bool = True, device: int = 0, **choices):
-    """A ``TensorRTRunner`` for a bundle folder. precision None: what `build-engine` built last, else fp16.
-    build=False: fail (one line saying what differs) instead of building a missing or stale engine.
-    Other keyword arguments go to ``engines.Choices`` (ranges, dla_core, fp32_layers, ...)."""
+    """A (not yet activated) ``TensorRTRunner``; keyword arguments go to ``engines.Choices`` (ranges,
+    dla_core, fp32_layers, ...). build=False: a missing or stale engine is an error naming build-engine."""
     from .engines import Choices
     from .runner import TensorRTRunner
     return TensorRTRunner(bundle, Choices(precision=precision, **choices), build=build, device=device)

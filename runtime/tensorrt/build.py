@@ -1,4 +1,4 @@
-"""Engine building: one visible builder function per graph, one shared core (TensorRT 8.6 and 10.x).
+"""Engine building: one function for every graph (TensorRT 8.5, 8.6, 10.x, 11).
 
     ONNX --OnnxParser.parse_from_file--> network (explicit batch)
          -> optimisation profile (min/opt/max of H/W, Np, K, P; profiles.py)
@@ -11,14 +11,18 @@
 Everything version-specific goes through ``compat.Compat``.
 """
 import os
+import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
 
 from . import precision as prec
 from . import profiles
 
 Log = Callable[[str], None]
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation|Requested amount of GPU memory",
+                           re.I)
 
 
 class BuildSettings(object):
@@ -32,8 +36,6 @@ class BuildSettings(object):
                  timing_cache: Optional[str] = None, verbose: bool = False, from_graph: bool = False):
         if precision not in ("fp32", "fp16", "int8"):
             raise UserError("--precision %s: use fp32, fp16 or int8" % precision)
-        if dla_core is not None and precision == "fp32":
-            raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.precision = precision
         self.ranges = ranges
         self.workspace_bytes = int(workspace_bytes)
@@ -50,34 +52,9 @@ class BuildResult(object):
         self.data, self.profile, self.pinned, self.warnings = data, profile, pinned, warnings
 
 
-# ------------------------------------------------------------------------------------------ per graph
-def build_encoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """image (1,3,H,W) -> features. The only graph that takes INT8 (calibrated) and DLA."""
-    return build_engine(compat, "encoder", onnx_path, settings, log)
-
-
-def build_prompt_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log,
-                                graph: str = "prompt_decoder") -> BuildResult:
-    """features + boxes (Np,4) -> mask logits, IoU. FP16 at most (with FP32 pins). Also builds the bundle's
-    many-prompt variant (graph='prompt_decoder_many', projected keys/values, its own prompt range)."""
-    return build_engine(compat, graph, onnx_path, settings, log)
-
-
-def build_object_decoder_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """features + class_embed (K,P,768) -> class logits, mask logits, query embeddings. FP16 at most."""
-    return build_engine(compat, "object_decoder", onnx_path, settings, log)
-
-
-def build_prompt_decoder_many_engine(compat, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    return build_prompt_decoder_engine(compat, onnx_path, settings, log, graph="prompt_decoder_many")
-
-
-BUILDERS = {"encoder": build_encoder_engine, "prompt_decoder": build_prompt_decoder_engine,
-            "prompt_decoder_many": build_prompt_decoder_many_engine, "object_decoder": build_object_decoder_engine}
-
-
 # ------------------------------------------------------------------------------------------ shared core
 def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
+    """One engine of any graph; only the encoder takes calibrated INT8 and DLA."""
     trt = compat.trt
     if graph != "encoder" and ((settings.precision == "int8" and not settings.from_graph)
                                or settings.dla_core is not None):
@@ -87,6 +64,10 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
+    if (settings.precision != "fp32" and not settings.from_graph
+            and getattr(builder, "platform_has_fast_fp16", True) is False):  # attribute gone in TensorRT 11
+        raise UserError("this GPU has no fast FP16 (TensorRT reports platform_has_fast_fp16 False): build "
+                        "--precision fp32")
     network = compat.create_network(builder)
     parser = trt.OnnxParser(network, logger)
     _parse(compat, parser, graph, onnx_path)
@@ -132,6 +113,11 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
         raise UserError("INT8 calibration saw no images: check --calib")
     if data is None:
         errors = [m for s, m in messages if s in ("ERROR", "INTERNAL_ERROR")]
+        if any(OUT_OF_MEMORY.search(m) for m in errors):
+            raise UserError("TensorRT ran out of GPU memory building the %s engine: lower the builder workspace "
+                            "limit (--workspace, now %.1f GiB; e.g. --workspace %.1f) or stop other GPU programs"
+                            % (graph, settings.workspace_bytes / float(1 << 30),
+                               max(0.25, settings.workspace_bytes / float(1 << 31))))
         raise UserError("TensorRT could not build the %s engine: %s" % (
             graph, errors[-1] if errors else "no reason given (run with --verbose)"))
     _save_timing_cache(config, cache, settings.timing_cache)
@@ -150,6 +136,10 @@ def _parse(compat, parser, graph: str, onnx_path: str) -> None:
     if not lines:
         lines = ["the file is not a valid ONNX model"]
     more = " (+%d more errors)" % (len(lines) - 1) if len(lines) > 1 else ""
+    if "LayerNormalization" in lines[0] and compat.version[:2] < (8, 6):
+        lines[0] += (" - TensorRT %s (JetPack 5.1) cannot import ONNX LayerNormalization (opset 17, which "
+                     "`rmpsam-edge export` writes): use TensorRT 8.6+ (JetPack 6), or ONNX Runtime / OpenVINO"
+                     % compat.version_string)
     raise UserError("TensorRT cannot parse %s: %s%s" % (os.path.basename(onnx_path), lines[0], more))
 
 
@@ -164,26 +154,31 @@ def _onnx_node_names(onnx_path: str):
 
 
 def _load_timing_cache(config, path: Optional[str], log: Log):
+    """-> the timing cache the build uses, or None (builds without one). create_timing_cache may return None
+    (polygraphy guards this) and set_timing_cache returns False when TensorRT rejects the cache."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:
             data = f.read()
+    cache = None
     try:
         cache = config.create_timing_cache(data)
-    except Exception:
+    except Exception:  # noqa: BLE001 - an unreadable cache file is only lost tuning time
+        pass
+    if cache is None and data:
         log("timing cache %s is unreadable; starting a new one" % path)
         cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, False)
+    if cache is None or not config.set_timing_cache(cache, False):
+        log("TensorRT did not accept a timing cache; building without one")
+        return None
     return cache
 
 
 def _save_timing_cache(config, cache, path: Optional[str]) -> None:
-    if not path:
+    if not path or cache is None:
         return
     current = config.get_timing_cache() or cache
     data = bytes(current.serialize())
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)

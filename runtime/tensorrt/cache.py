@@ -11,7 +11,8 @@ import json
 import os
 from typing import Dict, List, Optional, Tuple
 
-from rmpsam_edge.runtime.bundle import sha256_file  # noqa: F401  (re-exported for callers)
+from rmpsam_edge.atomic import atomic_file, file_lock
+from rmpsam_edge.runtime.bundle import sha256_file
 
 FORMAT = 1
 ENGINE_DIR = "tensorrt"
@@ -22,6 +23,9 @@ FIELDS = (
     ("tensorrt", "TensorRT version"),
     ("gpu", "GPU"),
     ("compute_capability", "compute capability"),
+    ("gpu_memory_mb", "GPU memory MiB"),
+    ("sm_count", "SM count"),
+    ("module", "Jetson module"),
     ("graph", "graph"),
     ("onnx_sha256", "ONNX graph sha256"),
     ("precision", "precision"),
@@ -31,21 +35,31 @@ FIELDS = (
     ("fp32_policy", "FP32 pinning rules"),
     ("fp32_layers", "--fp32-layers patterns"),
 )
-# fields that describe the machine and the graph (the rest are the user's build choices)
-ENVIRONMENT = ("format", "tensorrt", "gpu", "compute_capability", "graph", "onnx_sha256", "fp32_policy")
+
+
+def engine_dir(bundle_dir: str) -> str:
+    """``<bundle>/tensorrt`` when the bundle folder is writable; else (a bundle shipped inside site-packages,
+    a read-only mount) ``$XDG_CACHE_HOME/rmpsam_edge/engines/<sha256 of the bundle manifest>``."""
+    local = os.path.join(str(bundle_dir), ENGINE_DIR)
+    if not os.path.isdir(str(bundle_dir)) or os.access(local if os.path.isdir(local) else str(bundle_dir), os.W_OK):
+        return local
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "rmpsam_edge", "engines", sha256_file(os.path.join(str(bundle_dir), "manifest.json")))
 
 
 def engine_paths(bundle_dir: str, graph: str, precision: str, dla_core: Optional[int] = None) -> Tuple[str, str]:
     name = "%s.%s%s.engine" % (graph, precision, "" if dla_core is None else ".dla%d" % int(dla_core))
-    path = os.path.join(str(bundle_dir), ENGINE_DIR, name)
+    path = os.path.join(engine_dir(bundle_dir), name)
     return path, path + ".json"
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
              profiles: Dict[str, list], dla_core: Optional[int] = None, calibration: Optional[str] = None,
-             fp32_policy: Optional[str] = None, fp32_layers=()) -> Dict[str, object]:
+             fp32_policy: Optional[str] = None, fp32_layers=(), gpu_memory_mb: Optional[int] = None,
+             sm_count: Optional[int] = None, module: str = "") -> Dict[str, object]:
     return {"format": FORMAT, "tensorrt": str(tensorrt), "gpu": str(gpu),
-            "compute_capability": str(compute_capability), "graph": graph, "onnx_sha256": onnx_sha256,
+            "compute_capability": str(compute_capability), "gpu_memory_mb": gpu_memory_mb, "sm_count": sm_count,
+            "module": str(module or ""), "graph": graph, "onnx_sha256": onnx_sha256,
             "precision": precision, "dla_core": None if dla_core is None else int(dla_core),
             "profiles": json.loads(json.dumps(profiles)), "calibration": calibration, "fp32_policy": fp32_policy,
             "fp32_layers": list(fp32_layers or [])}
@@ -141,23 +155,16 @@ def check(engine_path: str, sidecar_path: str, wanted: Dict[str, object]) -> Ver
 
 
 def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, object], extra=None) -> None:
-    """Atomic: old sidecar removed, engine written via a temp file, then the sidecar (the commit mark)."""
-    os.makedirs(os.path.dirname(engine_path) or ".", exist_ok=True)
-    if os.path.exists(sidecar_path):
-        os.remove(sidecar_path)
+    """Under a lock (two processes building the same engine wait for each other), each file written whole
+    (atomic_file); the old sidecar goes first and the new one last, so a half-made pair never looks valid."""
     data = bytes(data)
-    _atomic_write(engine_path, data)
     side = {"key": key, "engine_bytes": len(data), "engine_sha256": hashlib.sha256(data).hexdigest()}
     side.update(extra or {})
-    _atomic_write(sidecar_path, (json.dumps(side, indent=1, sort_keys=True) + "\n").encode())
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    tmp = "%s.tmp-%d" % (path, os.getpid())
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with file_lock(engine_path):
+        if os.path.exists(sidecar_path):
+            os.remove(sidecar_path)
+        for path, blob in ((engine_path, data), (sidecar_path, (json.dumps(side, indent=1, sort_keys=True)
+                                                                + "\n").encode())):
+            with atomic_file(path) as tmp:
+                with open(tmp, "wb") as f:
+                    f.write(blob)

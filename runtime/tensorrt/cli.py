@@ -14,6 +14,7 @@ from rmpsam_edge.errors import UserError
 
 from . import compat as compat_mod
 from . import profiles
+from .cuda_context import CudaContext
 from .engines import GRAPH_ORDER, BundleInfo, Choices, Session, graph_precision, prompt_ranges
 
 
@@ -94,8 +95,6 @@ def ranges_from_args(args, base, many_from=None):
 def run(args) -> int:
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
-    if args.calib and args.precision not in ("int8", None):
-        raise UserError("--calib is for --precision int8")
     bundle = BundleInfo(args.model)
     have = bundle.graph_names()
     graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
@@ -107,42 +106,42 @@ def run(args) -> int:
     compat = compat_mod.Compat(trt)
     device = compat.device_info(cuda, args.device)
     dla = _dla(args.dla)
-    ctx = cuda.Device(args.device).make_context()
+    ctx = CudaContext(cuda, args.device)
+    held = {}  # the runtime is released inside the context, before it is popped and detached
+    ctx.own(held.clear)
     try:
-        session = Session(compat, device, bundle, cuda)
-        choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
-                          fp32_layers=args.fp32_layers, calib=args.calib, calib_count=args.calib_count,
-                          workspace_gib=args.workspace, verbose=args.verbose)
-        choices = session.fill_choices(choices)
-        if dla == -1:
-            choices.dla_core = None
-        choices.ranges = ranges_from_args(args, choices.ranges, bundle.many_prompts_from)
-        if choices.calib and choices.precision != "int8":
-            raise UserError("--calib is for --precision int8")
-        if choices.dla_core is not None and choices.precision == "fp32":
-            raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
-        r = choices.ranges
-        many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
-        sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"
-                         % (compat.version_string, device[0], device[1], choices.precision, _hw(r, 0), _hw(r, 2),
-                            _hw(r, 1), r["Np"][0], r["Np"][2], r["Np"][1], many))
-        runtime = trt.Runtime(compat.logger([]))
-        for graph in graphs:
-            if graph == "encoder" and choices.dla_core is not None:
-                runtime.DLA_core = int(choices.dla_core)
-            data, status = session.engine_bytes(graph, choices, build=not args.no_build, force=args.force)
-            if compat.deserialize(runtime, data) is None:  # verify TensorRT accepts it; rebuild once if not
-                if args.no_build:
-                    raise UserError("the %s engine is not accepted by TensorRT %s; rebuild it without --no-build"
-                                    % (graph, compat.version_string))
-                data, status = session.engine_bytes(graph, choices, force=True,
-                                                    reason_prefix="TensorRT could not deserialise the cached engine")
-            sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                graph, graph_precision(graph, choices.precision, bundle.stored_precision(graph)),
-                "up to date" if status == "cached" else "built", len(data) / 1e6))
+        with ctx:
+            session = Session(compat, device, bundle, cuda)
+            choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
+                              fp32_layers=args.fp32_layers, calib=args.calib, calib_count=args.calib_count,
+                              workspace_gib=args.workspace, verbose=args.verbose)
+            choices = session.fill_choices(choices)
+            if dla == -1:
+                choices.dla_core = None
+            choices.ranges = ranges_from_args(args, choices.ranges, bundle.many_prompts_from)
+            if choices.calib and choices.precision != "int8":
+                raise UserError("--calib is for --precision int8")
+            r = choices.ranges
+            many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
+            sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"
+                             % (compat.version_string, device[0], device[1], choices.precision, _hw(r, 0), _hw(r, 2),
+                                _hw(r, 1), r["Np"][0], r["Np"][2], r["Np"][1], many))
+            held["runtime"] = trt.Runtime(compat.logger([]))
+            for graph in graphs:
+                if graph == "encoder" and choices.dla_core is not None:
+                    held["runtime"].DLA_core = int(choices.dla_core)
+                data, status = session.engine_bytes(graph, choices, build=not args.no_build, force=args.force)
+                if compat.deserialize(held["runtime"], data) is None:  # verify TensorRT accepts it; rebuild once if not
+                    if args.no_build:
+                        raise UserError("the %s engine is not accepted by TensorRT %s; rebuild it without --no-build"
+                                        % (graph, compat.version_string))
+                    data, status = session.engine_bytes(graph, choices, force=True,
+                                                        reason_prefix="TensorRT could not deserialise the cached engine")
+                sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
+                    graph, graph_precision(graph, choices.precision, bundle.stored_precision(graph)),
+                    "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
-        ctx.pop()
-        ctx.detach()
+        ctx.close()
     return 0
 
 

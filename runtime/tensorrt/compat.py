@@ -1,30 +1,13 @@
-"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.6 and 10.x).
+"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.5 to 11).
 
 Everything else in ``rmpsam_edge.runtime.tensorrt`` calls TensorRT through a ``Compat`` object, so the few
-calls that differ between versions live here, each with a note on which version has what:
-
-======================================  ===============================  ==================================
-call                                    TensorRT 8.6 (JetPack 5)         TensorRT 10.x (JetPack 6)
-======================================  ===============================  ==================================
-network flags                           1 << EXPLICIT_BATCH (required)   0 (EXPLICIT_BATCH deprecated, ignored;
-                                                                         removed in 11)
-workspace                               set_memory_pool_limit(WORKSPACE) same (max_workspace_size removed)
-build                                   build_serialized_network         same (build_engine removed in 10)
-FP16 / INT8 builder flags, layer        present                          present (layer precision deprecated
-precision, OBEY_PRECISION_CONSTRAINTS                                    in 10.12; all removed in 11: strong
-                                                                         typing only)
-IInt8EntropyCalibrator2                 present                          deprecated (explicit Q/DQ preferred),
-                                                                         still present in 10.x, gone in 11
-parser error location                   IParserError.node() (index)      + node_name(), node_operator()
-I/O                                     named tensors (num_io_tensors,   same; bindings API removed
-                                        get_tensor_*, set_input_shape,
-                                        set_tensor_address,
-                                        execute_async_v3; 8.5+)
-======================================  ===============================  ==================================
+calls that differ between versions live here (the table: docs/tensorrt.md, "the one adapter"). Each name used
+is checked against NVIDIA's real bindings of 8.6, 10.3, 10.13 and 11.4 by tests/test_tensorrt_real_bindings.py.
 
 Nothing here imports TensorRT at module import time: ``import_tensorrt()`` / ``import_pycuda()`` do it on
 demand and turn a missing package into a one-line ``UserError`` naming what to install.
 """
+import collections
 import importlib
 import re
 from typing import List, Optional, Sequence, Tuple
@@ -38,7 +21,7 @@ MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address /
 INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it ships with JetPack "
                     "(`sudo apt install python3-libnvinfer`, or use the system python3 / --system-site-packages), "
                     "on a desktop GPU `pip install tensorrt`")
-INSTALL_PYCUDA = "pycuda is not installed: `pip install pycuda` (it needs the CUDA toolkit, nvcc on PATH)"
+INSTALL_PYCUDA = "pycuda not installed (pip install pycuda; it needs the CUDA toolkit, nvcc on PATH)"
 
 
 def import_tensorrt():
@@ -53,7 +36,16 @@ def import_pycuda():
     try:
         return importlib.import_module("pycuda.driver")
     except ImportError as exc:
-        raise UserError("%s (%s)" % (INSTALL_PYCUDA, exc))
+        raise UserError(pycuda_problem(exc))
+
+
+def pycuda_problem(exc: ImportError) -> str:
+    """pycuda absent, or installed but its compiled part cannot load libcuda (no NVIDIA driver here)."""
+    text = str(exc)
+    if "libcuda" in text or (getattr(exc, "name", "") or "").startswith("pycuda._driver"):
+        return ("pycuda is installed but cannot load the CUDA driver library (%s): install the NVIDIA driver "
+                "(on Jetson it comes with JetPack), or rebuild pycuda against this CUDA" % text.strip()[:120])
+    return INSTALL_PYCUDA
 
 
 def parse_version(text: str) -> Tuple[int, ...]:
@@ -138,13 +130,18 @@ class Compat(object):
         if pinned:
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
 
-    def pin_fp32(self, layer) -> None:
-        """layer.precision + set_output_type(i, float32) for float outputs (8.6, 10.x; deprecated 10.12)."""
+    def pin_fp32(self, layer) -> bool:
+        """layer.precision + set_output_type(i, float32) (8.6, 10.x; deprecated 10.12), only on a layer whose
+        outputs are all FLOAT/HALF: with OBEY_PRECISION_CONSTRAINTS a pin on an INT32/BOOL layer (shape
+        arithmetic, Greater) fails the build. -> whether it was pinned."""
         trt = self.trt
+        outs = [layer.get_output(i) for i in range(layer.num_outputs)]
+        if not outs or any(t.dtype not in (trt.float32, trt.float16) for t in outs):
+            return False
         layer.precision = trt.float32
         for i in range(layer.num_outputs):
-            if layer.get_output(i).dtype in (trt.float32, trt.float16):
-                layer.set_output_type(i, trt.float32)
+            layer.set_output_type(i, trt.float32)
+        return True
 
     def use_dla(self, builder, config, core: int) -> None:
         trt = self.trt
@@ -258,8 +255,8 @@ class Compat(object):
 
     # ---------------------------------------------------------------- device (pycuda)
     @staticmethod
-    def device_info(cuda, index: int = 0) -> Tuple[str, str]:
-        """-> (GPU name, compute capability 'major.minor') of CUDA device ``index``."""
+    def device_info(cuda, index: int = 0) -> "Gpu":
+        """-> Gpu(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
         try:
             cuda.init()
             count = cuda.Device.count()
@@ -268,4 +265,29 @@ class Compat(object):
         if count <= index:
             raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
         dev = cuda.Device(index)
-        return str(dev.name()), "%d.%d" % tuple(dev.compute_capability())
+        sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+        return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
+                   int(sms), jetson_module())
+
+
+# Every Orin module reports the GPU name "Orin" and sm 8.7: the engine key also needs memory, SM count and
+# the module (an engine tuned on an AGX Orin is not the right one for an Orin Nano).
+Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")
+JETSON_FILES = ("/proc/device-tree/model", "/etc/nv_tegra_release")
+
+
+def jetson_module(files: Sequence[str] = JETSON_FILES) -> str:
+    """'NVIDIA Jetson AGX Orin Developer Kit | # R36 (release), REVISION: 4.0' on a Jetson, '' elsewhere."""
+    parts = []
+    for path in files:
+        try:
+            with open(path, "rb") as f:
+                text = f.read(4096).decode("utf-8", "replace").replace("\x00", "").strip()
+        except OSError:
+            continue
+        line = text.splitlines()[0].strip() if text else ""
+        if path.endswith("nv_tegra_release"):
+            line = ",".join(line.split(",")[:2])  # '# R36 (release), REVISION: 4.0' (not the build date)
+        if line:
+            parts.append(line)
+    return " | ".join(parts)

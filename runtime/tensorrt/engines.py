@@ -5,13 +5,14 @@
                                                                          foreign engine file: UserError unless --force
                                                                          else build (build.py), store, one log line
 
-When the caller gives no build choices (``predict --backend tensorrt``), the choices recorded in the
-existing sidecar are kept, so an engine built with a custom profile is reused, and rebuilt with the same
+The precision is the caller's, else the bundle's. Profile ranges not given are read from the existing
+sidecars of that precision, so an engine built with a custom profile is reused, and rebuilt with the same
 profile after a TensorRT or GPU change.
 """
 import os
 import re
 import sys
+import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from rmpsam_edge.errors import UserError
@@ -24,6 +25,10 @@ GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "
 GRAPH_ORDER = ("encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder")
 DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
+
+
+def build_command(bundle_dir: str, precision: str) -> str:
+    return "rmpsam-edge build-engine --model %s --precision %s" % (bundle_dir, precision)
 
 
 def stderr_log(line: str) -> None:
@@ -92,7 +97,11 @@ class BundleInfo(object):
         return str(entry.get("precision") or "fp32").lower()
 
     def engine_dir(self) -> str:
-        return os.path.join(self.dir, cache.ENGINE_DIR)
+        return cache.engine_dir(self.dir)
+
+    def precision(self) -> str:
+        """The bundle's precision: what TensorRT builds when --precision is not given."""
+        return str(self.manifest.get("precision") or "fp32").lower()
 
     def spec(self):
         return self.rb.spec()
@@ -161,34 +170,19 @@ class Session(object):
     def __init__(self, compat, device: Tuple[str, str], bundle: BundleInfo, cuda=None,
                  log: Callable[[str], None] = stderr_log):
         self.compat, self.gpu, self.cc = compat, device[0], device[1]
+        self.device = device  # compat.Gpu: name, cc, memory, SM count, Jetson module
         self.bundle, self.cuda, self.log = bundle, cuda, log
 
     def timing_cache_path(self) -> str:
         return os.path.join(self.bundle.engine_dir(), "timing-trt%s-%s.cache"
                             % (self.compat.version_string, _slug(self.gpu)))
 
-    def stored_encoder_choices(self) -> Optional[dict]:
-        """The newest encoder sidecar key in the bundle (what `build-engine` made last), or None."""
-        edir = self.bundle.engine_dir()
-        best = None
-        if os.path.isdir(edir):
-            for name in os.listdir(edir):
-                if name.startswith("encoder.") and name.endswith(".engine.json"):
-                    path = os.path.join(edir, name)
-                    side, _ = cache.read_sidecar(path)
-                    if side and (best is None or os.path.getmtime(path) > best[0]):
-                        best = (os.path.getmtime(path), side["key"])
-        return best[1] if best else None
-
     def fill_choices(self, requested: Choices) -> Choices:
-        """Fill what the caller left out: precision and DLA core from the last encoder build (else fp16, or
-        fp32 on a strongly typed TensorRT), profile ranges from the stored sidecars (else the defaults)."""
+        """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
+        last); profile ranges come from the stored sidecars of that precision, else the defaults."""
         c = Choices(**vars(requested))
         if c.precision is None:
-            stored = self.stored_encoder_choices()
-            c.precision = stored["precision"] if stored else ("fp16" if self.compat.weak_typing else "fp32")
-            if stored and c.dla_core is None:
-                c.dla_core = stored.get("dla_core")
+            c.precision = self.bundle.precision()
         if c.ranges is None:
             ranges, found = dict(default_ranges(self.bundle)), set()
             for graph in GRAPH_ORDER:
@@ -227,7 +221,8 @@ class Session(object):
             calib_key, calib_source = self._calibration(choices, ranges, onnx_sha, stored, stored_side)
         key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
                              profile_key(graph, ranges), dla, calib_key,
-                             precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [])
+                             precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
+                             *tuple(self.device)[2:5])
         verdict = cache.check(engine_path, side_path, key)
         if verdict.ok and not force:
             return verdict.data, "cached"
@@ -235,27 +230,32 @@ class Session(object):
             raise UserError("%s; pass --force to replace it" % verdict.reason)
         why = reason_prefix or ("--force" if verdict.ok else verdict.reason)
         if not build:
-            raise UserError("the %s engine cannot be used: %s; build it with `rmpsam-edge build-engine --model %s`"
-                            % (graph, why, self.bundle.dir))
+            raise UserError("the %s engine cannot be used: %s; build it with `%s`"
+                            % (graph, why, build_command(self.bundle.dir, choices.precision)))
+        if gp == "int8" and not explicit and not self.compat.has_calibrator:
+            raise UserError("TensorRT %s has no INT8 calibration (IInt8EntropyCalibrator2 was removed): only explicit "
+                            "(Q/DQ) INT8 from `rmpsam-edge quantize` builds on it" % self.compat.version_string)
         if gp == "int8" and not explicit and calib_key is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
+        t0 = time.time()
         cal = None
         if gp == "int8" and not explicit:
             cal = self._make_calibrator(ranges, calib_source, choices, calib_key)
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
                                          self.timing_cache_path(), choices.verbose, explicit)
         try:
-            result = builder.BUILDERS[graph](self.compat, onnx_path, settings, self.log)
+            result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         finally:
             if cal is not None:
                 cal.free()
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),
                  "calib_source": calib_source or (stored_side or {}).get("calib_source")}
         cache.write(engine_path, side_path, result.data, key, extra)
-        self.log("%s engine saved: %s (%.1f MB)" % (graph, engine_path, len(result.data) / 1e6))
+        self.log("%s engine saved: %s (%.1f MB, built in %.0f s)"
+                 % (graph, engine_path, len(result.data) / 1e6, time.time() - t0))
         return result.data, "built"
 
     def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True):

@@ -157,7 +157,6 @@ def apply_fp32(network, compat, chosen: Dict[str, str]) -> int:
     pinned = 0
     for i in range(network.num_layers):
         layer = network.get_layer(i)
-        if layer.name in chosen:
-            compat.pin_fp32(layer)
+        if layer.name in chosen and compat.pin_fp32(layer):
             pinned += 1
     return pinned

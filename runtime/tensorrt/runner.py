@@ -10,7 +10,7 @@ the encoder just returned (no copy). More prompts than the profile's max run in 
 independent, so this is exact); an image outside the profile is a one-line error naming the profile.
 Named-tensor API only (TensorRT 8.5+; the bindings API is gone in 10).
 """
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple  # noqa: F401
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from rmpsam_edge.errors import UserError
 
 from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
+from .cuda_context import CudaContext
 from .engines import BundleInfo, Choices, Session, graph_precision, stderr_log
 from .profiles import check_within
 
@@ -57,7 +58,30 @@ class _Graph(object):
         self.outputs = [n for n, p in plan.items() if not p[2]]
 
 
+class _GpuState(object):
+    """What lives in the runner's CUDA context; ``release`` runs inside it (CudaContext.close), before the
+    context is popped and detached: buffers, execution contexts, engines, runtime, stream."""
+
+    def __init__(self):
+        self.stream, self.runtime, self.graphs = None, None, {}  # type: (object, object, Dict[str, _Graph])
+
+    def release(self) -> None:
+        if self.stream is not None:
+            self.stream.synchronize()
+        for g in self.graphs.values():
+            for buf in g.device.values():
+                buf.free()
+            for arr in g.host.values():
+                base = getattr(arr, "base", None)
+                if hasattr(base, "free"):
+                    base.free()  # pycuda HostAllocation
+            g.context = g.engine = None
+        self.graphs, self.runtime, self.stream = {}, None, None
+
+
 class TensorRTRunner(BundleRunner):
+    """``device``: CUDA device index. The runner owns one CUDA context (runtime/tensorrt/cuda_context.py),
+    pushed around every build, execute and release, so it works from any thread; one call at a time."""
     name = "tensorrt"
 
     def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
@@ -66,8 +90,8 @@ class TensorRTRunner(BundleRunner):
         self.info = BundleInfo(self.bundle)
         self.choices, self.build, self.device_index, self.log = choices or Choices(), build, device, log
         self._trt, self._cuda = trt, cuda
-        self._ctx = None
-        self._graphs = {}  # type: Dict[str, _Graph]
+        self._ctx = None  # type: Optional[CudaContext]
+        self._gpu = _GpuState()
         self._features = None  # (array returned by the encoder, its device buffer)
 
     # ------------------------------------------------------------------ lifecycle
@@ -79,35 +103,36 @@ class TensorRTRunner(BundleRunner):
         self.compat = compat_mod.Compat(trt)
         self.gpu = self.compat.device_info(cuda, self.device_index)
         self.cuda = cuda
-        self._ctx = cuda.Device(self.device_index).make_context()
+        self._ctx = CudaContext(cuda, self.device_index)
+        self._gpu = _GpuState()
+        self._ctx.own(self._gpu.release)
         try:
-            self.stream = cuda.Stream()
-            self._messages = []  # type: List[Tuple[str, str]]
-            self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
-            self.runtime = trt.Runtime(self._logger)
-            self.session = Session(self.compat, self.gpu, self.info, cuda, self.log)
-            self.choices = self.session.fill_choices(self.choices)
-            super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
+            with self._ctx:
+                self._gpu.stream = cuda.Stream()
+                self._messages = []  # type: List[Tuple[str, str]]
+                self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
+                self._gpu.runtime = trt.Runtime(self._logger)
+                self.session = Session(self.compat, self.gpu, self.info, cuda, self.log)
+                self.choices = self.session.fill_choices(self.choices)
+                super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
         except BaseException:
             self._release()
             raise
 
     def _release(self) -> None:
-        if self._ctx is None:
-            return
-        try:
-            if getattr(self, "stream", None) is not None:
-                self.stream.synchronize()
-            self._unload()
-            self.runtime = None
-        finally:
-            self._ctx.pop()
-            self._ctx.detach()
-            self._ctx = None
+        if self._ctx is not None:
+            self._ctx.close()  # releases _GpuState inside the context, then pops and detaches it
+        self._ctx, self._features = None, None
 
     def deactivate(self) -> None:
         super(TensorRTRunner, self).deactivate()
         self._release()
+
+    def infer(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        if self._ctx is None:
+            raise UserError("the TensorRT runner is not active (use `with runner:` or runner.activate())")
+        with self._ctx:  # pushed on THIS thread's context stack; one call at a time
+            return super(TensorRTRunner, self).infer(graph, feeds)
 
     def describe(self) -> str:
         if self._ctx is None:
@@ -122,9 +147,9 @@ class TensorRTRunner(BundleRunner):
     # ------------------------------------------------------------------ BundleRunner hooks
     def _load(self, graph: str, path: str) -> None:
         if graph == "encoder" and self.choices.dla_core is not None:
-            self.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
+            self._gpu.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
         try:
-            engine = self.session.load_engine(self.runtime, graph, self.choices, build=self.build)
+            engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)
             context = engine.create_execution_context()
             plan = plan_buffers(self.compat, engine, context)
         except EngineUnavailable:
@@ -138,16 +163,13 @@ class TensorRTRunner(BundleRunner):
             host[name] = self.cuda.pagelocked_empty(count, dtype)
             device[name] = self.cuda.mem_alloc(max(1, count * dtype.itemsize))
             context.set_tensor_address(name, int(device[name]))
-        self._graphs[graph] = _Graph(engine, context, plan, profiles, host, device)
+        self._gpu.graphs[graph] = _Graph(engine, context, plan, profiles, host, device)
 
     def _unload(self) -> None:
-        for g in self._graphs.values():
-            for buf in g.device.values():
-                buf.free()
-        self._graphs, self._features = {}, None
+        self._features = None  # the buffers go with the context (_release)
 
     def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        g = self._graphs[graph]
+        g = self._gpu.graphs[graph]
         if "boxes" in g.profiles:
             lo, _, hi = g.profiles["boxes"]
             n = int(np.shape(feeds["boxes"])[0])
@@ -161,7 +183,7 @@ class TensorRTRunner(BundleRunner):
 
     # ------------------------------------------------------------------ one engine call
     def _execute(self, graph: str, g: _Graph, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-        cuda, stream, ctx = self.cuda, self.stream, g.context
+        cuda, stream, ctx = self.cuda, self._gpu.stream, g.context
         hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % self.info.dir
         for name in g.inputs:
             arr = feeds[name]
