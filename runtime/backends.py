@@ -87,10 +87,7 @@ def probe(row: Backend, device=None) -> Tuple[bool, str]:
     mod, absent = import_module(row)
     if mod is None:
         return False, "%s %s (%s)" % (row.name, absent, row.pip)
-    fn = getattr(mod, "probe", None)
-    if fn is not None:
-        return fn(device)
-    return _legacy_tensorrt_probe(mod, device)
+    return mod.probe(device)
 
 
 def create(row: Backend, bundle, device=None, threads=None, auto: bool = False, **extra):
@@ -99,39 +96,4 @@ def create(row: Backend, bundle, device=None, threads=None, auto: bool = False, 
     mod, absent = import_module(row)
     if mod is None:
         raise UserError("backend %s is not installed: %s (or use --backend auto)" % (row.name, install_hint(row)))
-    fn = getattr(mod, "create", None)
-    if fn is not None:
-        return fn(bundle, device=device, threads=threads, auto=auto, **extra)
-    return _legacy_tensorrt_create(mod, bundle, device, **extra)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# TensorRT packages that predate probe/create expose available(index) and create_runner(path, device=index).
-def gpu_index(device) -> int:
-    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1' or 1 -> 1; anything else is not a GPU."""
-    from .bundle_runner import BackendUnavailable
-    if device is None or isinstance(device, int):
-        return int(device or 0)
-    kind, _, index = str(device).lower().partition(":")
-    if kind not in ("gpu", "cuda", "tensorrt", "trt"):
-        raise BackendUnavailable("tensorrt runs on a CUDA GPU, not on %r" % (device,))
-    return int(index) if index.isdigit() else 0
-
-
-def _legacy_tensorrt_probe(mod, device):
-    from .bundle_runner import BackendUnavailable
-    try:
-        return mod.available(gpu_index(device))
-    except BackendUnavailable as exc:
-        return False, str(exc)
-
-
-def _legacy_tensorrt_create(mod, bundle, device, **extra):
-    from .bundle_runner import BackendUnavailable
-    index = gpu_index(device)
-    ok, why = mod.available(index)
-    if not ok:
-        raise BackendUnavailable(why)
-    runner = mod.create_runner(getattr(bundle, "path", bundle), device=index, **extra)
-    runner.activate()
-    return runner
+    return mod.create(bundle, device=device, threads=threads, auto=auto, **extra)

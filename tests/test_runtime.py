@@ -220,8 +220,8 @@ def test_tensorrt_row_uses_the_tensorrt_package_entry_points(bundle, monkeypatch
     class FakeTrt(Runner):
         name = "tensorrt"
 
-        def __init__(self, path, device):
-            self.path, self.device, self.active = path, device, False
+        def __init__(self, path, device, auto):
+            self.path, self.device, self.auto, self.active = path, device, auto, False
 
         def activate(self):
             self.active = True
@@ -229,18 +229,25 @@ def test_tensorrt_row_uses_the_tensorrt_package_entry_points(bundle, monkeypatch
         def describe(self):
             return "tensorrt fake on GPU %d" % self.device
 
-    monkeypatch.setattr(trt_backend, "available", lambda device=0: (True, "fake GPU"))
-    monkeypatch.setattr(trt_backend, "create_runner", lambda path, device=0, **kw: FakeTrt(path, device))
+    def create(b, device=None, threads=None, auto=False, precision=None):
+        runner = FakeTrt(b.path, trt_backend.gpu_index(device), auto)
+        runner.activate()
+        return runner
+
+    monkeypatch.setattr(trt_backend, "probe", lambda device=None: (True, "fake GPU"))
+    monkeypatch.setattr(trt_backend, "create", create)
     runner, _, line = load_runner(bundle, "auto")
-    assert isinstance(runner, FakeTrt) and runner.active and runner.path == bundle and runner.device == 0
+    assert isinstance(runner, FakeTrt) and runner.active and runner.device == 0
+    assert os.path.samefile(runner.path, bundle)
+    assert runner.auto is True  # auto never builds engines (minutes on a Jetson): cached ones only
     assert line.startswith("tensorrt fake on GPU 0 (auto")
     runner = load_runner(bundle, "trt", device="cuda:1", verbose=False)[0]
-    assert runner.device == 1
+    assert runner.device == 1 and runner.auto is False
 
 
 def test_tensorrt_missing_here_is_explained(bundle):
     import rmpsam_edge.runtime.tensorrt as trt_backend
-    ok, why = trt_backend.available()
+    ok, why = trt_backend.probe()
     if ok:
         pytest.skip("TensorRT is installed here")
     with pytest.raises(UserError, match="tensorrt cannot run here"):

@@ -105,10 +105,10 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
         compat.import_tensorrt()
     with pytest.raises(UserError, match="pip install pycuda"):
         compat.import_pycuda()
-    ok, why = trt_pkg.available()
+    ok, why = trt_pkg.probe()
     assert not ok and why.startswith("tensorrt not installed (JetPack ships it")
     monkeypatch.setitem(sys.modules, "tensorrt", FakeGPU().trt)
-    ok, why = trt_pkg.available()
+    ok, why = trt_pkg.probe()
     assert not ok and why.startswith("pycuda not installed (pip install pycuda")
 
 
@@ -117,7 +117,7 @@ def test_available_and_device_info(monkeypatch):
     assert trt_pkg.probe() == (True, "TensorRT 10.3.0 on NVIDIA GeForce RTX 4090 (sm 8.9, 7620 MiB, 8 SMs)")
     assert trt_pkg.probe("cpu") == (False, "tensorrt runs on a CUDA GPU, not on 'cpu'")
     fake.devices = 0
-    ok, why = trt_pkg.available()
+    ok, why = trt_pkg.probe()
     assert not ok and "no CUDA GPU 0 found" in why
 
 

@@ -8,7 +8,7 @@ Importing this package imports neither TensorRT nor pycuda. The backend registry
 ``auto=True`` never builds (minutes on a Jetson): it uses the cached engines or raises ``BackendUnavailable``
 naming the exact ``build-engine`` command. ``auto=False`` (an explicit ``--backend tensorrt``) builds what is
 missing once, with a progress line and the time taken. The precision is the given one, else the bundle's.
-``available()`` / ``create_runner()`` are the older entry points runtime/loader.py still calls.
+``create_runner()`` makes a runner that is not yet activated (tests, ``build-engine``).
 
 Modules: compat (the one 8.5/8.6/10.x/11 adapter), cuda_context, profiles, precision (FP32 pins), cache
 (engine sidecars), calibrator (INT8), build, engines (reuse-or-rebuild), runner, cli.
@@ -67,11 +67,6 @@ def create(bundle, device=None, threads=None, auto: bool = False, precision: Opt
     runner = TensorRTRunner(path, Choices(precision=precision), build=not auto, device=gpu_index(device))
     runner.activate()
     return runner
-
-
-def available(device: int = 0) -> Tuple[bool, str]:
-    """Older name of ``probe`` (runtime/loader.py, benchmarks)."""
-    return probe(device)
 
 
 def create_runner(bundle, precision: Optional[str] = None, build: bool = True, device: int = 0, **choices):
