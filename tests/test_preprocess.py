@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.preprocess import (ImageMeta, as_rgb, denormalize_boxes, load_image, normalize_boxes,
                                     points_to_boxes, preprocess, prompts_to_model, resize_shape)
 from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
-ASSETS = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "images")
+ASSETS = asset_path("images")
 
 
 # ---------------------------------------------------------------------------------------------------------------

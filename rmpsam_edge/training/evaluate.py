@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..postprocess import panoptic_fusion, softmax
-from .batching import click_point, normalise_boxes, normalise_images, point_box, tight_box
+from ..preprocess import normalize_boxes, points_to_boxes
+from .batching import click_point, normalise_images, tight_box
 from .metrics import PanopticQuality, mask_iou, track_identity
 from .synthetic import NUM_THINGS, SceneGenerator
 
@@ -33,10 +34,10 @@ def eval_image(model, scene: Dict) -> Dict:
     masks = scene["masks"]
     out = {"click": [], "box": []}
     if len(masks):
-        clicks = np.stack([point_box(click_point(m)) for m in masks])
+        clicks = points_to_boxes(np.stack([click_point(m) for m in masks]))
         boxes = np.stack([tight_box(m) for m in masks])
         for name, b in (("click", clicks), ("box", boxes)):
-            q = torch.from_numpy(normalise_boxes(b, size, size))[None]
+            q = torch.from_numpy(normalize_boxes(b, (size, size)))[None]
             pred = _up(model.panoptic_head.forward_prompts(feats, q)["masks"], size)[0].numpy() > 0
             out[name] = [mask_iou(p, g) for p, g in zip(pred, masks)]
     o = model.panoptic_head.forward_objects(feats)

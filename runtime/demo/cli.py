@@ -31,9 +31,8 @@ WINDOW = "rmpsam-edge demo"
 
 
 def default_source() -> str:
-    import rmpsam_edge
-    return os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "video",
-                        "vtest_clip.avi")
+    from rmpsam_edge.media import asset_path
+    return asset_path("video", "vtest_clip.avi")
 
 
 def add_arguments(p):
