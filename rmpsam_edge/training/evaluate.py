@@ -52,6 +52,7 @@ def track_clip(model, frames: List[Dict], tube: int = 3, score_thr: float = 0.5)
     """-> per frame {track id: mask}, from the project's own ``VideoTracker`` (offline tubes of ``tube`` frames,
     as the official VIS inference) running the model through ``TorchRunner``: the eval measures exactly the
     tracker users get."""
+    from ..predictor import Predictor
     from ..spec import ModelSpec
     from ..torch_runner import TorchRunner
     from ..tracking import VideoTracker
@@ -59,7 +60,7 @@ def track_clip(model, frames: List[Dict], tube: int = 3, score_thr: float = 0.5)
     class_embed = fc[:, :-1].permute(1, 2, 0).contiguous().numpy()
     spec = ModelSpec("r18", input_size=frames[0]["image"].shape[0], class_embed=class_embed,
                      num_things=NUM_THINGS)
-    tracker = VideoTracker(TorchRunner(model), spec, tube_length=tube, score_thr=score_thr)
+    tracker = VideoTracker(Predictor(TorchRunner(model), spec), tube_length=tube, score_thr=score_thr)
     tracks = tracker.track_video([f["image"] for f in frames])
     return [{int(t.id): t.mask for t in frame} for frame in tracks]
 

@@ -99,8 +99,7 @@ def stats_text(stats, timings: dict) -> str:
     """'9.8 FPS | enc 80.1 | dec 4.2 | post 3.0 | draw 2.1 ms' for the frame overlay."""
     fps = stats.fps()
     parts = ["%.1f FPS" % fps if fps else "-- FPS"]
-    for key, short in (("encoder", "enc"), ("preprocess+encoder", "pre+enc"), ("decoder", "dec"),
-                       ("postprocess", "post")):
+    for key, short in (("encoder", "enc"), ("decoder", "dec"), ("postprocess", "post")):
         if key in timings:
             parts.append("%s %.1f" % (short, timings[key]))
     draw = stats.last_ms("draw")
@@ -153,7 +152,7 @@ def format_summary(summary: dict, result, outputs, note) -> str:
     lines = ["demo summary: %d frames in %.1f s, end-to-end %.2f FPS%s"
              % (summary["frames"], summary["wall_s"], summary["fps"] or 0.0,
                 (" (steady %.2f FPS)" % summary["fps_steady"]) if summary.get("fps_steady") else "")]
-    order = ["capture", "model.preprocess", "model.encoder", "model.preprocess+encoder", "model.prompts",
+    order = ["capture", "model.preprocess", "model.encoder", "model.prompts",
              "model.decoder", "model.matching", "model.postprocess", "inference", "draw", "write", "show", "latency"]
     stages = summary["stages"]
     names = [n for n in order if n in stages] + sorted(n for n in stages if n not in order)

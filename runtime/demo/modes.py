@@ -160,7 +160,7 @@ class TrackMode(object):
                             "one); without one use --mode points, boxes or everything")
         # live tracking: every frame is its own tube, queries matched to the previous frame's
         self.predictor = predictor
-        self.tracker = VideoTracker(predictor.runner, predictor.spec, tube_length=1, score_thr=score_threshold)
+        self.tracker = VideoTracker(predictor, tube_length=1, score_thr=score_threshold)
 
     def process(self, rgb: np.ndarray) -> dict:
         tracks = self.tracker.update(rgb)
