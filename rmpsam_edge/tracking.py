@@ -149,7 +149,9 @@ def match_queries(prev_embed, cur_embed, use_scipy: bool = True) -> np.ndarray:
         raise ValueError("query embeddings must both be (Q, C), got %s and %s" % (prev.shape, cur.shape))
     prev = prev / np.maximum(np.linalg.norm(prev, axis=1, keepdims=True), 1e-12)
     cur = cur / np.maximum(np.linalg.norm(cur, axis=1, keepdims=True), 1e-12)
-    cost = 1.0 - prev @ cur.T  # (target, current), as the official C.transpose(0, 1)
+    # (target, current), as the official C.transpose(0, 1). einsum, not a BLAS matmul: a small BLAS call right
+    # after the model's threads ran can wait 10-50 ms for OpenBLAS's workers on a busy CPU
+    cost = 1.0 - np.einsum("ic,jc->ij", prev, cur)
     rows, cols = linear_assignment(cost, use_scipy=use_scipy)
     perm = np.empty(prev.shape[0], np.int64)
     perm[rows] = cols

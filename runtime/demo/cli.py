@@ -16,16 +16,11 @@ import os
 import sys
 import time
 
-# Small numpy products in the post-processing (e.g. query matching) wait 10-50 ms for OpenBLAS worker threads
-# that compete with the model's own threads on a small CPU; one BLAS thread is faster for them. Only effective
-# when numpy is not imported yet (the CLI imports this module first); an explicit setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from rmpsam_edge.errors import UserError, warn
 
-from rmpsam_edge.errors import UserError, warn  # noqa: E402
-
-from .modes import MODES, build_mode  # noqa: E402
+from .modes import MODES, build_mode
 
 WINDOW = "rmpsam-edge demo"
 
