@@ -29,9 +29,15 @@ def rel(a, b):
 
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
+    return run_reference(str(tmp_path_factory.mktemp("ref")))
+
+
+def run_reference(workdir: str):
+    """-> (reference arrays, our features, object-path outputs, prompt-path outputs) on the reference input;
+    the seeded R50 checkpoint is written into ``workdir``."""
     ref = dict(np.load(os.path.join(DATA, "ref_r50_small.npz")))
     shapes = {e["key"]: e["shape"] for e in official_keys()["keys"]}
-    ckpt = write_mmengine_checkpoint(str(tmp_path_factory.mktemp("ref") / "r50_seeded.pth"), seeded_state_dict(shapes))
+    ckpt = write_mmengine_checkpoint(os.path.join(workdir, "r50_seeded.pth"), seeded_state_dict(shapes))
     classifier = torch.load(os.path.join(DATA, "classifier_k133.pt"), weights_only=True).numpy()
     model, info = load_checkpoint(ckpt, class_embed=classifier)
     assert info["variant"] == "r50"
