@@ -159,7 +159,7 @@ def _read_units(units: list, desc: str, stream) -> List[Tuple[str, np.ndarray]]:
     import cv2
     from rmpsam_edge.preprocess import load_image
 
-    from .progress import progress
+    from rmpsam_edge.progress import progress
     out = [None] * len(units)
     by_video = {}
     for pos, u in enumerate(units):
