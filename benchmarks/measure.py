@@ -91,7 +91,7 @@ def prompt_points(meta, n: int) -> np.ndarray:
     """n clicks spread over the image: the first n cells of a ceil(sqrt(n))-per-side grid (ORIGINAL pixels)."""
     import math
 
-    from rmpsam_edge.runtime.demo.everything import grid_points
+    from rmpsam_edge.automatic import grid_points
     side = int(math.ceil(math.sqrt(n)))
     return grid_points(meta.ori_shape[0], meta.ori_shape[1], side)[:n]
 

@@ -16,12 +16,12 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
-import rmpsam_edge
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.modeling.classifier import with_background
 from rmpsam_edge.preprocess import load_image, normalize_boxes, points_to_boxes, preprocess
 from rmpsam_edge.spec import ModelSpec
 
-ASSET_IMAGE = os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "images", "astronaut.jpg")
+ASSET_IMAGE = asset_path("images", "astronaut.jpg")
 TOLERANCE = {"features": 1e-4, "default": 1e-3, "agreement": 0.999}
 # clicks and boxes as fractions of the resized image (x, y) / (x1, y1, x2, y2)
 CLICKS = ((0.5, 0.5), (0.2, 0.3), (0.8, 0.6), (0.06, 0.94))

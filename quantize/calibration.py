@@ -20,9 +20,8 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from rmpsam_edge.errors import UserError, warn
+from rmpsam_edge.media import IMAGE_EXTS, VIDEO_EXTS, asset_path, is_image, is_video
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
 DEFAULT_HOLDOUT = 4        # held-out frames for the fidelity report
 DEFAULT_MAX_FRAMES = 64    # calibration frames used when --calib-count is not given (and the source has more)
 DEFAULT_VIDEO_FRAMES = 12  # frames of the shipped clip in the default set
@@ -43,19 +42,6 @@ class FrameSet(object):
     def describe(self) -> dict:
         return {"source": self.source, "available": self.available, "default_samples": self.is_default,
                 "calibration": [n for n, _ in self.calib], "held_out": [n for n, _ in self.holdout]}
-
-
-def _assets_dir() -> str:
-    import rmpsam_edge
-    return os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets")
-
-
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTS)
-
-
-def _is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_EXTS)
 
 
 # --------------------------------------------------------------------------------------------- units
@@ -89,7 +75,7 @@ def _folder_units(folder: str) -> list:
         names = sorted(os.listdir(folder))
     except OSError as exc:
         raise UserError("cannot read calibration folder %s: %s" % (folder, exc.strerror or exc))
-    images = [os.path.join(folder, n) for n in names if _is_image(n) and os.path.isfile(os.path.join(folder, n))]
+    images = [os.path.join(folder, n) for n in names if is_image(n) and os.path.isfile(os.path.join(folder, n))]
     if not images:
         raise UserError("calibration folder %s has no images (%s); %s"
                         % (folder, " ".join(IMAGE_EXTS), SOURCE_HINT))
@@ -98,10 +84,10 @@ def _folder_units(folder: str) -> list:
 
 def _glob_units(pattern: str) -> list:
     matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    images = [p for p in matches if _is_image(p)]
+    images = [p for p in matches if is_image(p)]
     if images:
         return [("image", p) for p in images]
-    videos = [p for p in matches if _is_video(p)]
+    videos = [p for p in matches if is_video(p)]
     if len(videos) == 1:
         return _video_units(videos[0])
     if not matches:
@@ -112,11 +98,11 @@ def _glob_units(pattern: str) -> list:
 
 def default_units() -> list:
     """The shipped sample media: every photo + DEFAULT_VIDEO_FRAMES frames of the clip, sampled evenly."""
-    assets = _assets_dir()
+    assets = asset_path()
     images = sorted(glob.glob(os.path.join(assets, "images", "*")))
-    units = [("image", p) for p in images if _is_image(p)]
+    units = [("image", p) for p in images if is_image(p)]
     for video in sorted(glob.glob(os.path.join(assets, "video", "*"))):
-        if _is_video(video):
+        if is_video(video):
             units.extend(_video_units(video, DEFAULT_VIDEO_FRAMES))
     if not units:
         raise UserError("the sample media shipped with rmpsam_edge is missing (%s); pass --calib" % assets)
@@ -130,9 +116,9 @@ def source_units(source: Optional[str]) -> list:
     if os.path.isdir(source):
         return _folder_units(source)
     if os.path.isfile(source):
-        if _is_video(source):
+        if is_video(source):
             return _video_units(source)
-        if _is_image(source):
+        if is_image(source):
             return [("image", source)]
         raise UserError("calibration source %s is neither an image nor a video (%s %s); %s"
                         % (source, " ".join(IMAGE_EXTS), " ".join(VIDEO_EXTS), SOURCE_HINT))
@@ -173,7 +159,7 @@ def _read_units(units: list, desc: str, stream) -> List[Tuple[str, np.ndarray]]:
     import cv2
     from rmpsam_edge.preprocess import load_image
 
-    from .progress import progress
+    from rmpsam_edge.progress import progress
     out = [None] * len(units)
     by_video = {}
     for pos, u in enumerate(units):

@@ -156,7 +156,7 @@ def compare_runners(ref, test, inputs, prompts, class_embed=None, num_things: in
                     progress_desc: str = "fidelity", stream=None) -> dict:
     """ref / test: runners (``encode``, ``decode_prompts``, ``decode_objects``); inputs: [(x, meta)];
     prompts: [(normalised boxes (N, 4), kinds)] per input. Returns the metric dict (see module docstring)."""
-    from .progress import progress
+    from rmpsam_edge.progress import progress
     cos, maxabs, maxrel, ious, iou_err, pan, qcls, qmask, areas = [], [], [], [], [], [], [], [], []
     want_pan = class_embed is not None
     for (x, meta), (boxes, _) in progress(zip(inputs, prompts), len(inputs), progress_desc, stream):

@@ -34,7 +34,7 @@ class _Reader(object):
         self.pos, self.end = 0, len(feeds)
         self.bar = None
         if desc:
-            from .progress import progress
+            from rmpsam_edge.progress import progress
             self.bar = iter(progress(range(len(feeds)), len(feeds), desc))
 
     def get_next(self):

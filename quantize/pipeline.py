@@ -179,7 +179,7 @@ def quantize_bundle(opts: Options, stream=None) -> int:
         if h_max and -(-int(opts.imgsz) // 32) * 32 > int(h_max):
             raise UserError("--imgsz %d is larger than the %d pixels %s was exported for; use --imgsz %d or less"
                             % (opts.imgsz, h_max, src.path, h_max))
-        spec.input_size = int(opts.imgsz)
+        spec = spec.with_input_size(int(opts.imgsz))
     class_embed = src.class_embed()
     graphs = plan(opts, src)
     if opts.holdout < 1:

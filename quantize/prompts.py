@@ -5,16 +5,8 @@ Everything is in pixels of the resized, un-padded image (``meta.img_shape``) and
 """
 import numpy as np
 
+from rmpsam_edge.automatic import grid_points
 from rmpsam_edge.preprocess import normalize_boxes, points_to_boxes
-
-
-def grid_points(img_shape, per_side: int) -> np.ndarray:
-    """per_side x per_side clicks (x, y) at the cell centres of the image -> (per_side**2, 2) float32."""
-    h, w = img_shape
-    ys = (np.arange(per_side, dtype=np.float32) + 0.5) * (float(h) / per_side)
-    xs = (np.arange(per_side, dtype=np.float32) + 0.5) * (float(w) / per_side)
-    gx, gy = np.meshgrid(xs, ys)
-    return np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
 
 
 def random_boxes(img_shape, count: int, rng: np.random.RandomState, min_frac: float = 0.15,
@@ -33,7 +25,7 @@ def sample_prompts(img_shape, grid: int = 4, boxes: int = 8, seed: int = 0):
     The same image shape and seed always give the same prompts (the FP32 and quantized runs must agree)."""
     parts, kinds = [], []
     if grid > 0:
-        parts.append(points_to_boxes(grid_points(img_shape, grid)))
+        parts.append(points_to_boxes(grid_points(img_shape[0], img_shape[1], grid)))
         kinds += ["point"] * (grid * grid)
     if boxes > 0:
         parts.append(random_boxes(img_shape, boxes, np.random.RandomState(seed)))

@@ -13,13 +13,13 @@ import numpy as np
 import torch
 
 from .errors import UserError, warn
+from .media import asset_path
 from .modeling import build_model
 from .modeling.rmpsam import UNSUPPORTED_VARIANTS
 from .runtime.bundle import sha256_file
 
-ASSETS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
-DEFAULT_WEIGHTS = os.path.join(ASSETS, "weights", "rmpsam_r18_demo.pth")
-DEFAULT_VOCAB = os.path.join(ASSETS, "weights", "demo_vocab.pth")
+DEFAULT_WEIGHTS = asset_path("weights", "rmpsam_r18_demo.pth")
+DEFAULT_VOCAB = asset_path("weights", "demo_vocab.pth")
 
 
 class _Inert(object):

@@ -3,6 +3,7 @@
 A ``ModelSpec`` is built from a checkpoint + vocabulary (PyTorch path) or read from a bundle manifest
 (runtime path), so both paths share one Predictor and one set of pre/post-processing functions.
 """
+import copy
 from typing import List, Optional
 
 import numpy as np
@@ -31,6 +32,12 @@ class ModelSpec(object):
         self.class_names = list(class_names) if class_names is not None else ["class_%d" % i for i in range(k)]
         self.num_things = k if num_things is None else int(num_things)
         self.weights_note = weights_note
+
+    def with_input_size(self, input_size: Optional[int]) -> "ModelSpec":
+        """A copy with another input size (this spec, which a runner or predictor may share, is unchanged)."""
+        other = copy.copy(self)
+        other.input_size = input_size
+        return other
 
     @property
     def num_classes(self) -> int:

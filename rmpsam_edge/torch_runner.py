@@ -13,6 +13,10 @@ from rmpsam_edge.runtime.base import Runner
 
 
 class TorchRunner(Runner):
+    """threads: torch intra-op threads for this runner's calls only (None: leave torch's setting alone). They
+    are set around each ``infer`` and the previous value is restored after it, so the rest of the process
+    (and other runners) keep theirs."""
+
     name = "torch"
 
     def __init__(self, model: torch.nn.Module, threads: Optional[int] = None, device: str = "cpu"):
@@ -22,12 +26,9 @@ class TorchRunner(Runner):
         self._vocab_key = None
         self._fc_cls = None
 
-    def activate(self) -> None:
-        if self.threads:
-            torch.set_num_threads(int(self.threads))
-
     def describe(self) -> str:
-        return "torch %s eager on %s, fp32, %d threads" % (torch.__version__, self.device, torch.get_num_threads())
+        return "torch %s eager on %s, fp32, %d threads" % (torch.__version__, self.device,
+                                                           self.threads or torch.get_num_threads())
 
     def _classifier(self, class_embed: np.ndarray) -> torch.Tensor:
         key = (class_embed.shape, class_embed.ctypes.data, float(class_embed.ravel()[:16].sum()))
@@ -36,8 +37,18 @@ class TorchRunner(Runner):
             self._vocab_key = key
         return self._fc_cls
 
-    @torch.no_grad()
     def infer(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
+        before = torch.get_num_threads()
+        if not self.threads or int(self.threads) == before:
+            return self._infer(graph, feeds)
+        torch.set_num_threads(int(self.threads))
+        try:
+            return self._infer(graph, feeds)
+        finally:
+            torch.set_num_threads(before)
+
+    @torch.no_grad()
+    def _infer(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         t = {k: torch.from_numpy(np.ascontiguousarray(v)).to(self.device) for k, v in feeds.items()}
         m = self.model
         if graph == "encoder":

@@ -31,7 +31,7 @@ import numpy as np
 
 from .errors import UserError
 from .postprocess import mask_to_box, softmax, upsample_and_score_masks
-from .preprocess import ImageMeta, as_rgb, preprocess
+from .preprocess import ImageMeta
 
 try:  # optional: the runtime may run without scipy
     from scipy.optimize import linear_sum_assignment as _scipy_lsa
@@ -149,7 +149,9 @@ def match_queries(prev_embed, cur_embed, use_scipy: bool = True) -> np.ndarray:
         raise ValueError("query embeddings must both be (Q, C), got %s and %s" % (prev.shape, cur.shape))
     prev = prev / np.maximum(np.linalg.norm(prev, axis=1, keepdims=True), 1e-12)
     cur = cur / np.maximum(np.linalg.norm(cur, axis=1, keepdims=True), 1e-12)
-    cost = 1.0 - prev @ cur.T  # (target, current), as the official C.transpose(0, 1)
+    # (target, current), as the official C.transpose(0, 1). einsum, not a BLAS matmul: a small BLAS call right
+    # after the model's threads ran can wait 10-50 ms for OpenBLAS's workers on a busy CPU
+    cost = 1.0 - np.einsum("ic,jc->ij", prev, cur)
     rows, cols = linear_assignment(cost, use_scipy=use_scipy)
     perm = np.empty(prev.shape[0], np.int64)
     perm[rows] = cols
@@ -189,15 +191,17 @@ class Track(object):
 class VideoTracker(object):
     """Video instance segmentation with stable track ids (see the module docstring for the method).
 
-    runner: a ``Runner`` (``object_decoder`` must accept features of any height: tubes are L frames tall);
-    spec: a ``ModelSpec`` with a vocabulary that has thing classes. tube_length: frames per tube: 1 (default:
+    predictor: a ``rmpsam_edge.predictor.Predictor`` (it pre-processes and encodes each frame); its spec needs a
+    vocabulary with thing classes, and for tubes of L > 1 frames its runner's ``object_decoder`` must accept
+    features of any height (a tube is L frames tall). tube_length: frames per tube: 1 (default:
     every frame its own tube; the only setting ``update`` supports), an int L, or None for the official
     choice (5 if the video has more than 15 frames, else 3) in ``track_video``. score_thr: minimum track score
     in a frame; max_tracks: at most this many tracks per frame; cls_momentum: live-mode smoothing of the class
     logits per slot (0 = none)."""
 
-    def __init__(self, runner, spec, tube_length: Optional[int] = 1, score_thr: float = 0.5,
+    def __init__(self, predictor, tube_length: Optional[int] = 1, score_thr: float = 0.5,
                  max_tracks: int = 100, cls_momentum: float = 0.5):
+        spec = predictor.spec
         if spec.class_embed is None:
             raise UserError("tracking needs a class vocabulary (class-embedding file, e.g. --vocab): the object "
                             "decoder that finds the objects to track classifies them with it")
@@ -207,7 +211,7 @@ class VideoTracker(object):
             raise ValueError("tube_length must be None or >= 1, got %r" % (tube_length,))
         if not 0.0 <= cls_momentum < 1.0:
             raise ValueError("cls_momentum must be in [0, 1), got %r" % (cls_momentum,))
-        self.runner = runner
+        self.predictor = predictor
         self.spec = spec
         self.tube_length = None if tube_length is None else int(tube_length)
         self.score_thr = float(score_thr)
@@ -225,21 +229,20 @@ class VideoTracker(object):
 
     # -- shared steps -----------------------------------------------------------------------------------------
     def _encode(self, frame) -> Tuple[np.ndarray, ImageMeta]:
-        if hasattr(self.runner, "encode_frame"):  # a Triton server: the frame goes there, features stay there
-            return self.runner.encode_frame(as_rgb(frame))
-        x, meta = preprocess(as_rgb(frame), self.spec)
-        return self.runner.encode(x), meta
+        """frame (H, W, 3) RGB -> features (1, C, h, w) and its meta, through the predictor."""
+        meta = self.predictor.set_image(frame)
+        return self.predictor.features, meta
 
     def _decode(self, features: np.ndarray, num_frames: int, meta: ImageMeta):
         """features (1, C, L*h, w) -> cls (Q, K+1), masks (L, Q, h, w), query (Q, D)."""
         try:
-            cls, masks, query = self.runner.decode_objects(features, self.spec.class_embed)
+            cls, masks, query = self.predictor.runner.decode_objects(features, self.spec.class_embed)
         except Exception as exc:
             if num_frames == 1:
                 raise
             raise UserError("the %s object decoder refused a tube of %d frames (features %s, frames stacked "
                             "along the height): it needs a dynamic height up to %d; use tube_length=1 with "
-                            "static bundles or engines (%s)" % (self.runner.describe(), num_frames,
+                            "static bundles or engines (%s)" % (self.predictor.runner.describe(), num_frames,
                                                                 tuple(features.shape), features.shape[2],
                                                                 str(exc).strip().splitlines()[0][:200]))
         h, w = meta.feat_shape
@@ -286,7 +289,6 @@ class VideoTracker(object):
         object-decoder pass; the queries are matched to the previous frame's."""
         if self.tube_length != 1:
             raise ValueError("update() tracks frame by frame (tube_length=1); use track_video() for tubes")
-        t0 = time.perf_counter()
         features, meta = self._encode(frame_rgb)
         t1 = time.perf_counter()
         cls, masks, query = self._decode(features, 1, meta)
@@ -302,8 +304,8 @@ class VideoTracker(object):
         t4 = time.perf_counter()
         self.meta = meta
         self.frame_index += 1
-        self.timings = {"preprocess+encoder": _ms(t0, t1), "decoder": _ms(t1, t2), "matching": _ms(t2, t3),
-                        "postprocess": _ms(t3, t4)}
+        self.timings = dict(self.predictor.timings)  # preprocess, encoder
+        self.timings.update({"decoder": _ms(t1, t2), "matching": _ms(t2, t3), "postprocess": _ms(t3, t4)})
         return tracks
 
     # -- offline ----------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 
 from rmpsam_edge.cli import main
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.runtime.bundle import FORMAT, FORMAT_VERSION, Bundle, sha256_file, write_manifest
 
 NAMES = ("encoder", "prompt_decoder", "object_decoder")
@@ -121,7 +122,7 @@ def test_vocab_sha256_mismatch(tmp_path):
 
 def test_predict_cli_on_bad_bundle_prints_one_line(tmp_path, capsys):
     folder = make_fake_bundle(str(tmp_path / "b"), version=FORMAT_VERSION + 1)
-    image = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "images", "chelsea.jpg")
+    image = asset_path("images", "chelsea.jpg")
     rc = main(["predict", "--model", folder, "--image", image, "--points", "10,10", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert rc != 0 and "newer" in err and "Traceback" not in err

@@ -1,6 +1,5 @@
 """The CLI as a user runs it: real outputs for prompts/panoptic, and one-line errors (no traceback)."""
 import json
-import os
 import subprocess
 import sys
 
@@ -10,8 +9,9 @@ import pytest
 import torch
 
 from _model_helpers import model_shapes, seeded_state_dict, write_mmengine_checkpoint
+from rmpsam_edge.media import asset_path
 
-ASTRONAUT = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "images", "astronaut.jpg")
+ASTRONAUT = asset_path("images", "astronaut.jpg")
 
 
 def cli(*args, cwd=None):

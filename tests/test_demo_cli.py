@@ -9,13 +9,14 @@ import pytest
 
 import rmpsam_edge.commands.predict as predict_cmd
 from rmpsam_edge.cli import main
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.postprocess import rle_decode
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.runtime.base import Runner
 from rmpsam_edge.runtime.demo.cli import default_source
 from rmpsam_edge.spec import ModelSpec
 
-ASSETS = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets")
+ASSETS = asset_path()
 CLIP = os.path.join(ASSETS, "video", "vtest_clip.avi")
 
 

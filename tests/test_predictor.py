@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.postprocess import instance_results, panoptic_fusion, upsample_masks
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.runtime.base import Runner
 from rmpsam_edge.spec import ModelSpec
 
-ASSETS = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "images")
+ASSETS = asset_path("images")
 
 
 class FakeRunner(Runner):

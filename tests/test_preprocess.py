@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.preprocess import (ImageMeta, as_rgb, denormalize_boxes, load_image, normalize_boxes,
                                     points_to_boxes, preprocess, prompts_to_model, resize_shape)
 from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD, ModelSpec
 
-ASSETS = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "images")
+ASSETS = asset_path("images")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -229,3 +230,10 @@ def test_prompt_errors_and_clipping(capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("warning: 1 box(es)") and "(0, 20, 50, 100)" in err
     np.testing.assert_allclose(denormalize_boxes(out[:1], meta), [[0, 20, 50, 100]], atol=1e-3)
+
+
+def test_with_input_size_copies_the_spec():
+    spec = ModelSpec("r18", input_size=512, class_embed=np.ones((2, 1, 768), np.float32))
+    other = spec.with_input_size(320)
+    assert other.input_size == 320 and spec.input_size == 512  # the shared spec is not changed
+    assert other.class_names == spec.class_names and other.variant == "r18"

@@ -117,13 +117,23 @@ def test_fail_below_exits_nonzero_but_writes_the_bundle(gated, capsys):
 
 def test_refusals_force_and_already_quantized(bundle, gated, capsys):
     _, out = gated
+    manifest = os.path.join(str(out), "manifest.json")
+    with open(manifest, "rb") as f:
+        before = f.read()
+    stale = os.path.join(str(out), "stale-by-the-user.txt")  # a file the new bundle does not have
+    with open(stale, "w") as f:
+        f.write("x")
     capsys.readouterr()
-    assert _quantize(bundle, out) == 2
+    assert _quantize(bundle, out) == 2  # no --force: refused, the existing bundle untouched
     err = capsys.readouterr().err
     assert "already exists" in err and "--force" in err and err.count("\n") == 1
-    before = os.path.getmtime(os.path.join(str(out), "manifest.json"))
+    with open(manifest, "rb") as f:
+        assert f.read() == before
+    assert os.path.exists(stale)
+    assert _report(out)["verdicts"]["mask_iou_mean"]["threshold"] == 1.01  # still the gated run's report
     assert _quantize(bundle, out, "--force") == 0  # no --fail-below: below threshold is reported, exit 0
-    assert os.path.getmtime(os.path.join(str(out), "manifest.json")) >= before and _report(out)["pass"] in (True, False)
+    assert not os.path.exists(stale)  # --force replaced the whole folder ...
+    assert _report(out)["verdicts"]["mask_iou_mean"]["threshold"] != 1.01  # ... with this run's bundle
     capsys.readouterr()
     assert _quantize(str(out), str(out) + "_again") == 2
     err = capsys.readouterr().err

@@ -11,14 +11,14 @@ import pytest
 
 from _bundle_fixture import IMGSZ, shared_bundle, shared_static_bundle, torch_model, vocab_embed
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import asset_path
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.preprocess import load_image, normalize_boxes, points_to_boxes, preprocess
 from rmpsam_edge.runtime import backends, composite, load, load_runner
 from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.spec import ModelSpec
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-IMAGE = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "chelsea.jpg")  # 451x300 real photo
+IMAGE = asset_path("images", "chelsea.jpg")  # 451x300 real photo
 BACKENDS = ("onnxruntime", "openvino")
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from rmpsam_edge import tracking
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.runtime.base import Runner
 from rmpsam_edge.spec import ModelSpec
 from rmpsam_edge.tracking import VideoTracker, hungarian, linear_assignment, match_queries, split_tubes, video_split
@@ -159,13 +160,16 @@ def test_match_queries_recovers_permutation_with_and_without_scipy():
 def test_live_tracking_ids_follow_objects():
     frames = make_frames(8)
     runner = ShuffledQueriesRunner()
-    tracker = VideoTracker(runner, make_spec(), score_thr=0.5)
+    predictor = Predictor(runner, make_spec())
+    tracker = VideoTracker(predictor, score_thr=0.5)
     per_frame = [tracker.update(f) for f in frames]
-    assert runner.calls == {"encoder": 8, "object_decoder": 8}
+    assert runner.calls == {"encoder": 8, "object_decoder": 8}  # the predictor encodes, once per frame
+    assert predictor.meta == tracker.meta and predictor.image is not None
     assert len({tuple(p) for p in runner.perms}) == 8  # the slots really were shuffled every frame
     ids = check_identity(frames, per_frame)
     assert all(1 <= i <= 12 for i in ids)
-    assert per_frame[0][0].mask.shape == (96, 128) and set(tracker.timings) >= {"decoder", "matching"}
+    assert per_frame[0][0].mask.shape == (96, 128) and set(tracker.timings) >= {"preprocess", "encoder", "decoder",
+                                                                                "matching"}
     # reset(): a new stream starts from the decoder's own order again
     tracker.reset()
     assert tracker.frame_index == 0 and len(tracker.update(frames[0])) == 4
@@ -174,7 +178,7 @@ def test_live_tracking_ids_follow_objects():
 def test_live_tracking_with_numpy_hungarian(monkeypatch):
     monkeypatch.setattr(tracking, "_scipy_lsa", None)
     frames = make_frames(5)
-    tracker = VideoTracker(ShuffledQueriesRunner(seed=5), make_spec())
+    tracker = VideoTracker(Predictor(ShuffledQueriesRunner(seed=5), make_spec()))
     check_identity(frames, [tracker.update(f) for f in frames])
 
 
@@ -182,7 +186,7 @@ def test_live_tracking_with_numpy_hungarian(monkeypatch):
 def test_offline_tubes_ids_follow_objects(tube_length, tubes):
     frames = make_frames(10)
     runner = ShuffledQueriesRunner(seed=1)
-    tracker = VideoTracker(runner, make_spec(), tube_length=tube_length)
+    tracker = VideoTracker(Predictor(runner, make_spec()), tube_length=tube_length)
     per_frame = tracker.track_video(frames)
     assert len(per_frame) == 10
     assert runner.calls == {"encoder": 10, "object_decoder": len(tubes)}
@@ -193,7 +197,7 @@ def test_offline_tubes_ids_follow_objects(tube_length, tubes):
 
 def test_offline_does_not_disturb_live_state_and_checks_sizes():
     frames = make_frames(4)
-    tracker = VideoTracker(ShuffledQueriesRunner(seed=2), make_spec(), tube_length=1)
+    tracker = VideoTracker(Predictor(ShuffledQueriesRunner(seed=2), make_spec()), tube_length=1)
     first = tracker.update(frames[0])
     tracker.track_video(frames)
     second = tracker.update(frames[1])
@@ -205,16 +209,17 @@ def test_offline_does_not_disturb_live_state_and_checks_sizes():
 
 def test_tracker_options_and_errors():
     frames = make_frames(3)
-    tracker = VideoTracker(ShuffledQueriesRunner(), make_spec(), max_tracks=2)
+    tracker = VideoTracker(Predictor(ShuffledQueriesRunner(), make_spec()), max_tracks=2)
     assert len(tracker.update(frames[0])) == 2
-    high = VideoTracker(ShuffledQueriesRunner(), make_spec(), score_thr=0.9999)
+    high = VideoTracker(Predictor(ShuffledQueriesRunner(), make_spec()), score_thr=0.9999)
     assert high.update(frames[0]) == []
     with pytest.raises(ValueError, match="track_video"):
-        VideoTracker(ShuffledQueriesRunner(), make_spec(), tube_length=None).update(frames[0])
+        VideoTracker(Predictor(ShuffledQueriesRunner(), make_spec()), tube_length=None).update(frames[0])
     with pytest.raises(UserError, match="vocabulary"):
-        VideoTracker(ShuffledQueriesRunner(), ModelSpec("r18"))
+        VideoTracker(Predictor(ShuffledQueriesRunner(), ModelSpec("r18")))
     with pytest.raises(UserError, match="thing"):
-        VideoTracker(ShuffledQueriesRunner(), ModelSpec("r18", class_embed=np.ones((2, 1, 768)), num_things=0))
+        VideoTracker(Predictor(ShuffledQueriesRunner(),
+                                ModelSpec("r18", class_embed=np.ones((2, 1, 768)), num_things=0)))
     t = tracker.update(frames[1])[0]
     d = t.to_dict()
     assert set(d) == {"id", "label", "name", "score", "box", "area"} and d["area"] == int(t.mask.sum())
@@ -236,5 +241,5 @@ def test_tube_refused_by_static_decoder_gives_one_line_error():
 
     frames = make_frames(3)
     with pytest.raises(UserError, match="refused a tube of 3 frames.*tube_length=1"):
-        VideoTracker(StaticRunner(), make_spec(), tube_length=3).track_video(frames)
-    assert len(VideoTracker(StaticRunner(), make_spec(), tube_length=1).track_video(frames)) == 3
+        VideoTracker(Predictor(StaticRunner(), make_spec()), tube_length=3).track_video(frames)
+    assert len(VideoTracker(Predictor(StaticRunner(), make_spec()), tube_length=1).track_video(frames)) == 3

@@ -73,8 +73,8 @@ def test_prompt_sampling_and_box_encoding():
             assert b[2] - b[0] == pytest.approx(6) and b[3] - b[1] == pytest.approx(6)
             cx, cy = int((b[0] + b[2]) / 2), int((b[1] + b[3]) / 2)
             assert s["masks"][i][min(cy, 95), min(cx, 95)], "a click lies on its segment"
-    n = batching.normalise_boxes(np.array([[10, 20, 30, 60]]), 96, 96)
-    assert np.allclose(n, [[20 / 96, 40 / 96, 20 / 96, 40 / 96]])
+    x = batching.normalise_images([np.full((32, 64, 3), 255, np.uint8)])
+    assert tuple(x.shape) == (1, 3, 32, 64) and float(x[0, 0, 0, 0]) == pytest.approx((255 - 123.675) / 58.395)
     pt = batching.click_point(np.pad(np.ones((5, 5), bool), 3))
     assert np.allclose(pt, [5.5, 5.5])
 

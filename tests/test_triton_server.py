@@ -226,12 +226,10 @@ def test_serve_command_up_and_sigterm(bundle, tmp_path):
 
 
 def test_tracking_matches_local(server, bundle):
-    from rmpsam_edge.runtime import load_runner
+    from rmpsam_edge.runtime import load
     from rmpsam_edge.tracking import VideoTracker
-    remote_runner, remote_bundle, _ = load_runner(server.grpc_url, verbose=False)
-    local_runner, local_bundle, _ = load_runner(bundle, "onnxruntime", verbose=False)
-    trackers = [VideoTracker(remote_runner, remote_bundle.spec(), score_thr=0.0),
-                VideoTracker(local_runner, local_bundle.spec(), score_thr=0.0)]
+    trackers = [VideoTracker(load(server.grpc_url, verbose=False), score_thr=0.0),
+                VideoTracker(load(bundle, "onnxruntime", verbose=False), score_thr=0.0)]
     frames = [load_image(IMAGES[0])[: 200 + 10 * i] for i in range(3)]
     for frame in frames:
         tr, tl = [t.update(frame) for t in trackers]

@@ -10,14 +10,12 @@ import cv2
 import numpy as np
 import torch
 
-MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-STD = np.array([58.395, 57.12, 57.375], np.float32)
-
+from rmpsam_edge.preprocess import normalize, normalize_boxes, points_to_boxes
+from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD
 
 def normalise_images(images: List[np.ndarray]) -> torch.Tensor:
-    """RGB uint8 (H, W, 3) list (sizes multiple of 32) -> (B, 3, H, W) float32."""
-    x = (np.stack(images).astype(np.float32) - MEAN) / STD
-    return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+    """RGB uint8 (H, W, 3) list (sizes multiple of 32) -> (B, 3, H, W) float32 (the runtime's normalisation)."""
+    return torch.from_numpy(np.stack([normalize(im, IMAGENET_MEAN, IMAGENET_STD) for im in images]))
 
 
 def tight_box(mask: np.ndarray) -> np.ndarray:
@@ -30,19 +28,6 @@ def click_point(mask: np.ndarray) -> np.ndarray:
     d = cv2.distanceTransform(np.pad(mask.astype(np.uint8), 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
     y, x = np.unravel_index(int(np.argmax(d)), d.shape)
     return np.array([x + 0.5, y + 0.5], np.float32)
-
-
-def point_box(pt: np.ndarray) -> np.ndarray:
-    return np.array([pt[0] - 3, pt[1] - 3, pt[0] + 3, pt[1] + 3], np.float32)
-
-
-def normalise_boxes(boxes_xyxy: np.ndarray, h: int, w: int) -> np.ndarray:
-    b = np.asarray(boxes_xyxy, np.float32).reshape(-1, 4)
-    cx = (b[:, 0] + b[:, 2]) / 2 / w
-    cy = (b[:, 1] + b[:, 3]) / 2 / h
-    bw = (b[:, 2] - b[:, 0]) / w
-    bh = (b[:, 3] - b[:, 1]) / h
-    return np.clip(np.stack([cx, cy, bw, bh], 1), 1e-5, 1 - 1e-5).astype(np.float32)
 
 
 def sample_prompts(rng: np.random.Generator, masks: np.ndarray, num: int, p_point: float = 0.5):
@@ -62,7 +47,7 @@ def sample_prompts(rng: np.random.Generator, masks: np.ndarray, num: int, p_poin
                 p = d / d.sum()
                 j = int(rng.choice(d.size, p=p))
                 pt = np.array([j % w + rng.random(), j // w + rng.random()], np.float32)
-            boxes.append(point_box(pt))
+            boxes.append(points_to_boxes(pt)[0])
             pts.append(True)
         else:
             b = tight_box(m)
@@ -91,7 +76,7 @@ def make_batch(images: List[Dict], clips: List[List[Dict]], rng: np.random.Gener
     boxes, ptargets = [], []
     for f in frames:
         b, idx, _ = sample_prompts(rng, f["masks"], num_prompts, p_point)
-        boxes.append(normalise_boxes(b, h, w))
+        boxes.append(normalize_boxes(b, (h, w)))
         ptargets.append(downsample_masks(f["masks"][idx], 2))
     objs = [{"classes": torch.from_numpy(s["classes"]), "m4": downsample_masks(s["masks"], 4),
              "m2": downsample_masks(s["masks"], 2)} for s in images]

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from ..postprocess import panoptic_fusion, softmax
-from .batching import click_point, normalise_boxes, normalise_images, point_box, tight_box
+from ..preprocess import normalize_boxes, points_to_boxes
+from .batching import click_point, normalise_images, tight_box
 from .metrics import PanopticQuality, mask_iou, track_identity
 from .synthetic import NUM_THINGS, SceneGenerator
 
@@ -33,10 +34,10 @@ def eval_image(model, scene: Dict) -> Dict:
     masks = scene["masks"]
     out = {"click": [], "box": []}
     if len(masks):
-        clicks = np.stack([point_box(click_point(m)) for m in masks])
+        clicks = points_to_boxes(np.stack([click_point(m) for m in masks]))
         boxes = np.stack([tight_box(m) for m in masks])
         for name, b in (("click", clicks), ("box", boxes)):
-            q = torch.from_numpy(normalise_boxes(b, size, size))[None]
+            q = torch.from_numpy(normalize_boxes(b, (size, size)))[None]
             pred = _up(model.panoptic_head.forward_prompts(feats, q)["masks"], size)[0].numpy() > 0
             out[name] = [mask_iou(p, g) for p, g in zip(pred, masks)]
     o = model.panoptic_head.forward_objects(feats)
@@ -51,6 +52,7 @@ def track_clip(model, frames: List[Dict], tube: int = 3, score_thr: float = 0.5)
     """-> per frame {track id: mask}, from the project's own ``VideoTracker`` (offline tubes of ``tube`` frames,
     as the official VIS inference) running the model through ``TorchRunner``: the eval measures exactly the
     tracker users get."""
+    from ..predictor import Predictor
     from ..spec import ModelSpec
     from ..torch_runner import TorchRunner
     from ..tracking import VideoTracker
@@ -58,7 +60,7 @@ def track_clip(model, frames: List[Dict], tube: int = 3, score_thr: float = 0.5)
     class_embed = fc[:, :-1].permute(1, 2, 0).contiguous().numpy()
     spec = ModelSpec("r18", input_size=frames[0]["image"].shape[0], class_embed=class_embed,
                      num_things=NUM_THINGS)
-    tracker = VideoTracker(TorchRunner(model), spec, tube_length=tube, score_thr=score_thr)
+    tracker = VideoTracker(Predictor(TorchRunner(model), spec), tube_length=tube, score_thr=score_thr)
     tracks = tracker.track_video([f["image"] for f in frames])
     return [{int(t.id): t.mask for t in frame} for frame in tracks]
 

@@ -19,13 +19,15 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
+from rmpsam_edge.media import asset_path
+
 THING_NAMES = ["ellipse", "rectangle", "triangle", "star", "ring"]
 STUFF_NAMES = ["band", "ground"]
 CLASS_NAMES = THING_NAMES + STUFF_NAMES
 NUM_THINGS = len(THING_NAMES)
 STUFF_ID_BASE = 1000
 
-_ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "images")
+_ASSETS = asset_path("images")
 TRAIN_PHOTOS = ["asset:astronaut.jpg", "asset:coffee.jpg", "asset:chelsea.jpg", "skimage:brick.png",
                 "skimage:grass.png", "skimage:ihc.png", "skimage:hubble_deep_field.jpg",
                 "skimage:motorcycle_left.png", "skimage:color.png", "skimage:camera.png", "skimage:coins.png",

@@ -206,8 +206,8 @@ class Trainer(object):
         stop = []
         old = signal.signal(signal.SIGTERM, lambda *_: stop.append(1)) if _main_thread() else None
         if show_progress:
-            from tqdm import tqdm
-            bar = tqdm(total=steps, initial=self.step, mininterval=30, dynamic_ncols=False, ncols=120)
+            from ..progress import Progress
+            bar = Progress(steps, "train", initial=self.step)
         while self.step < steps and progress(self.step, self.elapsed, self.cfg) < 1.0 and not stop:
             t0 = time.time()
             out = self.train_step()
@@ -215,9 +215,7 @@ class Trainer(object):
             for k, v in out.items():
                 avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str("loss %.3f pm %.3f miou %.2f" % (avg["total"], avg["prompt_mask"],
-                                                                      avg["prompt_miou"]), refresh=False)
+                bar.update(1, "loss %.3f pm %.3f miou %.2f" % (avg["total"], avg["prompt_mask"], avg["prompt_miou"]))
             if self.step % 50 == 0:
                 self.log("step %d %s elapsed %.0fs" % (self.step, " ".join(
                     "%s=%.4g" % (k, v) for k, v in sorted(avg.items())), self.elapsed))

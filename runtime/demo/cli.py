@@ -16,24 +16,18 @@ import os
 import sys
 import time
 
-# Small numpy products in the post-processing (e.g. query matching) wait 10-50 ms for OpenBLAS worker threads
-# that compete with the model's own threads on a small CPU; one BLAS thread is faster for them. Only effective
-# when numpy is not imported yet (the CLI imports this module first); an explicit setting wins.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np
 
-import numpy as np  # noqa: E402
+from rmpsam_edge.errors import UserError, warn
 
-from rmpsam_edge.errors import UserError, warn  # noqa: E402
-
-from .modes import MODES, build_mode  # noqa: E402
+from .modes import MODES, build_mode
 
 WINDOW = "rmpsam-edge demo"
 
 
 def default_source() -> str:
-    import rmpsam_edge
-    return os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "video",
-                        "vtest_clip.avi")
+    from rmpsam_edge.media import asset_path
+    return asset_path("video", "vtest_clip.avi")
 
 
 def add_arguments(p):
@@ -100,8 +94,7 @@ def stats_text(stats, timings: dict) -> str:
     """'9.8 FPS | enc 80.1 | dec 4.2 | post 3.0 | draw 2.1 ms' for the frame overlay."""
     fps = stats.fps()
     parts = ["%.1f FPS" % fps if fps else "-- FPS"]
-    for key, short in (("encoder", "enc"), ("preprocess+encoder", "pre+enc"), ("decoder", "dec"),
-                       ("postprocess", "post")):
+    for key, short in (("encoder", "enc"), ("decoder", "dec"), ("postprocess", "post")):
         if key in timings:
             parts.append("%s %.1f" % (short, timings[key]))
     draw = stats.last_ms("draw")
@@ -154,7 +147,7 @@ def format_summary(summary: dict, result, outputs, note) -> str:
     lines = ["demo summary: %d frames in %.1f s, end-to-end %.2f FPS%s"
              % (summary["frames"], summary["wall_s"], summary["fps"] or 0.0,
                 (" (steady %.2f FPS)" % summary["fps_steady"]) if summary.get("fps_steady") else "")]
-    order = ["capture", "model.preprocess", "model.encoder", "model.preprocess+encoder", "model.prompts",
+    order = ["capture", "model.preprocess", "model.encoder", "model.prompts",
              "model.decoder", "model.matching", "model.postprocess", "inference", "draw", "write", "show", "latency"]
     stages = summary["stages"]
     names = [n for n in order if n in stages] + sorted(n for n in stages if n not in order)

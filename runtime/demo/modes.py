@@ -13,7 +13,7 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError
 
-from .everything import segment_everything
+from rmpsam_edge.automatic import AutomaticMaskGenerator
 
 MODES = ("panoptic", "track", "points", "boxes", "everything")
 
@@ -101,17 +101,12 @@ class EverythingMode(object):
             raise UserError("--grid %d: use 1..32 points per side (8 = 64 prompts)" % per_side)
         self.predictor = predictor
         self.per_side = per_side
-        self.iou_threshold = iou_threshold
-        self.score_threshold = score_threshold
+        self.generator = AutomaticMaskGenerator(predictor, per_side, iou_threshold, score_threshold)
 
     def process(self, rgb: np.ndarray) -> dict:
-        p = self.predictor
-        p.set_image(rgb)
-        timings = dict(p.timings)
-        masks, scores, points, t = segment_everything(p, self.per_side, self.iou_threshold, self.score_threshold)
-        timings.update(t)
-        return {"masks": masks, "scores": scores, "ids": np.arange(len(masks)), "names": None, "points": points,
-                "timings": timings, "prompts": self.per_side ** 2}
+        out = self.generator.generate(rgb)
+        out.update({"ids": np.arange(len(out["masks"])), "names": None, "prompts": self.per_side ** 2})
+        return out
 
     def draw(self, rgb: np.ndarray, result: dict, banner: Optional[str]) -> np.ndarray:
         from rmpsam_edge import visualize
@@ -165,7 +160,7 @@ class TrackMode(object):
                             "one); without one use --mode points, boxes or everything")
         # live tracking: every frame is its own tube, queries matched to the previous frame's
         self.predictor = predictor
-        self.tracker = VideoTracker(predictor.runner, predictor.spec, tube_length=1, score_thr=score_threshold)
+        self.tracker = VideoTracker(predictor, tube_length=1, score_thr=score_threshold)
 
     def process(self, rgb: np.ndarray) -> dict:
         tracks = self.tracker.update(rgb)

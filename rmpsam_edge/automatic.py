@@ -1,9 +1,16 @@
-"""'Segment everything' (automatic mask generator): a grid of point prompts decoded in ONE batched decoder
-call, then duplicates removed by mask NMS. numpy only, Python 3.8.
+"""Automatic mask generation ("segment everything", segment-anything's automatic mask generator): a grid of
+point prompts decoded in ONE batched prompt-decoder call, then duplicates removed by mask NMS. numpy only,
+Python 3.8, works on any ``Predictor`` (PyTorch or any runtime backend).
+
+    gen = AutomaticMaskGenerator(predictor, points_per_side=8)
+    out = gen.generate(image)            # masks (M,H,W) bool, scores (M,) float32, points (M,2), timings ms
 
     grid_points(h, w, per_side)                          -> (per_side**2, 2) float32 (x, y) pixel centres
     mask_iou_matrix(masks (N,H,W) bool)                  -> (N,N) float64
     mask_nms(masks, scores, iou_threshold, ...)          -> kept indices, best score first
+    segment_everything(predictor, per_side, ...)         -> the same on the predictor's current image
+
+H, W = the original image size; M = masks kept (at most per_side**2).
 """
 from typing import Optional
 
@@ -93,6 +100,33 @@ def mask_nms(masks: np.ndarray, scores: np.ndarray, iou_threshold: float = 0.7, 
         iou = np.where(union > 0, inter / np.maximum(union, 1e-9), 0.0)
         alive[rest[iou > iou_threshold]] = False
     return np.asarray(keep, dtype=np.int64)
+
+
+class AutomaticMaskGenerator(object):
+    """Masks for everything in an image through a ``rmpsam_edge.predictor.Predictor``.
+
+    points_per_side: the click grid (8 -> 64 prompts, one decoder call); iou_threshold: mask IoU above which
+    the lower-scoring mask is a duplicate; score_threshold: minimum predicted IoU; min/max_area_fraction: mask
+    area limits as fractions of the image."""
+
+    def __init__(self, predictor, points_per_side: int = 8, iou_threshold: float = 0.7,
+                 score_threshold: float = 0.0, min_area_fraction: float = 0.0005, max_area_fraction: float = 0.95):
+        if points_per_side < 1:
+            raise ValueError("points_per_side must be >= 1")
+        self.predictor = predictor
+        self.points_per_side = points_per_side
+        self.options = {"iou_threshold": iou_threshold, "score_threshold": score_threshold,
+                        "min_area_fraction": min_area_fraction, "max_area_fraction": max_area_fraction}
+
+    def generate(self, image) -> dict:
+        """image: a path or an (H, W, 3) RGB array (anything ``Predictor.set_image`` takes). Returns
+        {"masks": (M,H,W) bool, "scores": (M,) float32, "points": (M,2) float32 the click behind each mask,
+        "timings": ms per stage (preprocess, encoder, decoder, postprocess)}, best score first."""
+        self.predictor.set_image(image)
+        timings = dict(self.predictor.timings)
+        masks, scores, points, t = segment_everything(self.predictor, self.points_per_side, **self.options)
+        timings.update(t)
+        return {"masks": masks, "scores": scores, "points": points, "timings": timings}
 
 
 def segment_everything(predictor, per_side: int = 8, iou_threshold: float = 0.7, score_threshold: float = 0.0,

@@ -1,8 +1,8 @@
-"""'Everything' mode: grid prompts and mask NMS on hand-made masks."""
+"""Automatic mask generation (everything mode): grid prompts, mask NMS, the generator on a Predictor."""
 import numpy as np
 import pytest
 
-from rmpsam_edge.runtime.demo.everything import grid_points, mask_iou_matrix, mask_nms
+from rmpsam_edge.automatic import grid_points, mask_iou_matrix, mask_nms
 
 
 def _rect(h, w, y0, y1, x0, x1):
@@ -58,3 +58,21 @@ def test_nms_large_masks_downsampled_and_empty_input():
     assert mask_nms(np.zeros((0, 5, 5), bool), np.zeros(0)).shape == (0,)
     with pytest.raises(ValueError):
         mask_nms(np.stack([a, b]), np.array([0.5]))
+
+
+def test_generator_decodes_the_grid_in_one_call_and_keeps_distinct_masks():
+    from rmpsam_edge.automatic import AutomaticMaskGenerator
+    from rmpsam_edge.predictor import Predictor
+    from rmpsam_edge.spec import ModelSpec
+    from test_predictor import FakeRunner  # each click's mask is its 6-pixel box: 16 distinct masks
+
+    runner = FakeRunner()
+    image = np.full((96, 160, 3), 128, np.uint8)
+    out = AutomaticMaskGenerator(Predictor(runner, ModelSpec("r18", input_size=160)), points_per_side=4,
+                                 min_area_fraction=0.0).generate(image)
+    assert runner.calls["prompt_decoder"] == 1 and runner.last_num_prompts == 16
+    assert out["masks"].shape == (16, 96, 160) and out["masks"].dtype == bool
+    assert out["scores"].shape == (16,) and (np.diff(out["scores"]) <= 0).all()  # best first
+    for m, (x, y) in zip(out["masks"], out["points"]):
+        assert m[int(y), int(x)]  # each mask covers the click behind it
+    assert {"encoder", "decoder", "postprocess"} <= set(out["timings"])

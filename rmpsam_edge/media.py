@@ -1,0 +1,21 @@
+"""Media files: which endings count as images and videos (one list for the demo, quantize calibration and the
+TensorRT calibrator) and where the sample media and demo weights shipped with rmpsam_edge live.
+numpy-free, no torch, Python 3.8."""
+import os
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+
+
+def is_image(path: str) -> bool:
+    return str(path).lower().endswith(IMAGE_EXTS)
+
+
+def is_video(path: str) -> bool:
+    return str(path).lower().endswith(VIDEO_EXTS)
+
+
+def asset_path(*parts: str) -> str:
+    """A path inside the package's ``assets`` folder: ``asset_path("images", "astronaut.jpg")``; no parts:
+    the folder itself."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", *parts)
