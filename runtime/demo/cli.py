@@ -166,8 +166,8 @@ def format_summary(summary: dict, result, outputs, note) -> str:
     if dropped:
         lines.append("  dropped to stay real-time: %d at capture, %d at output"
                      % (c.get("dropped_at_capture", 0), c.get("dropped_at_output", 0)))
-    if result.interrupted:
-        lines.append("  stopped by Ctrl-C; everything computed before it was kept")
+    if result.interrupted is not None:
+        lines.append("  stopped by %s; everything computed before it was kept" % (str(result.interrupted) or "Ctrl-C"))
     if result.ended_early:
         lines.append("  source ended early: %s; what was written is kept" % result.ended_early)
     for path in outputs:
@@ -240,6 +240,9 @@ def run(args) -> int:
             jsonl.write_summary(summary)
             jsonl.close()
         sys.stdout.write(format_summary(summary, result, outputs, note) + "\n")
+        sys.stdout.flush()
+        if result.interrupted is not None:  # outputs are final: exit 130 / 143 / 129 through the CLI
+            raise result.interrupted
         if summary["frames"] == 0:
             raise UserError("no frame was processed from %s" % source.name)
         return 0
