@@ -79,11 +79,12 @@ def official_state_dict(model: nn.Module, half: bool = False) -> Dict[str, torch
 
 
 def save_checkpoint(path: str, model, optimizer, step: int, cfg: Dict, extra: Optional[Dict] = None) -> None:
-    tmp = path + ".tmp"
+    """Atomic: a hidden sibling renamed over ``path`` when complete (a kill never leaves a torn checkpoint)."""
+    from rmpsam_edge.atomic import atomic_file
     obj = {"state_dict": official_state_dict(model), "optimizer": optimizer.state_dict(),
            "meta": {"step": step, "config": json.dumps(cfg), "extra": json.dumps(extra or {})}}
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, force=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_training_checkpoint(path: str, model, optimizer=None) -> Dict:
