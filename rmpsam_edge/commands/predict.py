@@ -35,6 +35,9 @@ def add_arguments(p):
     p.add_argument("--task", choices=["prompts", "panoptic", "instances"],
                    help="default: prompts when --points/--boxes are given, else panoptic")
     p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images whose header declares N pixels or more, before decoding "
+                        "(default 8192*8192 = 67108864; 0 = no limit)")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
 
@@ -73,6 +76,11 @@ def build_predictor(args):
             predictor.spec.input_size = args.imgsz
         return predictor, {"bundle": os.path.abspath(args.model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
+    backend = getattr(args, "backend", None)
+    if backend and backend != "auto":  # a flag that cannot apply is an error, not silently ignored
+        raise UserError("--backend %s applies to an exported bundle (--model), not to the PyTorch %s; export one "
+                        "(rmpsam-edge export ... --out BUNDLE, then --model BUNDLE --backend %s) or drop --backend"
+                        % (backend, "checkpoint" if args.checkpoint else "weights", backend))
     try:
         from rmpsam_edge.torch_runner import torch_predictor
     except ImportError as exc:
@@ -89,8 +97,10 @@ def run(args):
     task = args.task or ("prompts" if len(points) or len(boxes) else "panoptic")
     if task == "prompts" and not (len(points) or len(boxes)):
         raise UserError("no prompts: give --points X,Y and/or --boxes X1,Y1,X2,Y2, or --task panoptic")
+    from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS
     from rmpsam_edge.preprocess import load_image
-    image = load_image(args.image)
+    limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    image = load_image(args.image, max_pixels=limit)
     prepare_out(args.out, args.force)
     predictor, info = build_predictor(args)
     t0 = time.perf_counter()
