@@ -107,35 +107,42 @@ def run(args):
     predictor.set_image(image)
     result = {"image": os.path.abspath(args.image), "image_size": [int(image.shape[0]), int(image.shape[1])],
               "task": task, "model": info, "weights_note": predictor.spec.weights_note}
-    from rmpsam_edge import visualize
-    banner = predictor.spec.weights_note
-    if task == "prompts":
-        masks, scores = predictor.predict(points=points if len(points) else None, boxes=boxes if len(boxes) else None)
-        result["results"] = write_prompt_masks(args.out, masks, scores, points, boxes)
-        overlay = visualize.overlay_masks(image, masks, points=points if len(points) else None,
-                                          boxes=boxes if len(boxes) else None, banner=banner)
-    elif task == "panoptic":
-        pan_seg, segments = predictor.panoptic()
-        np.savez_compressed(os.path.join(args.out, "panoptic.npz"), pan_seg=pan_seg)
-        result["segments"] = [_jsonable(s) for s in segments]
-        overlay = visualize.panoptic_overlay(image, pan_seg, segments, predictor.spec.class_names,
-                                             predictor.spec.num_classes, banner=banner)
-    else:
-        inst = predictor.instances(score_thr=args.score_thr)
-        names = predictor.spec.class_names
-        np.savez_compressed(os.path.join(args.out, "masks.npz"), masks=inst["masks"], scores=inst["scores"],
-                            labels=inst["labels"], boxes=inst["boxes"])
-        result["results"] = [{"index": i, "label": int(l), "class_name": names[int(l)], "score": float(s),
-                              "box": [float(v) for v in b], "area": int(m.sum())}
-                             for i, (l, s, b, m) in enumerate(zip(inst["labels"], inst["scores"], inst["boxes"],
-                                                                  inst["masks"]))]
-        overlay = visualize.overlay_masks(image, inst["masks"], labels=[names[int(l)] for l in inst["labels"]],
-                                          boxes=inst["boxes"], banner=banner)
-    result["timings_ms"] = dict(predictor.timings, total=round((time.perf_counter() - t0) * 1000, 2))
-    import cv2
-    cv2.imwrite(os.path.join(args.out, "overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    with open(os.path.join(args.out, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    try:  # a full or read-only disk: one line naming the output folder, exit non-zero
+        from rmpsam_edge import visualize
+        banner = predictor.spec.weights_note
+        if task == "prompts":
+            masks, scores = predictor.predict(points=points if len(points) else None,
+                                              boxes=boxes if len(boxes) else None)
+            result["results"] = write_prompt_masks(args.out, masks, scores, points, boxes)
+            overlay = visualize.overlay_masks(image, masks, points=points if len(points) else None,
+                                              boxes=boxes if len(boxes) else None, banner=banner)
+        elif task == "panoptic":
+            pan_seg, segments = predictor.panoptic()
+            np.savez_compressed(os.path.join(args.out, "panoptic.npz"), pan_seg=pan_seg)
+            result["segments"] = [_jsonable(s) for s in segments]
+            overlay = visualize.panoptic_overlay(image, pan_seg, segments, predictor.spec.class_names,
+                                                 predictor.spec.num_classes, banner=banner)
+        else:
+            inst = predictor.instances(score_thr=args.score_thr)
+            names = predictor.spec.class_names
+            np.savez_compressed(os.path.join(args.out, "masks.npz"), masks=inst["masks"], scores=inst["scores"],
+                                labels=inst["labels"], boxes=inst["boxes"])
+            result["results"] = [{"index": i, "label": int(l), "class_name": names[int(l)], "score": float(s),
+                                  "box": [float(v) for v in b], "area": int(m.sum())}
+                                 for i, (l, s, b, m) in enumerate(zip(inst["labels"], inst["scores"], inst["boxes"],
+                                                                      inst["masks"]))]
+            overlay = visualize.overlay_masks(image, inst["masks"], labels=[names[int(l)] for l in inst["labels"]],
+                                              boxes=inst["boxes"], banner=banner)
+        result["timings_ms"] = dict(predictor.timings, total=round((time.perf_counter() - t0) * 1000, 2))
+        import cv2
+        imwrite(os.path.join(args.out, "overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        from rmpsam_edge.atomic import atomic_file
+        with atomic_file(os.path.join(args.out, "result.json")) as tmp:  # last, and complete or absent
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2)
+    except OSError as exc:
+        from rmpsam_edge.atomic import disk_error
+        raise disk_error(getattr(exc, "filename", None) or args.out, exc)
     n = len(result.get("results", result.get("segments", [])))
     sys.stdout.write("%s: %d %s -> %s (overlay.png, result.json)%s\n"
                      % (task, n, "segments" if task == "panoptic" else "masks", args.out,
@@ -143,8 +150,14 @@ def run(args):
     return 0
 
 
-def write_prompt_masks(out, masks, scores, points, boxes):
+def imwrite(path, image):
+    """cv2.imwrite that says when it failed (OpenCV returns False on a full/read-only disk, it does not raise)."""
     import cv2
+    if not cv2.imwrite(path, image):
+        raise OSError(0, "OpenCV could not write the file (full or read-only disk?)", path)
+
+
+def write_prompt_masks(out, masks, scores, points, boxes):
     from rmpsam_edge.postprocess import mask_to_box
     np.savez_compressed(os.path.join(out, "masks.npz"), masks=masks, scores=scores)
     prompts = [{"type": "point", "xy": [float(v) for v in p]} for p in points] + \
@@ -152,7 +165,7 @@ def write_prompt_masks(out, masks, scores, points, boxes):
     tight = mask_to_box(masks) if len(masks) else np.zeros((0, 4))
     rows = []
     for i, (m, s) in enumerate(zip(masks, scores)):
-        cv2.imwrite(os.path.join(out, "mask_%03d.png" % i), m.astype(np.uint8) * 255)
+        imwrite(os.path.join(out, "mask_%03d.png" % i), m.astype(np.uint8) * 255)
         rows.append({"index": i, "prompt": prompts[i], "score": float(s), "box": [float(v) for v in tight[i]],
                      "area": int(m.sum())})
     return rows

@@ -229,16 +229,17 @@ def run(args) -> int:
         try:
             result = run_pipeline(source, process, sink, max_frames=args.max_frames, queue_size=args.queue,
                                   stats=stats)
-        finally:
+            summary = result.stats.summary()
+            if jsonl is not None:
+                jsonl.write_summary(summary)
+        finally:  # a disk error (one line) or a signal still leaves a video with its index, complete lines
             if video is not None:
                 video.close()
+            if jsonl is not None:
+                jsonl.close()
             if show:
                 import cv2
                 cv2.destroyAllWindows()
-        summary = result.stats.summary()
-        if jsonl is not None:
-            jsonl.write_summary(summary)
-            jsonl.close()
         sys.stdout.write(format_summary(summary, result, outputs, note) + "\n")
         sys.stdout.flush()
         if result.interrupted is not None:  # outputs are final: exit 130 / 143 / 129 through the CLI
