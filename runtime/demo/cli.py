@@ -57,6 +57,8 @@ def add_arguments(p):
                                  "Default without --show: runs/demo/<source>_<mode>.avi")
     p.add_argument("--no-json", action="store_true", help="do not write the per-frame JSON Lines file")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--retries", type=int, default=5, help="reconnect attempts when a camera/stream drops "
+                                                           "(backoff 0.5 s doubling to 8 s; files: none)")
     p.add_argument("--queue", type=int, default=4, help="pipeline queue length (frames)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
@@ -197,7 +199,9 @@ def run(args) -> int:
         raise UserError("--mode %s needs prompts: --points X,Y, --boxes X1,Y1,X2,Y2 or --prompts FILE "
                         "(or --show and click)" % args.mode)
     source_text = args.source if args.source is not None else default_source()
-    source = open_source(source_text)
+    if args.retries < 0:
+        raise UserError("--retries must be >= 0")
+    source = open_source(source_text, retries=args.retries)
     try:
         from rmpsam_edge.commands.predict import build_predictor
         predictor, info = build_predictor(args)
