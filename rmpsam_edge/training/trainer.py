@@ -204,8 +204,15 @@ class Trainer(object):
         last_ckpt = time.time()
         avg: Dict[str, float] = {}
         bar = None
-        stop = []
-        old = signal.signal(signal.SIGTERM, lambda *_: stop.append(1)) if _main_thread() else None
+        stop = []  # SIGTERM/SIGHUP/SIGINT: finish the step, save last.pth, then raise Stopped (exit 128+signal)
+
+        def on_signal(signum, frame):
+            if stop:  # a second signal: exit at once (last.pth is always complete: atomic writes)
+                os._exit(128 + int(signum))
+            stop.append(signum)
+
+        sigs = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+        old = {s: signal.signal(s, on_signal) for s in sigs} if _main_thread() else {}
         if show_progress:
             from tqdm import tqdm
             bar = tqdm(total=steps, initial=self.step, mininterval=30, dynamic_ncols=False, ncols=120)
@@ -228,10 +235,13 @@ class Trainer(object):
             if self.step % 1000 == 0:
                 self.save(os.path.join(self.out_dir, "step_%06d.pth" % self.step))
         self.save()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
-        if stop:
-            self.log("stopped by SIGTERM at step %d; saved %s (continue with --resume)" % (self.step, self.last_path))
+        for s, h in old.items():
+            signal.signal(s, h)
         if bar is not None:
             bar.close()
+        if stop:
+            from rmpsam_edge.signals import Stopped
+            self.log("stopped by %s at step %d; saved %s (continue with --resume)"
+                     % (signal.Signals(stop[0]).name, self.step, self.last_path))
+            raise Stopped(stop[0])
         return avg
