@@ -173,3 +173,20 @@ def test_calibration_folder_of_non_images(tmp_path):
     for f in folder.glob("*.jpg"):
         f.unlink()
     assert "no images" in one_line_error(load_frames, str(folder), 2, 1)
+
+
+def test_demo_sources_refuse_or_skip_bombs(tmp_path, capfd):
+    from rmpsam_edge.runtime.demo import sources
+    bomb = bomb_png(tmp_path / "a_bomb.png")
+    cv2.imwrite(str(tmp_path / "b_ok.png"), np.zeros((16, 16, 3), np.uint8))
+    with pytest.raises(UserError, match="30000x30000"):
+        sources.open_source(bomb)
+    src = sources.open_source(str(tmp_path / "*.png"))
+    frames = []
+    while True:
+        f = src.read()
+        if f is None:
+            break
+        frames.append(f.shape)
+    assert frames == [(16, 16, 3)] and src.skipped == [bomb]
+    assert "skipped %s" % bomb in capfd.readouterr().err

@@ -17,7 +17,8 @@ from typing import List, Optional
 import cv2
 import numpy as np
 
-from rmpsam_edge.errors import UserError
+from rmpsam_edge.errors import UserError, warn
+from rmpsam_edge.image_header import check_pixels
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -189,6 +190,13 @@ class ImageListSource(Source):
         while self._i < len(self.paths):
             path = self.paths[self._i]
             self._i += 1
+            try:  # a header over the pixel limit (decompression bomb) is skipped before decoding
+                with open(path, "rb") as f:
+                    check_pixels(path, f.read(65536))
+            except (OSError, UserError) as exc:
+                warn("skipped %s: %s" % (path, exc))
+                self.skipped.append(path)
+                continue
             frame = cv2.imread(path, cv2.IMREAD_COLOR)
             if frame is not None and frame.size:
                 return frame
@@ -304,6 +312,8 @@ def open_source(text: str, retries: int = 5) -> Source:
         raise UserError("source %s does not exist; give a camera index, a video, an image folder/glob or a URL"
                         % text)
     if _is_image(text):
+        with open(text, "rb") as f:
+            check_pixels(text, f.read(65536))  # refuse a decompression bomb before decoding it
         if cv2.imread(text, cv2.IMREAD_COLOR) is None:
             raise UserError("%s is not a readable image" % text)
         return ImageListSource([text], text)
