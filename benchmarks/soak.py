@@ -134,5 +134,5 @@ def write_soak(args, r: dict) -> None:
         with atomic_file(args.md, force=True) as tmp:
             with open(tmp, "w") as f:
                 f.write("# Soak: %d frames\n\nCommand: `%s`\n\n%s\n\nRSS samples (frame, MB): %s\n\n"
-                        "The machine is shared (2 cores, other jobs running): FPS drift includes their load.\n"
+                        "FPS drift includes the load of anything else running on the machine (see system in the JSON).\n"
                         % (r["frames"], r["system"].get("command", ""), format_soak(r), r["rss_samples_mb"]))
