@@ -78,7 +78,8 @@ def run_soak(args) -> dict:
 
     n = int(args.soak)
     if n < 4 * WARMUP:
-        raise UserError("--soak needs at least %d frames (warm-up %d + four quarters to compare)" % (4 * WARMUP, WARMUP))
+        raise UserError("--soak needs at least %d frames (warm-up %d + four quarters to compare)"
+                        % (4 * WARMUP, WARMUP))
     rss = {"start": rss_mb()}
     predictor = _predictor(args)
     mode_name = "track" if predictor.spec.class_embed is not None else "everything"
@@ -134,5 +135,6 @@ def write_soak(args, r: dict) -> None:
         with atomic_file(args.md, force=True) as tmp:
             with open(tmp, "w") as f:
                 f.write("# Soak: %d frames\n\nCommand: `%s`\n\n%s\n\nRSS samples (frame, MB): %s\n\n"
-                        "FPS drift includes the load of anything else running on the machine (see system in the JSON).\n"
+                        "FPS drift includes the load of anything else running on the machine "
+                        "(see system in the JSON).\n"
                         % (r["frames"], r["system"].get("command", ""), format_soak(r), r["rss_samples_mb"]))

@@ -5,8 +5,9 @@
 Live sources (cameras, streams) never wait for the model: the capture stage keeps only the newest frame and
 counts the ones it replaced, and results the sink cannot take in time are dropped (counted) so a slow display
 or disk never stalls the model. Finite sources (files, image lists) lose nothing: every stage blocks instead.
-Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt in the sink's thread) stops both worker threads, keeps every result already computed, and
-returns the summary. An exception in a worker stops the run and is re-raised in the caller's thread.
+Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt in the sink's thread) stops both worker threads, keeps every
+result already computed, and returns the summary (``interrupted`` holds the exception; the caller re-raises it
+after finalising its outputs). An exception in a worker stops the run and is re-raised in the caller's thread.
 Python 3.8, no torch.
 """
 import queue
