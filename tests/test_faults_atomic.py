@@ -89,3 +89,21 @@ def test_sigterm_during_train_saves_last_checkpoint(tmp_path):
     assert "last.pth" in files and not [f for f in files if ".tmp-" in f]
     torch = pytest.importorskip("torch")
     assert torch.load(str(tmp_path / "run" / "last.pth"), map_location="cpu", weights_only=True)["meta"]["step"] >= 1
+
+
+def test_quantize_stopped_by_signal_removes_staging(tmp_path_factory, tmp_path, monkeypatch, capsys):
+    from _bundle_fixture import shared_bundle
+    from rmpsam_edge.cli import main
+    from rmpsam_edge.quantize import fidelity
+    from rmpsam_edge.signals import Stopped
+
+    bundle = shared_bundle(tmp_path_factory)
+
+    def stopped(*a, **k):  # SIGTERM arrives while the fidelity of the staged bundle is measured
+        raise Stopped(signal.SIGTERM)
+
+    monkeypatch.setattr(fidelity, "compare_runners", stopped)
+    rc = main(["quantize", "--model", bundle, "--out", str(tmp_path / "q"), "--precision", "fp16", "--holdout", "1",
+               "--runs", "1"])
+    assert rc == 143 and "interrupted (SIGTERM)" in capsys.readouterr().err
+    assert os.listdir(str(tmp_path)) == []
