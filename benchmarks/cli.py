@@ -63,6 +63,8 @@ def add_arguments(p):
     p.add_argument("--md", help="write the header + table as Markdown here")
     p.add_argument("--plot", help="write latency-vs-fidelity and per-stage plots here (PNG)")
     p.add_argument("--force", action="store_true", help="overwrite existing --json/--md/--plot files")
+    p.add_argument("--soak", type=int, metavar="N", help="instead of the table: N frames of the demo pipeline "
+                                                         "on the looped clip; RSS and FPS drift (benchmarks/soak.py)")
 
 
 def _progress(line: str) -> None:
@@ -192,6 +194,13 @@ def run(args) -> int:
         from .triton_streams import run_remote
         return run_remote(args.model, args.streams or [1], args.runs)
     _check_outputs(args)
+    if args.soak is not None:
+        from .soak import format_soak, run_soak, write_soak
+        thread_env(args.threads or _usable_cores())
+        result = run_soak(args)
+        write_soak(args, result)
+        sys.stdout.write(format_soak(result) + "\n")
+        return 0
     if args.runs < 1 or args.warmup < 0:
         raise UserError("--runs must be >= 1 and --warmup >= 0")
     if any(n < 1 for n in args.prompts):

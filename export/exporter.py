@@ -1,12 +1,12 @@
 """``export_bundle``: an RMP-SAM model -> a model bundle folder (graphs + vocab.npy + manifest.json).
 
-The bundle is written into ``<out>.partial`` and moved into place only after parity passed, so a failed
-export never leaves a half bundle at ``out`` and an existing bundle is replaced only with ``force``.
+The bundle is written into a hidden sibling (``rmpsam_edge.atomic.atomic_dir``) and renamed to ``out`` only
+after parity passed, so a failed or killed export never leaves a half bundle at ``out`` (a rerun sweeps the
+leftover) and an existing bundle is replaced only with ``force``.
 """
 import datetime
 import os
 import platform
-import shutil
 import sys
 import time
 from typing import Callable, List, Optional
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 import rmpsam_edge
+from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime.base import GRAPHS
 from rmpsam_edge.runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST, VOCAB_FILE, is_bundle, sha256_file,
@@ -81,19 +82,14 @@ def _tool_versions(runtime_name: str) -> dict:
     return tools
 
 
-def _prepare_out(out: str, force: bool) -> str:
-    """Refuse to overwrite without force; refuse to replace something that is not a bundle. -> partial dir."""
+def _check_out(out: str, force: bool) -> None:
+    """Refuse to overwrite without force; refuse to replace something that is not a bundle."""
     if os.path.exists(out):
         if not force:
             raise UserError("%s already exists; pass --force to overwrite it, or choose another --out" % out)
         if os.path.isfile(out) or (not is_bundle(out) and os.listdir(out)):
             raise UserError("%s exists and is not a model bundle; refusing to overwrite it even with --force, "
                             "choose another --out" % out)
-    partial = out.rstrip("/\\") + ".partial"
-    if os.path.exists(partial):
-        shutil.rmtree(partial)
-    os.makedirs(partial)
-    return partial
 
 
 def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 640,
@@ -132,18 +128,12 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
         st = {"height": side, "width": side, "prompts": int(static_prompts),
               "classes": None if class_embed is None else int(class_embed.shape[0]),
               "prototypes": None if class_embed is None else int(class_embed.shape[1])}
-    partial = _prepare_out(out, force)
-    try:
+    _check_out(out, force)
+    with atomic_dir(out, force=force) as partial:  # a hidden sibling, renamed to ``out`` when complete
         manifest = _write(model.eval(), partial, input_size, class_embed, class_names, num_things, weights, st,
                           opset, (min_size, max_size), many_prompts and not static, per_tap, parity_embed, log)
         manifest["export_seconds"] = round(time.time() - t0, 1)
         write_manifest(partial, manifest)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.rename(partial, out)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
     log("bundle written: %s (%.1f s)" % (out, time.time() - t0))
     return manifest
 

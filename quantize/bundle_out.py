@@ -13,7 +13,6 @@ Manifest changes against the source bundle:
 """
 import os
 import shutil
-import tempfile
 from typing import Dict, Optional
 
 from rmpsam_edge.errors import UserError
@@ -43,15 +42,6 @@ def check_output(out: str, force: bool, source_path: str) -> None:
         if os.listdir(out) and not os.path.isfile(os.path.join(out, "manifest.json")):
             raise UserError("%s exists and is not a model bundle; refusing to replace it even with --force "
                             "(choose another --out)" % out)
-
-
-def staging_dir(out: str) -> str:
-    parent = os.path.dirname(os.path.abspath(out)) or "."
-    try:
-        os.makedirs(parent, exist_ok=True)
-    except OSError as exc:
-        raise UserError("cannot create %s: %s" % (parent, exc.strerror or exc))
-    return tempfile.mkdtemp(prefix=".%s.tmp-" % os.path.basename(os.path.abspath(out)), dir=parent)
 
 
 def copy_unchanged(src_bundle, staging: str, skip_graphs) -> None:
@@ -104,20 +94,3 @@ def write_manifest(src_bundle, staging: str, entries: Dict[str, dict], precision
     m["quantization"] = info
     _write(staging, m)
     return m
-
-
-def finalize(staging: str, out: str, force: bool) -> None:
-    """Move the complete staging folder to ``out`` (replacing an existing bundle only with ``force``)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    os.chmod(staging, 0o777 & ~mask)  # mkdtemp made it private; a bundle is an ordinary folder
-    if os.path.exists(out):
-        if not force:  # appeared while we were working
-            shutil.rmtree(staging, ignore_errors=True)
-            raise UserError("%s already exists; pass --force to replace it" % out)
-        old = staging + ".old"
-        os.rename(out, old)
-        os.rename(staging, out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(staging, out)

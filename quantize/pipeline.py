@@ -14,6 +14,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
 
 from . import bundle_out, fidelity, ort_quant, report, sensitivity
@@ -196,69 +197,65 @@ def quantize_bundle(opts: Options, stream=None) -> int:
 
     ref = _runner(src.path, backend, opts.threads)
     job = _Job(opts, src, stream)
-    staging = bundle_out.staging_dir(opts.out)
-    try:
-        bundle_out.copy_unchanged(src, staging, set(graphs))
-        feeds = {}
-        if opts.precision == "int8":
+    try:  # an atomic staging folder: the bundle appears complete or not at all (even after SIGKILL)
+        with atomic_dir(opts.out, force=opts.force) as staging:
+            bundle_out.copy_unchanged(src, staging, set(graphs))
+            feeds = {}
+            if opts.precision == "int8":
+                for g in graphs:
+                    feeds[g] = job.feeds(g, calib_inputs, ref, class_embed)
+            pieces = {}
             for g in graphs:
-                feeds[g] = job.feeds(g, calib_inputs, ref, class_embed)
-        pieces = {}
-        for g in graphs:
-            _say(stream, "quantize: %s ..." % g)
-            pieces[g] = job.quantize(g, src.graph_path(g), staging, feeds.get(g))
-        manifest = _write_manifest(opts, src, staging, pieces, frames, backend)
-        thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
+                _say(stream, "quantize: %s ..." % g)
+                pieces[g] = job.quantize(g, src.graph_path(g), staging, feeds.get(g))
+            manifest = _write_manifest(opts, src, staging, pieces, frames, backend)
+            thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
 
-        def measure():
+            def measure():
+                test = _runner(staging, backend, opts.threads)
+                try:
+                    m = fidelity.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
+                                                 stream=stream)
+                finally:
+                    test.deactivate()
+                return m
+
+            gate = fidelity.gate_metrics(graphs)
+            metrics = measure()
+            verdict = fidelity.verdicts(metrics, thresholds, gate)
+            fallback, before = None, None
+            if opts.auto_fallback and fidelity.failed(verdict):
+                before = os.path.join(job.workdir, "all_int8")  # kept to show what the fallback costs in speed
+                shutil.copytree(staging, before)
+                fallback, metrics, verdict, manifest = _auto_fallback(job, src, staging, graphs, feeds, pieces, frames,
+                                                                      backend, thresholds, gate, measure)
             test = _runner(staging, backend, opts.threads)
+            runners = {"fp32": ref, "quantized": test}
+            if before is not None:
+                runners["all_int8"] = _runner(before, backend, opts.threads)
             try:
-                m = fidelity.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
-                                             stream=stream)
+                x = _square(hold_inputs[0][0])
+                one = hold_prompts[0][0][:1]
+                lat = fidelity.latency(runners, x, one, class_embed, runs=opts.runs)
+                lat["setting"] = "%s CPU, %s threads, input %dx%d, 1 prompt, median of %d interleaved runs" % (
+                    backend, opts.threads or "default", x.shape[2], x.shape[3], opts.runs)
             finally:
-                test.deactivate()
-            return m
-
-        gate = fidelity.gate_metrics(graphs)
-        metrics = measure()
-        verdict = fidelity.verdicts(metrics, thresholds, gate)
-        fallback, before = None, None
-        if opts.auto_fallback and fidelity.failed(verdict):
-            before = os.path.join(job.workdir, "all_int8")  # kept to show what the fallback costs in speed
-            shutil.copytree(staging, before)
-            fallback, metrics, verdict, manifest = _auto_fallback(job, src, staging, graphs, feeds, pieces, frames,
-                                                                  backend, thresholds, gate, measure)
-        test = _runner(staging, backend, opts.threads)
-        runners = {"fp32": ref, "quantized": test}
-        if before is not None:
-            runners["all_int8"] = _runner(before, backend, opts.threads)
-        try:
-            x = _square(hold_inputs[0][0])
-            one = hold_prompts[0][0][:1]
-            lat = fidelity.latency(runners, x, one, class_embed, runs=opts.runs)
-            lat["setting"] = "%s CPU, %s threads, input %dx%d, 1 prompt, median of %d interleaved runs" % (
-                backend, opts.threads or "default", x.shape[2], x.shape[3], opts.runs)
-        finally:
-            for name, r in runners.items():
-                if name != "fp32":
-                    r.deactivate()
-        failed = fidelity.failed(verdict)
-        rep = {
-            "bundle": os.path.abspath(opts.out), "quantization": manifest["quantization"], "metrics": metrics,
-            "verdicts": verdict, "thresholds": {k: list(v) for k, v in thresholds.items()}, "pass": not failed,
-            "failed": failed, "gate": gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
-            "latency": lat, "weights_note": spec.weights_note,
-            "size_mb": {"fp32": _bundle_mb(src.path, src.manifest), "quantized": _bundle_mb(staging, manifest)},
-            "held_out": [n for n, _ in frames.holdout],
-            "prompts_note": "%dx%d click grid + %d boxes per image" % (PROMPT_GRID, PROMPT_GRID, PROMPT_BOXES),
-        }
-        if fallback:
-            rep["auto_fallback"] = fallback
-        report.write(staging, rep)
-        bundle_out.finalize(staging, opts.out, opts.force)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+                for name, r in runners.items():
+                    if name != "fp32":
+                        r.deactivate()
+            failed = fidelity.failed(verdict)
+            rep = {
+                "bundle": os.path.abspath(opts.out), "quantization": manifest["quantization"], "metrics": metrics,
+                "verdicts": verdict, "thresholds": {k: list(v) for k, v in thresholds.items()}, "pass": not failed,
+                "failed": failed, "gate": gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
+                "latency": lat, "weights_note": spec.weights_note,
+                "size_mb": {"fp32": _bundle_mb(src.path, src.manifest), "quantized": _bundle_mb(staging, manifest)},
+                "held_out": [n for n, _ in frames.holdout],
+                "prompts_note": "%dx%d click grid + %d boxes per image" % (PROMPT_GRID, PROMPT_GRID, PROMPT_BOXES),
+            }
+            if fallback:
+                rep["auto_fallback"] = fallback
+            report.write(staging, rep)
     finally:
         job.cleanup()
         ref.deactivate()

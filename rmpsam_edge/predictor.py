@@ -9,10 +9,21 @@ The same class drives the PyTorch model (``rmpsam_edge.torch_runner.TorchRunner`
     pan_seg, segments = predictor.panoptic()          # object decoder runs once per image ...
     inst = predictor.instances()                      # ... and is reused here
 
+Threads: ``set_image`` + ``predict`` are a stateful pair, so ONE Predictor serves ONE thread at a time. Every
+call holds ``predictor.lock`` (an RLock); a thread asking about an image another thread set gets a clear
+RuntimeError instead of another camera's masks. Two cameras in one process: one Predictor each (they may share
+nothing, or a thread-safe runner). To share one Predictor, hold the lock around the pair::
+
+    with predictor.lock:
+        predictor.set_image(frame)
+        masks, scores = predictor.predict(points=...)
+
 Shapes: H, W = the original image size; N = number of prompts (points first, then boxes); h, w = stride-4
 size of the padded network input.
 """
+import functools
 import os
+import threading
 import time
 from typing import Dict, List, Optional, Tuple
 
@@ -22,6 +33,15 @@ from .errors import UserError
 from .postprocess import (assemble_instances, empty_instances, filter_instances, panoptic_fusion, panoptic_keep,
                           select_instances, upsample_and_score_masks, upsample_masks)
 from .preprocess import ImageMeta, as_rgb, load_image, preprocess, prompts_to_model
+
+
+def _locked(method):
+    """Run ``method`` holding ``self.lock`` (see the module docstring: one image per thread at a time)."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.lock:
+            return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Predictor(object):
@@ -41,8 +61,11 @@ class Predictor(object):
         self.meta = None  # type: Optional[ImageMeta]
         self.features = None  # type: Optional[np.ndarray]
         self._objects = None
+        self.lock = threading.RLock()
+        self._image_thread = None  # the thread whose set_image() the cached features belong to
 
     # -- image ------------------------------------------------------------------------------------------------
+    @_locked
     def set_image(self, image) -> ImageMeta:
         """image: a file path, or an array (H, W, 3) RGB uint8 (also gray, RGBA, uint16, float 0..1; see
         ``preprocess.as_rgb``). Runs the encoder once and keeps features (1, 256, h, w) and ``meta``."""
@@ -61,17 +84,24 @@ class Predictor(object):
                                "(1, C, %d, %d)" % (self.runner.describe(), features.shape, x.shape, expect[1],
                                                    expect[2]))
         self.image, self.meta, self.features, self._objects = rgb, meta, features, None
+        self._image_thread = threading.get_ident()
         self.timings = {"preprocess": _ms(t0, t1), "encoder": _ms(t1, t2)}
         return meta
 
+    @_locked
     def reset_image(self) -> None:
         self.image = self.meta = self.features = self._objects = None
 
     def _require_image(self) -> None:
         if self.features is None:
             raise RuntimeError("no image set: call set_image(image) first")
+        if self._image_thread != threading.get_ident():
+            raise RuntimeError("this Predictor's image was set by another thread (set_image + predict are a "
+                               "stateful pair): give each thread its own Predictor, or hold `with "
+                               "predictor.lock:` around set_image and the calls that use it")
 
     # -- prompts ----------------------------------------------------------------------------------------------
+    @_locked
     def predict(self, points=None, boxes=None, return_logits: bool = False):
         """Segment what each prompt points at, all prompts in ONE decoder pass (they are independent).
 
@@ -119,11 +149,13 @@ class Predictor(object):
             return self._objects + (ms,)
         return self._objects + (0.0,)
 
+    @_locked
     def object_outputs(self) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Raw object-decoder outputs for this image (cached): class logits (100, K+1), low-resolution mask
         logits (100, h, w), query embeddings (100, 256)."""
         return self._decode_objects()[:3]
 
+    @_locked
     def panoptic(self, object_mask_thr: float = 0.8, iou_thr: float = 0.8,
                  filter_low_score: bool = True) -> Tuple[np.ndarray, List[dict]]:
         """Panoptic segmentation (mmdet MaskFormerFusionHead, the official test settings by default).
@@ -143,6 +175,7 @@ class Predictor(object):
         self.timings.update({"decoder": dec_ms, "postprocess": _ms(t0, time.perf_counter())})
         return pan_seg, segments
 
+    @_locked
     def instances(self, max_per_image: int = 100, score_thr: float = 0.0) -> Dict[str, np.ndarray]:
         """Instance segmentation of the thing classes (mmdet MaskFormerFusionHead ``instance_postprocess``).
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from .errors import UserError, warn
+from .image_header import DEFAULT_MAX_PIXELS, check_pixels
 
 SIZE_DIVISOR = 32
 OFFICIAL_SCALE = (1333, 800)  # mmdet Resize(scale=(1333, 800), keep_ratio=True): long side <= 1333, short <= 800
@@ -63,8 +64,11 @@ class ImageMeta(object):
 
 # ---------------------------------------------------------------------------------------------------------------
 # images
-def load_image(path) -> np.ndarray:
+def load_image(path, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Read an image file -> RGB uint8 (H, W, 3).
+
+    A header that declares ``max_pixels`` or more (default 8192x8192) is refused before decoding (a 2.6 MB PNG
+    can declare 30000x30000 and take 12 GB to decode); ``max_pixels=None`` lifts the limit.
 
     Decoded like the official pipeline (cv2, EXIF orientation applied, alpha channel dropped); grayscale is
     replicated to 3 channels and 16-bit images are scaled to 8 bits (v / 257, rounded). Anything that cannot
@@ -80,6 +84,7 @@ def load_image(path) -> np.ndarray:
         raise UserError("cannot read image %s: %s; %s" % (path, exc, IMAGE_HINT))
     if data.size == 0:
         raise UserError("cannot read image %s: the file is empty; %s" % (path, IMAGE_HINT))
+    check_pixels(path, data[:65536].tobytes(), max_pixels)
     # ANYDEPTH keeps 16-bit data, ANYCOLOR keeps grayscale as one channel and (like the official IMREAD_COLOR)
     # drops alpha and applies the EXIF orientation, which IMREAD_UNCHANGED would not.
     try:

@@ -94,8 +94,12 @@ class Bundle(object):
             entry = graphs.get(name)
             if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
                 raise UserError("%s has no %s graph entry; re-export the bundle with --force" % (mpath, name))
+        _check_declared(mpath, manifest)
         bundle = cls(path, manifest)
         for name in bundle.graph_names():
+            for rel in [graphs[name]["file"]] + ([graphs[name]["weights"].get("file")]
+                                                 if isinstance(graphs[name].get("weights"), dict) else []):
+                inside(path, rel, mpath)
             f = os.path.join(path, graphs[name]["file"])
             if not os.path.isfile(f):
                 raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
@@ -113,7 +117,7 @@ class Bundle(object):
 
     def file_path(self, rel: str, sha256: Optional[str]) -> str:
         """Absolute path of a bundle file, after checking its sha256 against the manifest (once)."""
-        p = os.path.join(self.path, rel)
+        p = inside(self.path, rel, os.path.join(self.path, MANIFEST))
         if p in self._verified:
             return p
         if not os.path.isfile(p):
@@ -210,6 +214,56 @@ class Bundle(object):
         return "%s bundle %s (%s, input %s, opset %s)" % (self.variant, self.path, shapes,
                                                          m.get("input", {}).get("size") or "official keep-ratio",
                                                          m.get("opset"))
+
+
+def inside(bundle_dir: str, rel, mpath: str) -> str:
+    """``bundle_dir/rel`` when it stays inside the bundle (no absolute path, no '..', no symlink out)."""
+    if not isinstance(rel, str) or not rel or os.path.isabs(rel) or rel.startswith(("/", "\\")):
+        raise UserError("%s names the file %r, which is not a path inside the bundle; refusing to load it "
+                        "(re-export the bundle)" % (mpath, rel))
+    root = os.path.realpath(bundle_dir)
+    real = os.path.realpath(os.path.join(bundle_dir, rel))
+    if not real.startswith(root + os.sep):
+        raise UserError("%s names %r, which leaves the bundle folder (%s); refusing to load a graph from "
+                        "outside it (re-export the bundle)" % (mpath, rel, real))
+    return os.path.join(bundle_dir, rel)
+
+
+_MAX_SIDE = 16384  # pixels; larger declared inputs are a broken or hostile manifest
+_MAX_PROMPTS = 65536
+
+
+def _check_declared(mpath: str, m: dict) -> None:
+    """Declared sizes (input size, static shape, dynamic-axis ranges) are positive integers of sane size."""
+    def need(value, what, top):
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+            raise UserError("%s declares %s = %r; expected an integer from 1 to %d (a corrupt or hand-edited "
+                            "manifest: re-export the bundle)" % (mpath, what, value, top))
+    inp = m.get("input", {})
+    if not isinstance(inp, dict):
+        raise UserError("%s: 'input' must be an object; re-export the bundle" % mpath)
+    need(inp.get("size"), "input.size", _MAX_SIDE)
+    st = m.get("static")
+    if st is not None:
+        if not isinstance(st, dict):
+            raise UserError("%s: 'static' must be an object; re-export the bundle" % mpath)
+        for k, top in (("height", _MAX_SIDE), ("width", _MAX_SIDE), ("prompts", _MAX_PROMPTS),
+                       ("classes", _MAX_PROMPTS), ("prototypes", _MAX_PROMPTS)):
+            need(st.get(k), "static.%s" % k, top)
+    axes = m.get("dynamic_axes") or {}
+    if not isinstance(axes, dict):
+        raise UserError("%s: 'dynamic_axes' must be an object; re-export the bundle" % mpath)
+    for name, rng in axes.items():
+        if not isinstance(rng, dict):  # e.g. "h": "H / 4" (a note)
+            continue
+        top = _MAX_SIDE if name in ("H", "W") else _MAX_PROMPTS
+        need(rng.get("min"), "dynamic_axes.%s.min" % name, top)
+        need(rng.get("max"), "dynamic_axes.%s.max" % name, top)
+        if isinstance(rng.get("min"), int) and isinstance(rng.get("max"), int) and rng["min"] > rng["max"]:
+            raise UserError("%s declares dynamic_axes.%s min %d > max %d; re-export the bundle"
+                            % (mpath, name, rng["min"], rng["max"]))
 
 
 def write_manifest(path: str, manifest: Dict) -> None:

@@ -46,7 +46,8 @@ def test_bundle_files_and_manifest(bundle, manifest):
         assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == 17
         assert not any(n.op_type in ("DeformConv", "Einsum") for n in model.graph.node)
     assert sha256_file(os.path.join(bundle, "vocab.npy")) == manifest["vocabulary"]["sha256"]
-    assert not os.path.exists(bundle + ".partial")
+    parent, name = os.path.split(os.path.abspath(bundle))
+    assert not [f for f in os.listdir(parent) if f.startswith("." + name + ".tmp-")]  # staging renamed away
 
 
 def test_graph_io_matches_runner_interface(manifest):
@@ -140,7 +141,7 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     out = str(tmp_path / "b")
     with pytest.raises(UserError, match="parity"):
         exporter.export_bundle(torch_model(), out, input_size=64)
-    assert not os.path.exists(out) and not os.path.exists(out + ".partial")
+    assert os.listdir(str(tmp_path)) == []  # neither the bundle nor its staging folder
 
 
 @pytest.mark.parametrize("argv, message", [

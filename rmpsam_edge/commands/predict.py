@@ -36,6 +36,9 @@ def add_arguments(p):
     p.add_argument("--task", choices=["prompts", "panoptic", "instances"],
                    help="default: prompts when --points/--boxes are given, else panoptic")
     p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images whose header declares N pixels or more, before decoding "
+                        "(default 8192*8192 = 67108864; 0 = no limit)")
     p.add_argument("--out", default="out", help="output folder (default: out)")
     p.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
 
@@ -94,6 +97,11 @@ def build_predictor(args):
             predictor.spec.input_size = args.imgsz
         return predictor, {"bundle": model if remote else os.path.abspath(model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
+    backend = getattr(args, "backend", None)
+    if backend and backend != "auto":  # a flag that cannot apply is an error, not silently ignored
+        raise UserError("--backend %s applies to an exported bundle (--model), not to the PyTorch %s; export one "
+                        "(rmpsam-edge export ... --out BUNDLE, then --model BUNDLE --backend %s) or drop --backend"
+                        % (backend, "checkpoint" if args.checkpoint else "weights", backend))
     try:
         from rmpsam_edge.torch_runner import torch_predictor
     except ImportError as exc:
@@ -110,43 +118,52 @@ def run(args):
     task = args.task or ("prompts" if len(points) or len(boxes) else "panoptic")
     if task == "prompts" and not (len(points) or len(boxes)):
         raise UserError("no prompts: give --points X,Y and/or --boxes X1,Y1,X2,Y2, or --task panoptic")
+    from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS
     from rmpsam_edge.preprocess import load_image
-    image = load_image(args.image)
+    limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
+    image = load_image(args.image, max_pixels=limit)
     prepare_out(args.out, args.force)
     predictor, info = build_predictor(args)
     t0 = time.perf_counter()
     predictor.set_image(image)
     result = {"image": os.path.abspath(args.image), "image_size": [int(image.shape[0]), int(image.shape[1])],
               "task": task, "model": info, "weights_note": predictor.spec.weights_note}
-    from rmpsam_edge import visualize
-    banner = predictor.spec.weights_note
-    if task == "prompts":
-        masks, scores = predictor.predict(points=points if len(points) else None, boxes=boxes if len(boxes) else None)
-        result["results"] = write_prompt_masks(args.out, masks, scores, points, boxes)
-        overlay = visualize.overlay_masks(image, masks, points=points if len(points) else None,
-                                          boxes=boxes if len(boxes) else None, banner=banner)
-    elif task == "panoptic":
-        pan_seg, segments = predictor.panoptic()
-        np.savez_compressed(os.path.join(args.out, "panoptic.npz"), pan_seg=pan_seg)
-        result["segments"] = [_jsonable(s) for s in segments]
-        overlay = visualize.panoptic_overlay(image, pan_seg, segments, predictor.spec.class_names,
-                                             predictor.spec.num_classes, banner=banner)
-    else:
-        inst = predictor.instances(score_thr=args.score_thr)
-        names = predictor.spec.class_names
-        np.savez_compressed(os.path.join(args.out, "masks.npz"), masks=inst["masks"], scores=inst["scores"],
-                            labels=inst["labels"], boxes=inst["boxes"])
-        result["results"] = [{"index": i, "label": int(l), "class_name": names[int(l)], "score": float(s),
-                              "box": [float(v) for v in b], "area": int(m.sum())}
-                             for i, (l, s, b, m) in enumerate(zip(inst["labels"], inst["scores"], inst["boxes"],
-                                                                  inst["masks"]))]
-        overlay = visualize.overlay_masks(image, inst["masks"], labels=[names[int(l)] for l in inst["labels"]],
-                                          boxes=inst["boxes"], banner=banner)
-    result["timings_ms"] = dict(predictor.timings, total=round((time.perf_counter() - t0) * 1000, 2))
-    import cv2
-    cv2.imwrite(os.path.join(args.out, "overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
-    with open(os.path.join(args.out, "result.json"), "w") as f:
-        json.dump(result, f, indent=2)
+    try:  # a full or read-only disk: one line naming the output folder, exit non-zero
+        from rmpsam_edge import visualize
+        banner = predictor.spec.weights_note
+        if task == "prompts":
+            masks, scores = predictor.predict(points=points if len(points) else None,
+                                              boxes=boxes if len(boxes) else None)
+            result["results"] = write_prompt_masks(args.out, masks, scores, points, boxes)
+            overlay = visualize.overlay_masks(image, masks, points=points if len(points) else None,
+                                              boxes=boxes if len(boxes) else None, banner=banner)
+        elif task == "panoptic":
+            pan_seg, segments = predictor.panoptic()
+            np.savez_compressed(os.path.join(args.out, "panoptic.npz"), pan_seg=pan_seg)
+            result["segments"] = [_jsonable(s) for s in segments]
+            overlay = visualize.panoptic_overlay(image, pan_seg, segments, predictor.spec.class_names,
+                                                 predictor.spec.num_classes, banner=banner)
+        else:
+            inst = predictor.instances(score_thr=args.score_thr)
+            names = predictor.spec.class_names
+            np.savez_compressed(os.path.join(args.out, "masks.npz"), masks=inst["masks"], scores=inst["scores"],
+                                labels=inst["labels"], boxes=inst["boxes"])
+            result["results"] = [{"index": i, "label": int(l), "class_name": names[int(l)], "score": float(s),
+                                  "box": [float(v) for v in b], "area": int(m.sum())}
+                                 for i, (l, s, b, m) in enumerate(zip(inst["labels"], inst["scores"], inst["boxes"],
+                                                                      inst["masks"]))]
+            overlay = visualize.overlay_masks(image, inst["masks"], labels=[names[int(l)] for l in inst["labels"]],
+                                              boxes=inst["boxes"], banner=banner)
+        result["timings_ms"] = dict(predictor.timings, total=round((time.perf_counter() - t0) * 1000, 2))
+        import cv2
+        imwrite(os.path.join(args.out, "overlay.png"), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        from rmpsam_edge.atomic import atomic_file
+        with atomic_file(os.path.join(args.out, "result.json")) as tmp:  # last, and complete or absent
+            with open(tmp, "w") as f:
+                json.dump(result, f, indent=2)
+    except OSError as exc:
+        from rmpsam_edge.atomic import disk_error
+        raise disk_error(getattr(exc, "filename", None) or args.out, exc)
     n = len(result.get("results", result.get("segments", [])))
     sys.stdout.write("%s: %d %s -> %s (overlay.png, result.json)%s\n"
                      % (task, n, "segments" if task == "panoptic" else "masks", args.out,
@@ -154,8 +171,14 @@ def run(args):
     return 0
 
 
-def write_prompt_masks(out, masks, scores, points, boxes):
+def imwrite(path, image):
+    """cv2.imwrite that says when it failed (OpenCV returns False on a full/read-only disk, it does not raise)."""
     import cv2
+    if not cv2.imwrite(path, image):
+        raise OSError(0, "OpenCV could not write the file (full or read-only disk?)", path)
+
+
+def write_prompt_masks(out, masks, scores, points, boxes):
     from rmpsam_edge.postprocess import mask_to_box
     np.savez_compressed(os.path.join(out, "masks.npz"), masks=masks, scores=scores)
     prompts = [{"type": "point", "xy": [float(v) for v in p]} for p in points] + \
@@ -163,7 +186,7 @@ def write_prompt_masks(out, masks, scores, points, boxes):
     tight = mask_to_box(masks) if len(masks) else np.zeros((0, 4))
     rows = []
     for i, (m, s) in enumerate(zip(masks, scores)):
-        cv2.imwrite(os.path.join(out, "mask_%03d.png" % i), m.astype(np.uint8) * 255)
+        imwrite(os.path.join(out, "mask_%03d.png" % i), m.astype(np.uint8) * 255)
         rows.append({"index": i, "prompt": prompts[i], "score": float(s), "box": [float(v) for v in tight[i]],
                      "area": int(m.sum())})
     return rows

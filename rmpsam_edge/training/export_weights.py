@@ -29,8 +29,9 @@ def export_weights(src: str, dst: str, force: bool = False, input_size=None) -> 
             "input_size": int(input_size or cfg.get("imgsz", 192)), "steps": int(smeta.get("step", 0)),
             "train_seconds": float(extra.get("elapsed_s", 0.0)), "train_config": json.dumps(cfg),
             "vocabulary": "demo_vocab.pth (seeded random unit vectors, not CLIP)", "dtype": "float16"}
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
-    torch.save({"state_dict": sd, "meta": meta}, dst)
+    from rmpsam_edge.atomic import atomic_file
+    with atomic_file(dst, force=True) as tmp:  # existence was checked above (force)
+        torch.save({"state_dict": sd, "meta": meta}, tmp)
     return meta
 
 

@@ -79,11 +79,12 @@ def official_state_dict(model: nn.Module, half: bool = False) -> Dict[str, torch
 
 
 def save_checkpoint(path: str, model, optimizer, step: int, cfg: Dict, extra: Optional[Dict] = None) -> None:
-    tmp = path + ".tmp"
+    """Atomic: a hidden sibling renamed over ``path`` when complete (a kill never leaves a torn checkpoint)."""
+    from rmpsam_edge.atomic import atomic_file
     obj = {"state_dict": official_state_dict(model), "optimizer": optimizer.state_dict(),
            "meta": {"step": step, "config": json.dumps(cfg), "extra": json.dumps(extra or {})}}
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path, force=True) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_training_checkpoint(path: str, model, optimizer=None) -> Dict:
@@ -203,8 +204,15 @@ class Trainer(object):
         last_ckpt = time.time()
         avg: Dict[str, float] = {}
         bar = None
-        stop = []
-        old = signal.signal(signal.SIGTERM, lambda *_: stop.append(1)) if _main_thread() else None
+        stop = []  # SIGTERM/SIGHUP/SIGINT: finish the step, save last.pth, then raise Stopped (exit 128+signal)
+
+        def on_signal(signum, frame):
+            if stop:  # a second signal: exit at once (last.pth is always complete: atomic writes)
+                os._exit(128 + int(signum))
+            stop.append(signum)
+
+        sigs = [s for s in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)) if s is not None]
+        old = {s: signal.signal(s, on_signal) for s in sigs} if _main_thread() else {}
         if show_progress:
             from ..progress import Progress
             bar = Progress(steps, "train", initial=self.step)
@@ -225,10 +233,13 @@ class Trainer(object):
             if self.step % 1000 == 0:
                 self.save(os.path.join(self.out_dir, "step_%06d.pth" % self.step))
         self.save()
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
-        if stop:
-            self.log("stopped by SIGTERM at step %d; saved %s (continue with --resume)" % (self.step, self.last_path))
+        for s, h in old.items():
+            signal.signal(s, h)
         if bar is not None:
             bar.close()
+        if stop:
+            from rmpsam_edge.signals import Stopped
+            self.log("stopped by %s at step %d; saved %s (continue with --resume)"
+                     % (signal.Signals(stop[0]).name, self.step, self.last_path))
+            raise Stopped(stop[0])
         return avg

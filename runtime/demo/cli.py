@@ -51,6 +51,8 @@ def add_arguments(p):
                                  "Default without --show: runs/demo/<source>_<mode>.avi")
     p.add_argument("--no-json", action="store_true", help="do not write the per-frame JSON Lines file")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    p.add_argument("--retries", type=int, default=5, help="reconnect attempts when a camera/stream drops "
+                                                           "(backoff 0.5 s doubling to 8 s; files: none)")
     p.add_argument("--queue", type=int, default=4, help="pipeline queue length (frames)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --out")
 
@@ -159,8 +161,8 @@ def format_summary(summary: dict, result, outputs, note) -> str:
     if dropped:
         lines.append("  dropped to stay real-time: %d at capture, %d at output"
                      % (c.get("dropped_at_capture", 0), c.get("dropped_at_output", 0)))
-    if result.interrupted:
-        lines.append("  stopped by Ctrl-C; everything computed before it was kept")
+    if result.interrupted is not None:
+        lines.append("  stopped by %s; everything computed before it was kept" % (str(result.interrupted) or "Ctrl-C"))
     if result.ended_early:
         lines.append("  source ended early: %s; what was written is kept" % result.ended_early)
     for path in outputs:
@@ -190,7 +192,9 @@ def run(args) -> int:
         raise UserError("--mode %s needs prompts: --points X,Y, --boxes X1,Y1,X2,Y2 or --prompts FILE "
                         "(or --show and click)" % args.mode)
     source_text = args.source if args.source is not None else default_source()
-    source = open_source(source_text)
+    if args.retries < 0:
+        raise UserError("--retries must be >= 0")
+    source = open_source(source_text, retries=args.retries)
     try:
         from rmpsam_edge.commands.predict import build_predictor
         predictor, info = build_predictor(args)
@@ -222,17 +226,21 @@ def run(args) -> int:
         try:
             result = run_pipeline(source, process, sink, max_frames=args.max_frames, queue_size=args.queue,
                                   stats=stats)
-        finally:
+            summary = result.stats.summary()
+            if jsonl is not None:
+                jsonl.write_summary(summary)
+        finally:  # a disk error (one line) or a signal still leaves a video with its index, complete lines
             if video is not None:
                 video.close()
+            if jsonl is not None:
+                jsonl.close()
             if show:
                 import cv2
                 cv2.destroyAllWindows()
-        summary = result.stats.summary()
-        if jsonl is not None:
-            jsonl.write_summary(summary)
-            jsonl.close()
         sys.stdout.write(format_summary(summary, result, outputs, note) + "\n")
+        sys.stdout.flush()
+        if result.interrupted is not None:  # outputs are final: exit 130 / 143 / 129 through the CLI
+            raise result.interrupted
         if summary["frames"] == 0:
             raise UserError("no frame was processed from %s" % source.name)
         return 0

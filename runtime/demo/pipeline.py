@@ -5,8 +5,9 @@
 Live sources (cameras, streams) never wait for the model: the capture stage keeps only the newest frame and
 counts the ones it replaced, and results the sink cannot take in time are dropped (counted) so a slow display
 or disk never stalls the model. Finite sources (files, image lists) lose nothing: every stage blocks instead.
-Ctrl-C (KeyboardInterrupt in the sink's thread) stops capture, keeps every result already computed, and
-returns the summary. An exception in a worker stops the run and is re-raised in the caller's thread.
+Ctrl-C, SIGTERM or SIGHUP (KeyboardInterrupt in the sink's thread) stops both worker threads, keeps every
+result already computed, and returns the summary (``interrupted`` holds the exception; the caller re-raises it
+after finalising its outputs). An exception in a worker stops the run and is re-raised in the caller's thread.
 Python 3.8, no torch.
 """
 import queue
@@ -94,7 +95,10 @@ class Stats(object):
 
 
 class PipelineResult(object):
-    def __init__(self, stats: Stats, interrupted: bool, ended_early: Optional[str]):
+    """``interrupted``: the KeyboardInterrupt (Ctrl-C, or ``Stopped`` for SIGTERM/SIGHUP) that ended the run,
+    None otherwise; the caller finalises its outputs, then re-raises it for the conventional exit code."""
+
+    def __init__(self, stats: Stats, interrupted: Optional[BaseException], ended_early: Optional[str]):
         self.stats = stats
         self.interrupted = interrupted
         self.ended_early = ended_early
@@ -198,7 +202,7 @@ def run_pipeline(source, process: Callable, sink: Callable, max_frames: Optional
     workers = [threading.Thread(target=capture, name="demo-capture", daemon=True),
                threading.Thread(target=infer, name="demo-inference", daemon=True)]
     stats.t_start = time.perf_counter()
-    interrupted = False
+    interrupted = None  # type: Optional[BaseException]
     try:
         for w in workers:
             w.start()
@@ -216,8 +220,8 @@ def run_pipeline(source, process: Callable, sink: Callable, max_frames: Optional
             stats.frame_done()
             if keep_going is False:
                 break
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP as rmpsam_edge.signals.Stopped
+        interrupted = exc
     finally:
         stop.set()
         closed.set()

@@ -10,12 +10,15 @@ import contextlib
 import glob
 import os
 import re
+import sys
+import time
 from typing import List, Optional
 
 import cv2
 import numpy as np
 
-from rmpsam_edge.errors import UserError
+from rmpsam_edge.errors import UserError, warn
+from rmpsam_edge.image_header import check_pixels
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -86,9 +89,13 @@ class Source(object):
 class CaptureSource(Source):
     """A cv2.VideoCapture (camera, file, URL, GStreamer pipeline). The first frame is read at open time so a
     source that opens but yields nothing is reported immediately. A read failure before the known frame
-    count (or any read failure of a live stream) marks ``ended_early``: the run stops and keeps its output."""
+    count marks ``ended_early``: the run stops and keeps its output. A live source (camera, stream) that drops
+    is reopened with ``reopen()`` up to ``retries`` times, waiting ``backoff`` s, doubling up to 8 s (one line
+    per attempt through ``log``); frames flow again when it is back, ``ended_early`` says so after the last
+    retry. A stop signal (``rmpsam_edge.signals``) ends the waiting at once. Files are never retried."""
 
-    def __init__(self, cap, name: str, live: bool):
+    def __init__(self, cap, name: str, live: bool, reopen=None, retries: int = 5, backoff: float = 0.5,
+                 log=None):
         Source.__init__(self, name)
         self.cap = cap
         self.live = live
@@ -99,6 +106,17 @@ class CaptureSource(Source):
         ok, frame = cap.read()
         self._first = frame if ok and frame is not None and frame.size else None
         self._count = 0
+        self.reopen = reopen if live else None
+        self.retries = max(0, int(retries))
+        self.backoff = float(backoff)
+        self.reconnects = 0
+        self._log = log or (lambda line: (sys.stderr.write(line + "\n"), sys.stderr.flush()))
+
+    def _grab(self) -> Optional[np.ndarray]:
+        if self.cap is None:
+            return None
+        ok, frame = self.cap.read()
+        return frame if ok and frame is not None and frame.size else None
 
     def read(self) -> Optional[np.ndarray]:
         if self._first is not None:
@@ -107,9 +125,11 @@ class CaptureSource(Source):
             return frame
         if self.cap is None:
             return None
-        ok, frame = self.cap.read()
-        if not ok or frame is None or not frame.size:
-            if self.live:
+        frame = self._grab()
+        if frame is None and self.reopen is not None:
+            frame = self._reconnect()
+        if frame is None:
+            if self.live and not self.ended_early:
                 self.ended_early = "stream %s stopped after %d frames" % (self.name, self._count)
             elif self.frame_count is not None and self._count < self.frame_count - max(2, self.frame_count // 50):
                 # Container frame counts can be estimates (a few frames off); far short = truncated/broken.
@@ -117,6 +137,38 @@ class CaptureSource(Source):
             return None
         self._count += 1
         return frame
+
+    def _reconnect(self) -> Optional[np.ndarray]:
+        from rmpsam_edge.signals import stop_requested
+        delay = self.backoff
+        for attempt in range(1, self.retries + 1):
+            self._log("demo: %s dropped after %d frames; reconnecting in %.1f s (attempt %d of %d)"
+                      % (self.name, self._count, delay, attempt, self.retries))
+            t_end = time.monotonic() + delay
+            while time.monotonic() < t_end:
+                if stop_requested() is not None or self.cap is None:
+                    return None
+                time.sleep(min(0.05, max(0.0, t_end - time.monotonic())))
+            if self.cap is not None:
+                self.cap.release()
+            with quiet_opencv():
+                try:
+                    cap = self.reopen()
+                except cv2.error:
+                    cap = None
+            if cap is not None and cap.isOpened():
+                self.cap = cap
+                frame = self._grab()
+                if frame is not None:
+                    self.reconnects += 1
+                    self._log("demo: %s is back (attempt %d)" % (self.name, attempt))
+                    return frame
+            delay = min(delay * 2.0, 8.0)
+        self.cap = None
+        self.ended_early = ("stream %s lost after %d frames; %d reconnect attempts failed"
+                            % (self.name, self._count, self.retries))
+        self._log("demo: " + self.ended_early + "; finishing the outputs")
+        return None
 
     def close(self) -> None:
         if self.cap is not None:
@@ -138,6 +190,13 @@ class ImageListSource(Source):
         while self._i < len(self.paths):
             path = self.paths[self._i]
             self._i += 1
+            try:  # a header over the pixel limit (decompression bomb) is skipped before decoding
+                with open(path, "rb") as f:
+                    check_pixels(path, f.read(65536))
+            except (OSError, UserError) as exc:
+                warn("skipped %s: %s" % (path, exc))
+                self.skipped.append(path)
+                continue
             frame = cv2.imread(path, cv2.IMREAD_COLOR)
             if frame is not None and frame.size:
                 return frame
@@ -149,11 +208,14 @@ def _is_image(path: str) -> bool:
     return path.lower().endswith(IMAGE_EXTS)
 
 
-def _open_capture(target, name: str, live: bool, api=None) -> CaptureSource:
+def _open_capture(target, name: str, live: bool, api=None, retries: int = 5) -> CaptureSource:
+    def reopen():
+        return cv2.VideoCapture(target) if api is None else cv2.VideoCapture(target, api)
+
     with quiet_opencv():
-        cap = cv2.VideoCapture(target) if api is None else cv2.VideoCapture(target, api)
+        cap = reopen()
         opened = cap.isOpened()
-        src = CaptureSource(cap, name, live) if opened else None
+        src = CaptureSource(cap, name, live, reopen=reopen, retries=retries) if opened else None
     if src is None or src._first is None:
         if src is not None:
             src.close()
@@ -161,8 +223,8 @@ def _open_capture(target, name: str, live: bool, api=None) -> CaptureSource:
     return src
 
 
-def open_camera(index: int) -> Source:
-    src = _open_capture(index, "camera %d" % index, live=True)
+def open_camera(index: int, retries: int = 5) -> Source:
+    src = _open_capture(index, "camera %d" % index, live=True, retries=retries)
     if src is None:
         hint = "" if os.path.exists("/dev/video%d" % index) else " (no /dev/video%d on this machine)" % index
         raise UserError("camera %d could not be opened%s; check the cable/permissions or use "
@@ -170,7 +232,7 @@ def open_camera(index: int) -> Source:
     return src
 
 
-def open_csi(text: str) -> Source:
+def open_csi(text: str, retries: int = 5) -> Source:
     m = CSI_RE.match(text)
     if not m:
         raise UserError("bad CSI source %r; use csi://N, e.g. csi://0 or csi://0?width=1920&height=1080&fps=30"
@@ -189,15 +251,15 @@ def open_csi(text: str) -> Source:
                         "Jetson use JetPack's OpenCV (apt python3-opencv, not the pip wheel) or use "
                         "--source 0 for a USB camera" % (text, cv2.__version__))
     pipe = csi_pipeline(sensor, opts["width"], opts["height"], opts["fps"], opts["flip"])
-    src = _open_capture(pipe, text, live=True, api=cv2.CAP_GSTREAMER)
+    src = _open_capture(pipe, text, live=True, api=cv2.CAP_GSTREAMER, retries=retries)
     if src is None:
         raise UserError("CSI camera %d did not start (GStreamer pipeline: %s); check `nvgstcapture-1.0` and "
                         "that no other process holds the camera" % (sensor, pipe))
     return src
 
 
-def open_stream(url: str) -> Source:
-    src = _open_capture(url, url, live=not url.startswith("file://"))
+def open_stream(url: str, retries: int = 5) -> Source:
+    src = _open_capture(url, url, live=not url.startswith("file://"), retries=retries)
     if src is None:
         raise UserError("stream %s could not be opened (no frame received); check the URL, the network and "
                         "that this OpenCV has FFMPEG" % url)
@@ -229,18 +291,19 @@ def open_video(path: str) -> Source:
     return src
 
 
-def open_source(text: str) -> Source:
+def open_source(text: str, retries: int = 5) -> Source:
     """Open a ``--source``: '0' (camera index), 'csi://0', 'rtsp://...' / 'http://...' / 'file://...',
-    'frames/*.jpg' (glob), a folder of images, an image file or a video file."""
+    'frames/*.jpg' (glob), a folder of images, an image file or a video file. ``retries``: reconnect attempts
+    of a live source that drops (files are not retried)."""
     text = str(text).strip()
     if not text:
         raise UserError("empty --source; give a camera index, a video, an image folder/glob or a URL")
     if text.isdigit():
-        return open_camera(int(text))
+        return open_camera(int(text), retries)
     if text.startswith("csi://"):
-        return open_csi(text)
+        return open_csi(text, retries)
     if text.lower().startswith(STREAM_SCHEMES + ("file://",)):
-        return open_stream(text)
+        return open_stream(text, retries)
     if any(c in text for c in "*?["):
         return open_glob(text)
     if os.path.isdir(text):
@@ -249,6 +312,8 @@ def open_source(text: str) -> Source:
         raise UserError("source %s does not exist; give a camera index, a video, an image folder/glob or a URL"
                         % text)
     if _is_image(text):
+        with open(text, "rb") as f:
+            check_pixels(text, f.read(65536))  # refuse a decompression bomb before decoding it
         if cv2.imread(text, cv2.IMREAD_COLOR) is None:
             raise UserError("%s is not a readable image" % text)
         return ImageListSource([text], text)

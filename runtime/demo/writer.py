@@ -10,6 +10,7 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from rmpsam_edge.atomic import disk_error
 from rmpsam_edge.errors import UserError
 
 FOURCC = {".avi": "MJPG", ".mp4": "mp4v", ".mkv": "MJPG"}
@@ -66,7 +67,10 @@ class VideoOut(object):
             self.size = (w, h)
         if (w, h) != self.size:  # image folders with mixed sizes: fit into the first frame's size
             frame = cv2.resize(frame, self.size, interpolation=cv2.INTER_AREA)
-        self._writer.write(np.ascontiguousarray(frame))
+        try:
+            self._writer.write(np.ascontiguousarray(frame))
+        except OSError as exc:  # OpenCV reports most write failures only as a warning; some backends raise
+            raise disk_error(self.path, exc)
         self.frames += 1
 
     def close(self) -> None:
@@ -81,13 +85,37 @@ class JsonlOut(object):
 
     def __init__(self, path: str, header: dict):
         self.path = path
-        self._f = open(path, "w")
+        try:
+            self._f = open(path, "w")
+        except OSError as exc:
+            raise disk_error(path, exc)
         self.frames = 0
+        self._good = 0  # bytes of complete lines on disk
         self._write({"header": header})
 
     def _write(self, obj: dict) -> None:
-        self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
-        self._f.flush()
+        """Append one line; on a disk error (ENOSPC, EROFS...) cut the file back to its last complete line,
+        so what was written stays valid JSON Lines, and raise one line naming the path."""
+        if self._f is None:
+            return
+        try:
+            self._f.write(json.dumps(obj, separators=(",", ":")) + "\n")
+            self._f.flush()
+            self._good = self._f.tell()
+        except OSError as exc:
+            self._abandon()
+            raise disk_error(self.path, exc)
+
+    def _abandon(self) -> None:
+        f, self._f = self._f, None
+        try:
+            f.close()
+        except OSError:
+            pass  # the buffered tail could not be flushed either
+        try:
+            os.truncate(self.path, self._good)
+        except OSError:
+            pass
 
     def write(self, record: dict) -> None:
         self._write(record)
@@ -99,5 +127,10 @@ class JsonlOut(object):
 
     def close(self) -> None:
         if self._f is not None:
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as exc:
+                self._f = None
+                os.truncate(self.path, self._good)
+                raise disk_error(self.path, exc)
             self._f = None
