@@ -74,19 +74,26 @@ class Predictor(object):
             rgb = load_image(os.fsdecode(image) if isinstance(image, bytes) else image)
         else:
             rgb = as_rgb(image)
+        t1 = time.perf_counter()
+        features, meta, pre_s = self._encode(rgb)
+        t2 = time.perf_counter()
+        self.image, self.meta, self.features, self._objects = rgb, meta, features, None
+        self._image_thread = threading.get_ident()
+        self.timings = {"preprocess": round((t1 - t0 + pre_s) * 1000, 3), "encoder": round((t2 - t1 - pre_s) * 1000, 3)}
+        return meta
+
+    def _encode(self, rgb: np.ndarray):
+        """rgb (H, W, 3) uint8 -> (features (1, C, h, w), meta, seconds spent pre-processing)."""
+        t0 = time.perf_counter()
         x, meta = preprocess(rgb, self.spec)
         t1 = time.perf_counter()
         features = self.runner.encode(x)
-        t2 = time.perf_counter()
         expect = (1, meta.feat_shape[0], meta.feat_shape[1])
         if features.ndim != 4 or (features.shape[0], features.shape[2], features.shape[3]) != expect:
             raise RuntimeError("the %s encoder returned features of shape %s for an input of %s; expected "
                                "(1, C, %d, %d)" % (self.runner.describe(), features.shape, x.shape, expect[1],
                                                    expect[2]))
-        self.image, self.meta, self.features, self._objects = rgb, meta, features, None
-        self._image_thread = threading.get_ident()
-        self.timings = {"preprocess": _ms(t0, t1), "encoder": _ms(t1, t2)}
-        return meta
+        return features, meta, t1 - t0
 
     @_locked
     def reset_image(self) -> None:

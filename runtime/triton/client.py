@@ -14,7 +14,7 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.predictor import Predictor
-from rmpsam_edge.preprocess import ImageMeta, as_rgb, load_image
+from rmpsam_edge.preprocess import ImageMeta
 
 from . import protocol as P
 from ..base import Runner
@@ -176,20 +176,11 @@ class _UnknownFrame(Exception):
 
 
 class TritonPredictor(Predictor):
-    """``Predictor`` whose ``set_image`` sends the RGB uint8 frame to the server (pre-processing there)."""
+    """``Predictor`` whose ``set_image`` sends the RGB uint8 frame to the server (pre-processing happens there)."""
 
-    def set_image(self, image) -> ImageMeta:
-        t0 = time.perf_counter()
-        if isinstance(image, (str, bytes)) or hasattr(image, "__fspath__"):
-            rgb = load_image(image)
-        else:
-            rgb = as_rgb(image)
-        t1 = time.perf_counter()
+    def _encode(self, rgb):
         features, meta = self.runner.encode_frame(rgb)
-        self.image, self.meta, self.features, self._objects = rgb, meta, features, None
-        self.timings = {"preprocess": round((t1 - t0) * 1000, 3), "encoder": round((time.perf_counter() - t1) * 1000, 3)}
-        return meta
-
+        return features, meta, 0.0
 
 def load_runner(url: str, verbose: bool = True, timeout: float = 30.0, retries: int = 3):
     """-> (activated TritonRunner, RemoteBundle, the choice line)."""
