@@ -40,7 +40,8 @@ def add_arguments(p):
     w.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
     p.add_argument("--backends", default="torch,ort,openvino,tensorrt", help="comma list: torch, ort, openvino, "
                    "tensorrt (default all; missing ones get a 'not installed' row)")
-    p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8 (default all; fp32 with "
+    p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8, bf16, int8+bf16 "
+                   "(bf16: OpenVINO rows only; default fp32,fp16,int8; fp32 with "
                    "--paper)")
     p.add_argument("--imgsz", type=int, nargs="+", help="long side(s) of the input (default: the bundle's size)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 16], help="prompt counts decoded in one call "

@@ -64,6 +64,9 @@ class OnnxRuntimeRunner(BundleRunner):
         if self.bundle.graph_format(graph) != "onnx":
             raise BackendUnavailable("the %s graph is an OpenVINO IR (quantize --backend openvino): run this bundle "
                                      "with backend='openvino'" % graph)
+        if self.bundle.manifest["graphs"][graph].get("inference_precision") == "bf16":
+            raise BackendUnavailable("the %s graph is marked bf16 (an OpenVINO CPU inference precision): run this "
+                                     "bundle with backend='openvino'" % graph)
         providers = [(p, _provider_options(p)) for p in self.providers]
         sess = ort.InferenceSession(path, self._options(), providers=providers)
         self.sessions[graph] = sess
