@@ -44,8 +44,10 @@ def _provider_options(name: str) -> dict:
 class OnnxRuntimeRunner(BundleRunner):
     name = "onnxruntime"
 
-    def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None):
+    def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None,
+                 spinning: bool = False, arena: bool = True):
         super(OnnxRuntimeRunner, self).__init__(bundle, threads)
+        self.spinning, self.arena = bool(spinning), bool(arena)  # defaults: benchmarks/results/ort_session_options*
         self.providers = providers_for(device)
         self.sessions = {}
         self.outputs = {}
@@ -57,7 +59,8 @@ class OnnxRuntimeRunner(BundleRunner):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        so.enable_cpu_mem_arena = self.arena
         return so
 
     def _load(self, graph: str, path: str) -> None:
