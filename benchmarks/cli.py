@@ -263,7 +263,8 @@ def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size
             info["status"] = installed[backend]
             continue
         if source is None:
-            info["status"] = "n/a (torch runs FP32 only)"
+            info["status"] = ("n/a (torch runs FP32 only)" if backend == "torch" else
+                              "n/a (%s is an OpenVINO CPU precision)" % precision)
             continue
         if source in ("fp32", "torch"):
             info["bundle"] = base_path
