@@ -70,8 +70,7 @@ class OnnxRuntimeRunner(BundleRunner):
             raise BackendUnavailable("the %s graph is an OpenVINO IR (quantize --backend openvino): run this bundle "
                                      "with backend='openvino'" % graph)
         if self.bundle.manifest["graphs"][graph].get("inference_precision") == "bf16":
-            raise BackendUnavailable("the %s graph is marked bf16 (an OpenVINO CPU inference precision): run this "
-                                     "bundle with backend='openvino'" % graph)
+            raise BackendUnavailable("%s is marked bf16 (OpenVINO CPU only): use backend='openvino'" % graph)
         providers = [(p, _provider_options(p)) for p in self.providers]
         sess = ort.InferenceSession(path, self._options(), providers=providers)
         self.sessions[graph] = sess
