@@ -16,7 +16,7 @@ import time
 
 from rmpsam_edge.errors import UserError
 
-from . import prepare
+from . import prepare, timing
 
 PAPER_FPS = "paper, R18 at 1333x800, FPS of encoder + object decoder: 40.3 (A100), 32.0 (RTX 3090), 14.2 (A10)"
 PAPER_SIZE = (800, 1333)
@@ -40,7 +40,8 @@ def add_arguments(p):
     w.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
     p.add_argument("--backends", default="torch,ort,openvino,tensorrt", help="comma list: torch, ort, openvino, "
                    "tensorrt (default all; missing ones get a 'not installed' row)")
-    p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8 (default all; fp32 with "
+    p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8, bf16, int8+bf16 "
+                   "(bf16: OpenVINO rows only; default fp32,fp16,int8; fp32 with "
                    "--paper)")
     p.add_argument("--imgsz", type=int, nargs="+", help="long side(s) of the input (default: the bundle's size)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 16], help="prompt counts decoded in one call "
@@ -213,6 +214,7 @@ def run(args) -> int:
     from . import sysinfo
     header = sysinfo.collect(command=_command(args), threads=threads)
     header["thread_env"] = env
+    header["load_average_start"] = timing.load_average()  # shared machines: read the numbers with these
     log = []  # commands run to make bundles
     bases, work = _fp32_bundles(args, log)
     installed = {b: _installed(b) for b in backends}
@@ -225,6 +227,7 @@ def run(args) -> int:
         all_rows += _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log)
     from .measure import peak_rss_mb
     header["peak_rss_mb"] = peak_rss_mb()
+    header["load_average_end"] = timing.load_average()
     header["bundle_commands"] = log
     _write_outputs(args, header, threads, all_rows)
     return 0
@@ -275,7 +278,8 @@ def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size
             info["status"] = installed[backend]
             continue
         if source is None:
-            info["status"] = "n/a (torch runs FP32 only)"
+            info["status"] = ("n/a (torch runs FP32 only)" if backend == "torch" else
+                              "n/a (%s is an OpenVINO CPU precision)" % precision)
             continue
         if source in ("fp32", "torch"):
             info["bundle"] = base_path
@@ -374,7 +378,10 @@ def _write_outputs(args, header, threads, rows):
     fps_key, fps_label = ("fps_enc_obj", "FPS enc+obj") if args.paper else ("fps", "FPS")
     table = format_table(rows, args.prompts, with_flops=args.paper or args.flops, fps_label=fps_label,
                          fps_key=fps_key)
-    text = "\n".join(["# rmpsam-edge benchmark", ""] + ["    " + l for l in sysinfo.header_lines(header)] + [""]
+    load = ["load average (1/5/15 min): start %s, end %s" % (header["load_average_start"],
+                                                             header.get("load_average_end"))] if header.get(
+        "load_average_start") else []
+    text = "\n".join(["# rmpsam-edge benchmark", ""] + ["    " + l for l in sysinfo.header_lines(header) + load] + [""]
                      + [table, ""] + notes_lines(args, header, rows))
     sys.stdout.write(text + "\n")
     if args.md:

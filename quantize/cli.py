@@ -3,6 +3,8 @@
     rmpsam-edge quantize --model bundles/r18 --precision int8 --backend ort --calib my_frames/ --out bundles/r18-int8
     rmpsam-edge quantize --model bundles/r18 --precision int8 --backend openvino --calib street.mp4 --out bundles/r18-ov-int8
     rmpsam-edge quantize --model bundles/r18 --precision fp16 --out bundles/r18-fp16
+    rmpsam-edge quantize --model bundles/r18 --precision bf16 --backend openvino --out bundles/r18-bf16
+    rmpsam-edge quantize --model bundles/r18 --precision int8 --rest bf16 --backend openvino --out bundles/r18-int8-bf16
 """
 from .calibration import DEFAULT_HOLDOUT
 from .ort_quant import METHODS
@@ -11,7 +13,12 @@ from .ort_quant import METHODS
 def add_arguments(p) -> None:
     p.add_argument("--model", required=True, help="FP32 model bundle folder (from rmpsam-edge export)")
     p.add_argument("--out", required=True, help="new bundle folder to write (refused if it exists, unless --force)")
-    p.add_argument("--precision", choices=("int8", "fp16"), default="int8", help="target precision (default int8)")
+    p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8", help="target precision (default "
+                   "int8); bf16: --backend openvino on a CPU with AVX512-BF16 or AMX, graphs unchanged, run with "
+                   "OpenVINO's bf16 inference precision")
+    p.add_argument("--rest", choices=("fp32", "bf16"), default="fp32", help="with --precision int8 --backend "
+                   "openvino: precision of everything not INT8 (the decoders and the encoder's non-quantized ops); "
+                   "bf16 makes an int8+bf16 bundle (default fp32)")
     p.add_argument("--backend", default="ort", help="ort (ONNX Runtime static QDQ, output loads in ORT and "
                    "OpenVINO) or openvino (NNCF, writes OpenVINO IR); fidelity and latency are measured on it")
     p.add_argument("--calib", default=None, help="calibration images: a folder, a video (frames sampled evenly) or "
@@ -45,5 +52,6 @@ def run(args) -> int:
                    calib_count=args.calib_count, holdout=args.holdout, calib_method=args.calib_method,
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,
-                   threads=args.threads, runs=args.runs, imgsz=args.imgsz)
+                   threads=args.threads, runs=args.runs, imgsz=args.imgsz,
+                   rest=args.rest)
     return quantize_bundle(opts)

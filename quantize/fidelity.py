@@ -23,7 +23,7 @@ import numpy as np
 
 LARGE_MASK = 0.01  # "large" prompt masks cover >= 1 % of the image in FP32 (reported apart: tiny masks are volatile)
 
-# metric -> (direction, default threshold for int8, for fp16); ">=": higher is better.
+# metric -> (direction, default threshold for int8, for fp16 and bf16); ">=": higher is better.
 THRESHOLDS = {
     "feature_cosine": (">=", 0.99, 0.999),
     "mask_iou_mean": (">=", 0.95, 0.99),
@@ -38,7 +38,7 @@ THRESHOLDS = {
 
 
 def default_thresholds(precision: str, min_mask_iou: Optional[float] = None) -> Dict[str, tuple]:
-    col = 2 if precision == "fp16" else 1
+    col = 2 if precision in ("fp16", "bf16") else 1  # bf16 is held to the FP32-accuracy (fp16) column
     out = {k: (v[0], v[col]) for k, v in THRESHOLDS.items()}
     if min_mask_iou is not None:
         out["mask_iou_mean"] = (">=", float(min_mask_iou))

@@ -5,6 +5,9 @@ prototype, and OpenVINO's INT8 prompt decoder was slower than FP32); ``quantize_
 always through the fidelity gate. The encoder is calibrated on pre-processed images; the decoders on the FP32
 encoder's features of those images with sampled prompts (a 4 x 4 click grid + 8 boxes) and the bundle's
 vocabulary embeddings. FP16 converts every graph (sensitive parts kept FP32) and needs no calibration.
+BF16 (OpenVINO only, CPUs with AVX512-BF16/AMX) keeps every graph file unchanged and marks each graph
+``"inference_precision": "bf16"``, which the OpenVINO runner compiles with INFERENCE_PRECISION_HINT bf16;
+``rest="bf16"`` with INT8 marks every graph so (the bundle's precision is then ``int8+bf16``).
 """
 import os
 import shutil
@@ -30,7 +33,8 @@ GATE_EXIT = 3  # exit code of --fail-below when fidelity is under the threshold
 class Options(object):
     def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
-                 fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None):
+                 fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
+                 rest="fp32"):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
@@ -45,7 +49,7 @@ def check_tools(precision: str, backend: str) -> None:
     need = ["onnx"]
     if backend == "onnxruntime" or precision == "fp16":
         need.append("onnxruntime")
-    if backend == "openvino":
+    if backend == "openvino" or precision == "bf16":
         need.append("openvino")
         if precision == "int8":
             need.append("nncf")
@@ -55,6 +59,25 @@ def check_tools(precision: str, backend: str) -> None:
         except ImportError:
             raise UserError("%s is not installed but --precision %s --backend %s needs it: pip install %s "
                             "(or pip install 'rmpsam_edge[quantize]')" % (mod, precision, backend, mod))
+
+
+def label(opts) -> str:
+    """The bundle's precision: int8, fp16, bf16 or int8+bf16."""
+    return "int8+bf16" if opts.precision == "int8" and getattr(opts, "rest", "fp32") == "bf16" else opts.precision
+
+
+def check_bf16(backend: str) -> None:
+    """One line when bf16 cannot be made or run here (bf16 is an OpenVINO CPU inference precision)."""
+    if backend != "openvino":
+        raise UserError("bf16 runs on OpenVINO's CPU plugin: add --backend openvino")
+    try:
+        from rmpsam_edge.runtime import openvino_backend
+    except ImportError:
+        raise UserError("openvino is not installed but bf16 needs it: pip install openvino")
+    ok, detail = openvino_backend.bf16_support()
+    if not ok:
+        raise UserError("bf16 needs a CPU with AVX512-BF16 or AMX, but %s; use --precision int8 or fp16 "
+                        "(or keep the FP32 bundle)" % detail)
 
 
 def _runner(bundle_path: str, backend: str, threads):
@@ -104,6 +127,10 @@ class _Job(object):
     def quantize(self, graph: str, src: str, staging: str, feeds, extra_exclude=()) -> dict:
         """Write graph ``graph`` of the new bundle into ``staging``; returns the manifest entry pieces."""
         opts = self.opts
+        if opts.precision == "bf16":  # the graph is unchanged; the runner compiles it with the bf16 hint
+            dst = graph + ".onnx"
+            shutil.copyfile(src, os.path.join(staging, dst))
+            return {"file": dst, "kept_fp32": []}
         if opts.precision == "fp16":
             from . import fp16
             dst = graph + ".onnx"
@@ -137,7 +164,7 @@ class _Job(object):
 def plan(opts: Options, bundle) -> List[str]:
     """Which graphs get the new precision."""
     names = bundle.graph_names()
-    if opts.precision == "fp16":
+    if opts.precision in ("fp16", "bf16"):
         return names
     chosen = ["encoder"]
     if opts.quantize_decoders:
@@ -151,14 +178,22 @@ def quantize_bundle(opts: Options, stream=None) -> int:
 
     from .prompts import sample_prompts
     stream = sys.stderr if stream is None else stream
-    if opts.precision not in ("int8", "fp16"):
-        raise UserError("--precision must be int8 or fp16, got %r" % opts.precision)
+    if opts.precision not in ("int8", "fp16", "bf16"):
+        raise UserError("--precision must be int8, fp16 or bf16, got %r" % opts.precision)
     from rmpsam_edge.runtime import backends as registry
     row = registry.find(opts.backend)
     backend = row.name if row is not None and row.name in QUANTIZE_BACKENDS else None
     if backend is None:
         raise UserError("--backend must be ort (onnxruntime) or openvino, got %r" % opts.backend)
     opts.backend = backend
+    rest = str(getattr(opts, "rest", None) or "fp32").lower()
+    if rest not in ("fp32", "bf16"):
+        raise UserError("--rest must be fp32 or bf16, got %r" % rest)
+    if rest == "bf16" and opts.precision != "int8":
+        raise UserError("--rest bf16 applies to --precision int8 (for an all-bf16 bundle use --precision bf16)")
+    opts.rest = rest
+    if opts.precision == "bf16" or rest == "bf16":
+        check_bf16(backend)
     if opts.calib_method not in ort_quant.METHODS:
         raise UserError("--calib-method must be one of %s, got %r" % (", ".join(ort_quant.METHODS), opts.calib_method))
     if opts.calib_method != "minmax" and backend == "openvino":
@@ -186,8 +221,8 @@ def quantize_bundle(opts: Options, stream=None) -> int:
     if opts.holdout < 1:
         raise UserError("--holdout must be at least 1: the fidelity report needs images not used for calibration")
     frames = load_frames(opts.calib, opts.calib_count, opts.holdout, stream, calibrating=opts.precision == "int8")
-    _say(stream, "quantize: %s -> %s, %s on %s: %s (kept FP32: %s)" % (
-        src.path, opts.out, opts.precision.upper(), backend, ", ".join(graphs),
+    _say(stream, "quantize: %s -> %s, %s on %s: %s (kept %s: %s)" % (
+        src.path, opts.out, opts.precision.upper(), backend, ", ".join(graphs), opts.rest.upper(),
         ", ".join(g for g in src.graph_names() if g not in graphs) or "none"))
 
     calib_inputs = [preprocess(rgb, spec) for _, rgb in frames.calib]
@@ -272,17 +307,24 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
     for g, p in pieces.items():
         entries[g] = bundle_out.graph_entry(src.manifest["graphs"][g], staging, p["file"], opts.precision,
                                             p.get("weights"))
+    if opts.precision == "bf16" or opts.rest == "bf16":  # every graph runs with OpenVINO's bf16 hint
+        for g, old in src.manifest["graphs"].items():
+            entries[g] = dict(entries.get(g) or dict(old, precision="bf16"), inference_precision="bf16")
     calib = None
     if opts.precision == "int8":
         calib = {"source": frames.source, "count": len(frames.calib), "available": frames.available,
                  "default_samples": frames.is_default, "method": opts.calib_method if backend == "onnxruntime"
                  else "nncf (min-max / mixed preset)", "images": [n for n, _ in frames.calib]}
-    info = {"tool": "rmpsam-edge quantize", "precision": opts.precision, "backend": backend, "calibration": calib,
+    info = {"tool": "rmpsam-edge quantize", "precision": label(opts), "backend": backend, "calibration": calib,
             "graphs": {g: dict({"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
                                 "fallback_fp32": p.get("fallback", [])},
                                **({"nncf_overflow_fix": p["nncf_overflow_fix"]} if "nncf_overflow_fix" in p else {}))
                        for g, p in pieces.items()}}
-    return bundle_out.write_manifest(src, staging, entries, opts.precision, info)
+    if opts.rest == "bf16":
+        info["rest"] = "bf16"
+        for g in src.manifest["graphs"]:
+            info["graphs"].setdefault(g, {"precision": "bf16", "kept_fp32": [], "fallback_fp32": []})
+    return bundle_out.write_manifest(src, staging, entries, label(opts), info)
 
 
 def _auto_fallback(job, src, staging, graphs, feeds, pieces, frames, backend, thresholds, gate, measure):

@@ -105,7 +105,7 @@ def markdown(report: dict) -> str:
 
 def _calib_line(c) -> str:
     if not c:
-        return "none (FP16 needs no calibration)"
+        return "none (FP16 and bf16 need no calibration)"
     return "%d image(s) from %s, method %s%s" % (c["count"], c["source"], c.get("method", "-"),
                                                   " (the shipped samples: a tiny set)" if c.get("default_samples") else "")
 

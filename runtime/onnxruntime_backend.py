@@ -2,7 +2,9 @@
 
 ``device``: None/'auto' (the whole installed chain), 'cpu', 'cuda' or 'gpu' (CUDA EP + CPU), 'tensorrt'
 (TensorRT EP + CUDA EP + CPU). Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
-no spinning between calls (friendlier to camera/UI threads on small boards), full graph optimisation.
+no spinning between calls and the CPU memory arena on (the defaults measured best or equal in an interleaved run on
+a shared 2-core machine: benchmarks/results/ort_session_options_r18_512.md; ``spinning=True`` / ``arena=False``
+switch them per runner), full graph optimisation.
 """
 import os
 from typing import Dict, List, Optional, Tuple
@@ -44,8 +46,10 @@ def _provider_options(name: str) -> dict:
 class OnnxRuntimeRunner(BundleRunner):
     name = "onnxruntime"
 
-    def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None):
+    def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None,
+                 spinning: bool = False, arena: bool = True):
         super(OnnxRuntimeRunner, self).__init__(bundle, threads)
+        self.spinning, self.arena = bool(spinning), bool(arena)  # defaults: benchmarks/results/ort_session_options*
         self.providers = providers_for(device)
         self.sessions = {}
         self.outputs = {}
@@ -57,13 +61,16 @@ class OnnxRuntimeRunner(BundleRunner):
         if self.threads:
             so.intra_op_num_threads = int(self.threads)
             so.inter_op_num_threads = 1
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spinning else "0")
+        so.enable_cpu_mem_arena = self.arena
         return so
 
     def _load(self, graph: str, path: str) -> None:
         if self.bundle.graph_format(graph) != "onnx":
             raise BackendUnavailable("the %s graph is an OpenVINO IR (quantize --backend openvino): run this bundle "
                                      "with backend='openvino'" % graph)
+        if self.bundle.manifest["graphs"][graph].get("inference_precision") == "bf16":
+            raise BackendUnavailable("%s is marked bf16 (OpenVINO CPU only): use backend='openvino'" % graph)
         providers = [(p, _provider_options(p)) for p in self.providers]
         sess = ort.InferenceSession(path, self._options(), providers=providers)
         self.sessions[graph] = sess

@@ -1,7 +1,9 @@
 """OpenVINO backend: CPU, GPU, AUTO (or any device string OpenVINO knows).
 
 Inference precision is f32 by default (OpenVINO's CPU default is bf16 on CPUs with AMX/avx512_bf16, which moves
-logits by ~1e-3; f32 matches PyTorch). Graphs are compiled with dynamic shapes; when a device cannot compile or
+logits by ~1e-3; f32 matches PyTorch). A graph whose manifest entry says ``"inference_precision": "bf16"`` (bundles
+from ``rmpsam-edge quantize --precision bf16`` or ``--rest bf16``) is compiled with the bf16 hint; on a CPU without
+AVX512-BF16/AMX such a bundle is refused with one line (``bf16_support``). Graphs are compiled with dynamic shapes; when a device cannot compile or
 run a graph with dynamic shapes, the graph is reshaped to the concrete input shapes of the call and compiled for
 them (a few shapes are kept), with one warning line.
 """
@@ -10,12 +12,42 @@ from typing import Dict, Optional, Tuple
 import numpy as np
 import openvino as ov
 
-from rmpsam_edge.errors import warn
+from rmpsam_edge.errors import UserError, warn
 
 from .bundle_runner import BackendUnavailable, BundleRunner
 
 PACKAGE = "openvino"
 MAX_STATIC_SHAPES = 4  # per graph, when dynamic shapes fail
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with native bf16 math
+
+
+def _cpu_flags(path: str = "/proc/cpuinfo") -> Optional[set]:
+    """The x86 CPU flags (None when the file is unreadable or lists none, e.g. not Linux / not x86)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def bf16_support(core=None, cpuinfo: str = "/proc/cpuinfo") -> Tuple[bool, str]:
+    """(ok, detail): does OpenVINO's CPU plugin run bf16 natively here? OpenVINO must list BF16 in the CPU's
+    OPTIMIZATION_CAPABILITIES and, where /proc/cpuinfo lists x86 flags, one of avx512_bf16 / amx_bf16."""
+    core = ov.Core() if core is None else core
+    try:
+        caps = [str(c) for c in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")]
+    except RuntimeError as exc:
+        return False, "openvino has no CPU device (%s)" % str(exc).strip().splitlines()[0][:80]
+    flags = _cpu_flags(cpuinfo)
+    hw = sorted(f for f in BF16_FLAGS if flags and f in flags)
+    if "BF16" not in caps:
+        return False, "openvino's CPU capabilities have no BF16 (%s)" % ", ".join(caps)
+    if flags is not None and not hw:
+        return False, "this CPU has neither avx512_bf16 nor amx_bf16"
+    return True, "bf16 (%s)" % (", ".join(hw) if hw else "openvino CPU capability BF16")
 
 
 class _Graph(object):
@@ -42,24 +74,37 @@ class OpenVINORunner(BundleRunner):
             raise BackendUnavailable("openvino has no %s device here (devices: %s)"
                                      % (self.device, ", ".join(available)))
         self.inference_precision = precision
+        self.graph_precision = {}  # graph -> inference precision hint from the manifest (bf16 bundles)
+        for g in self.bundle.graph_names():
+            hint = self.bundle.manifest["graphs"][g].get("inference_precision")
+            if hint:
+                self.graph_precision[g] = str(hint)
+        if "bf16" in self.graph_precision.values() and self.device.startswith("CPU"):
+            ok, detail = bf16_support(self.core)
+            if not ok:
+                raise UserError("%s is a bf16 bundle but %s; run the FP32 bundle it was made from (%s) or "
+                                "re-quantize it with --precision int8" % (
+                                    self.bundle.path, detail, (self.bundle.manifest.get("quantization") or {}).get(
+                                        "source_bundle", "the original export")))
         self.graphs = {}
 
-    def _config(self) -> dict:
+    def _config(self, graph: Optional[str] = None) -> dict:
         cfg = {"PERFORMANCE_HINT": "LATENCY"}
-        if self.inference_precision:
-            cfg["INFERENCE_PRECISION_HINT"] = self.inference_precision
+        prec = self.graph_precision.get(graph, self.inference_precision)
+        if prec:
+            cfg["INFERENCE_PRECISION_HINT"] = prec
         if self.threads and self.device.startswith("CPU"):
             cfg["INFERENCE_NUM_THREADS"] = int(self.threads)
         return cfg
 
-    def _compile(self, model):
-        compiled = self.core.compile_model(model, self.device, self._config())
+    def _compile(self, model, graph: Optional[str] = None):
+        compiled = self.core.compile_model(model, self.device, self._config(graph))
         return compiled, compiled.create_infer_request()
 
     def _load(self, graph: str, path: str) -> None:
         g = _Graph(self.core.read_model(path))
         try:
-            g.dynamic = self._compile(g.model)
+            g.dynamic = self._compile(g.model, graph)
         except RuntimeError as exc:
             if not any(p.get_partial_shape().is_dynamic for p in g.model.inputs):
                 raise
@@ -77,7 +122,7 @@ class OpenVINORunner(BundleRunner):
                 g.static.pop(next(iter(g.static)))
             model = g.model.clone()
             model.reshape({k: ov.PartialShape(list(v.shape)) for k, v in feeds.items()})
-            g.static[key] = self._compile(model)
+            g.static[key] = self._compile(model, graph)
         return g.static[key][1]
 
     def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -102,6 +147,10 @@ class OpenVINORunner(BundleRunner):
         if self.device.startswith("CPU"):
             threads = ", %s" % ("%d threads" % self.threads if self.threads else "default threads")
         prec = self.inference_precision or "device default"
+        if self.graph_precision:
+            hints = sorted(set(self.graph_precision.values()))
+            others = [g for g in self.bundle.graph_names() if g not in self.graph_precision]
+            prec = ", ".join(hints) + (" (%s: %s)" % (", ".join(others), prec) if others else "")
         return "openvino %s, %s, %s (inference precision %s)%s" % (ov.get_version().split("-")[0], self.device,
                                                                    self.precision, prec, threads)
 
