@@ -30,7 +30,7 @@ def _say(line: str) -> None:
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:200]
+    return (text[0] if text else type(exc).__name__)[:300]
 
 
 def parse_backend(backend, graphs: Optional[Dict[str, str]] = None):
@@ -161,7 +161,7 @@ def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: boo
             runner = registry.create(row, b, device=dev, threads=threads, auto=True)
         except BackendUnavailable as exc:
             text = _first_line(exc)
-            skipped.append("%s not installed" % row.name if "not installed" in text else text[:100])
+            skipped.append("%s not installed" % row.name if "not installed" in text else text)
             continue
         except UserError:
             raise  # the bundle itself is bad (sha256, ...): no backend can help

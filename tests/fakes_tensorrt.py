@@ -750,14 +750,17 @@ class FakeGPU(object):
 
 # ====================================================================== a real bundle for the tests
 def fresh_bundle(src, dst):
-    """A new bundle folder at ``dst`` holding the exported bundle ``src`` (graphs and vocabulary linked, the
-    manifest copied), so each test gets its own engine cache folder."""
+    """A new bundle folder at ``dst`` holding the exported bundle ``src`` (graphs and vocabulary hard-linked, or
+    copied across file systems; symlinks out of a bundle are refused), so each test gets its own engine cache."""
     import os
     import shutil
     os.makedirs(str(dst))
     for name in os.listdir(str(src)):
         if name.endswith((".onnx", ".npy")):
-            os.symlink(os.path.join(str(src), name), os.path.join(str(dst), name))
+            try:
+                os.link(os.path.join(str(src), name), os.path.join(str(dst), name))
+            except OSError:
+                shutil.copyfile(os.path.join(str(src), name), os.path.join(str(dst), name))
     shutil.copy(os.path.join(str(src), "manifest.json"), os.path.join(str(dst), "manifest.json"))
     return str(dst)
 
