@@ -10,6 +10,7 @@ import pytest
 
 from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
@@ -19,7 +20,7 @@ def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):
     fake = FakeGPU(version, gpu=gpu, cc=cc)
     fake.cuda.Device(0).make_context()
     lines = []
-    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), engines.BundleInfo(bundle), fake.cuda, lines.append)
+    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), Bundle.open(bundle), fake.cuda, lines.append)
     return s, fake, lines
 
 

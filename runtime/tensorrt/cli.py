@@ -15,7 +15,8 @@ from rmpsam_edge.errors import UserError
 from . import compat as compat_mod
 from . import profiles
 from .cuda_context import CudaContext
-from .engines import GRAPH_ORDER, BundleInfo, Choices, Session, graph_precision, prompt_ranges
+from ..bundle import Bundle
+from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -95,7 +96,7 @@ def ranges_from_args(args, base, many_from=None):
 def run(args) -> int:
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
-    bundle = BundleInfo(args.model)
+    bundle = Bundle.open(args.model)
     have = bundle.graph_names()
     graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
     bad = [g for g in graphs if g not in have]
@@ -138,7 +139,7 @@ def run(args) -> int:
                     data, status = session.engine_bytes(graph, choices, force=True,
                                                         reason_prefix="TensorRT could not deserialise the cached engine")
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                    graph, graph_precision(graph, choices.precision, bundle.stored_precision(graph)),
+                    graph, graph_precision(graph, choices.precision, stored_precision(bundle, graph)),
                     "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
         ctx.close()

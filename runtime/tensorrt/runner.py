@@ -10,6 +10,7 @@ the encoder just returned (no copy). More prompts than the profile's max run in 
 independent, so this is exact); an image outside the profile is a one-line error naming the profile.
 Named-tensor API only (TensorRT 8.5+; the bindings API is gone in 10).
 """
+import os
 from typing import Dict, List, Optional, Tuple  # noqa: F401
 
 import numpy as np
@@ -19,7 +20,7 @@ from rmpsam_edge.errors import UserError
 from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
 from .cuda_context import CudaContext
-from .engines import BundleInfo, Choices, Session, graph_precision, stderr_log
+from .engines import Choices, Session, graph_precision, stderr_log, stored_precision
 from .profiles import check_within
 
 
@@ -87,7 +88,6 @@ class TensorRTRunner(BundleRunner):
     def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
                  log=stderr_log, trt=None, cuda=None):
         super(TensorRTRunner, self).__init__(bundle)
-        self.info = BundleInfo(self.bundle)
         self.choices, self.build, self.device_index, self.log = choices or Choices(), build, device, log
         self._trt, self._cuda = trt, cuda
         self._ctx = None  # type: Optional[CudaContext]
@@ -112,7 +112,7 @@ class TensorRTRunner(BundleRunner):
                 self._messages = []  # type: List[Tuple[str, str]]
                 self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
                 self._gpu.runtime = trt.Runtime(self._logger)
-                self.session = Session(self.compat, self.gpu, self.info, cuda, self.log)
+                self.session = Session(self.compat, self.gpu, self.bundle, cuda, self.log)
                 self.choices = self.session.fill_choices(self.choices)
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
         except BaseException:
@@ -142,7 +142,7 @@ class TensorRTRunner(BundleRunner):
                                                  self.engine_precision("encoder"))
 
     def engine_precision(self, graph: str) -> str:
-        return graph_precision(graph, self.choices.precision, self.info.stored_precision(graph))
+        return graph_precision(graph, self.choices.precision, stored_precision(self.bundle, graph))
 
     # ------------------------------------------------------------------ BundleRunner hooks
     def _load(self, graph: str, path: str) -> None:
@@ -184,7 +184,7 @@ class TensorRTRunner(BundleRunner):
     # ------------------------------------------------------------------ one engine call
     def _execute(self, graph: str, g: _Graph, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cuda, stream, ctx = self.cuda, self._gpu.stream, g.context
-        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % self.info.dir
+        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % os.path.abspath(self.bundle.path)
         for name in g.inputs:
             arr = feeds[name]
             shape = tuple(int(d) for d in np.shape(arr))
