@@ -89,15 +89,15 @@ def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
         f.seek(100)
         f.write(b"\xff\xff")
     runtime = fake.trt.Runtime(fake.trt.Logger())
-    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))[0]
     assert engine.num_io_tensors == 2
     assert "engine file is corrupt (sha256 differs from its sidecar)" in lines[-2]
     # a plan whose sidecar matches but that TensorRT rejects (e.g. written by a broken tool): rebuilt once
     key = cache.read_sidecar(side)[0]["key"]
     cache.write(eng, side, b"garbage plan", key)
     del lines[:]
-    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
-    assert engine is not None
+    engine, _, status = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    assert engine is not None and status == "built"
     assert lines[0].startswith("building encoder fp16 engine (TensorRT could not deserialise the cached engine)")
     # and with building disabled the same file gives a line, not a crash
     cache.write(eng, side, b"garbage plan", key)

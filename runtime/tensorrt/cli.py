@@ -131,13 +131,8 @@ def run(args) -> int:
             for graph in graphs:
                 if graph == "encoder" and choices.dla_core is not None:
                     held["runtime"].DLA_core = int(choices.dla_core)
-                data, status = session.engine_bytes(graph, choices, build=not args.no_build, force=args.force)
-                if compat.deserialize(held["runtime"], data) is None:  # verify TensorRT accepts it; rebuild once if not
-                    if args.no_build:
-                        raise UserError("the %s engine is not accepted by TensorRT %s; rebuild it without --no-build"
-                                        % (graph, compat.version_string))
-                    data, status = session.engine_bytes(graph, choices, force=True,
-                                                        reason_prefix="TensorRT could not deserialise the cached engine")
+                _, data, status = session.load_engine(held["runtime"], graph, choices, build=not args.no_build,
+                                                      force=args.force)
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
                     graph, graph_precision(graph, choices.precision, stored_precision(bundle, graph)),
                     "up to date" if status == "cached" else "built", len(data) / 1e6))

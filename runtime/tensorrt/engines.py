@@ -122,6 +122,10 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
     return {s: list(ranges[s]) for s in GRAPH_SYMBOLS[graph] if s in ranges}
 
 
+def _calib_shape(ranges) -> Tuple[int, int, int, int]:
+    return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
@@ -223,9 +227,9 @@ class Session(object):
                  % (graph, engine_path, len(result.data) / 1e6, time.time() - t0))
         return result.data, "built"
 
-    def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True):
-        """Deserialise the cached engine; a plan TensorRT rejects (corrupt, foreign) is rebuilt once."""
-        data, status = self.engine_bytes(graph, choices, build=build)
+    def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True, force: bool = False):
+        """-> (ICudaEngine, plan bytes, 'cached' | 'built'); a plan TensorRT rejects is rebuilt once."""
+        data, status = self.engine_bytes(graph, choices, build=build, force=force)
         engine = self.compat.deserialize(runtime, data)
         if engine is None and status == "cached":
             data, status = self.engine_bytes(graph, choices, build=build, force=True,
@@ -234,7 +238,7 @@ class Session(object):
         if engine is None:
             raise UserError("TensorRT %s could not deserialise the %s engine it just built"
                             % (self.compat.version_string, graph))
-        return engine
+        return engine, data, status
 
     # ------------------------------------------------------------------ INT8
     def _calibration(self, choices, ranges, onnx_sha, stored, stored_side) -> Tuple[Optional[str], Optional[str]]:
@@ -247,14 +251,10 @@ class Session(object):
             return None, None  # nothing to compare with; building will ask for --calib
         files = calibrator.list_calibration_files(choices.calib)
         spec = self.bundle.spec()
-        fp = calibrator.data_fingerprint(files, choices.calib_count, self._calib_shape(ranges),
+        fp = calibrator.data_fingerprint(files, choices.calib_count, _calib_shape(ranges),
                                          "%s|%s" % (list(spec.mean), list(spec.std)))
         _, key = calibrator.cache_path(self.engine_dir(), onnx_sha, fp)
         return key, choices.calib
-
-    @staticmethod
-    def _calib_shape(ranges) -> Tuple[int, int, int, int]:
-        return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
 
     def _make_calibrator(self, ranges, source, choices, calib_key):
         path = os.path.join(self.engine_dir(), "calib-%s.cache" % calib_key[:16])
@@ -263,6 +263,6 @@ class Session(object):
                             "run build-engine --precision int8 --calib FOLDER")
         if self.cuda is None:
             raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
-        shape = self._calib_shape(ranges)
+        shape = _calib_shape(ranges)
         feed = calibrator.feeder(source, shape[2:], self.bundle.spec(), choices.calib_count) if source else iter(())
         return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)

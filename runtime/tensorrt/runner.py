@@ -149,7 +149,7 @@ class TensorRTRunner(BundleRunner):
         if graph == "encoder" and self.choices.dla_core is not None:
             self._gpu.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
         try:
-            engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)
+            engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
             context = engine.create_execution_context()
             plan = plan_buffers(self.compat, engine, context)
         except EngineUnavailable:
