@@ -1,13 +1,7 @@
-"""Get a usable engine for each graph of a bundle: reuse the cached one, or rebuild it with one line saying why.
-
-    wanted key (this machine + the user's build choices) --cache.check--> usable? -> engine bytes
-                                                                  no  -> --no-build: UserError naming what differs
-                                                                         foreign engine file: UserError unless --force
-                                                                         else build (build.py), store, one log line
-
-The precision is the caller's, else the bundle's. Profile ranges not given are read from the existing
-sidecars of that precision, so an engine built with a custom profile is reused, and rebuilt with the same
-profile after a TensorRT or GPU change.
+"""Get a usable engine per graph of a bundle: the cached one when its sidecar key matches (cache.py), else a
+rebuild (build.py) with one log line saying why; --no-build makes that an error naming what differs, and a
+foreign engine file is never replaced without --force. Choices not given come from the bundle and from the
+stored sidecars, so a custom profile survives a TensorRT or GPU change.
 """
 import os
 import re

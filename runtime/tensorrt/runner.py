@@ -1,14 +1,8 @@
-"""TensorRT runner (pycuda): the same Runner / Predictor interface and outputs as the other backends.
+"""TensorRT runner: a ``BundleRunner`` (runtime/bundle_runner.py) whose hooks run one engine per graph.
 
-A ``BundleRunner`` (runtime/bundle_runner.py: prompt-graph choice, static-bundle padding, empty prompt
-batches) whose two hooks run TensorRT engines. One CUDA context and one stream per runner. ``activate``
-loads (or builds, with one line saying why) one engine per graph; its page-locked host buffers and device
-buffers are allocated once, at the engine profile's MAX shapes, and reused for every shape inside the profile.
-A call: set_input_shape -> async H2D copies -> execute_async_v3 -> async D2H copies -> one stream sync.
-The decoders read the encoder's features straight from the encoder's device buffer when they get the array
-the encoder just returned (no copy). More prompts than the profile's max run in chunks (prompts are
-independent, so this is exact); an image outside the profile is a one-line error naming the profile.
-Named-tensor API only (TensorRT 8.5+; the bindings API is gone in 10).
+Host (page-locked) and device buffers are allocated once at the profile's MAX shapes; a call is
+set_input_shape -> async H2D -> execute_async_v3 -> async D2H -> one sync. The decoders read the encoder's
+features from its device buffer (no copy); more prompts than the profile's max run in exact chunks.
 """
 import os
 from typing import Dict, List, Optional, Tuple  # noqa: F401
