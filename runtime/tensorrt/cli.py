@@ -46,17 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _dla(text):
+    """None: not given; -1: 'off'; else the DLA core."""
     if text is None:
         return None
-    if str(text).lower() in ("off", "none", "gpu", "-1"):
+    word = str(text).strip().lower()
+    if word in ("off", "none", "gpu", "-1"):
         return -1
-    try:
-        core = int(text)
-    except ValueError:
+    if not word.isdigit():
         raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
-    if core < 0:
-        raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
-    return core
+    return int(word)
 
 
 def ranges_from_args(args, base, many_from=None):

@@ -19,10 +19,8 @@ from .profiles import check_within
 
 
 class EngineUnavailable(BackendUnavailable, UserError):
-    """An engine cannot be built or loaded on this machine. A ``UserError`` (one line in the CLI) and a
-    ``BackendUnavailable``, so ``load(bundle, backend="auto")`` moves on to the next backend with the reason,
-    and an explicit ``--backend tensorrt`` says "cannot run here: ...". Bundle problems (missing file, sha256)
-    stay plain ``UserError``s: no backend can run such a bundle."""
+    """An engine cannot be built or loaded here: ``auto`` moves on to the next backend; bundle problems
+    (missing file, sha256) stay plain ``UserError``s, since no backend can run such a bundle."""
 
 
 def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int, ...], bool]]:
@@ -54,8 +52,7 @@ class _Graph(object):
 
 
 class _GpuState(object):
-    """What lives in the runner's CUDA context; ``release`` runs inside it (CudaContext.close), before the
-    context is popped and detached: buffers, execution contexts, engines, runtime, stream."""
+    """What lives in the runner's CUDA context; ``release`` runs inside it (CudaContext.close)."""
 
     def __init__(self):
         self.stream, self.runtime, self.graphs = None, None, {}  # type: (object, object, Dict[str, _Graph])
@@ -75,8 +72,7 @@ class _GpuState(object):
 
 
 class TensorRTRunner(BundleRunner):
-    """``device``: CUDA device index. The runner owns one CUDA context (runtime/tensorrt/cuda_context.py),
-    pushed around every build, execute and release, so it works from any thread; one call at a time."""
+    """``device``: CUDA device index. One CUDA context, pushed around every build, execute and release."""
     name = "tensorrt"
 
     def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
