@@ -171,6 +171,7 @@ class Session(object):
         stored_prec = stored_precision(self.bundle, graph)
         gp = graph_precision(graph, choices.precision, stored_prec)
         explicit = stored_prec != "fp32"  # FP16 / Q/DQ INT8 ONNX: its own types (explicit quantization, no calibrator)
+        calibrated = gp == "int8" and not explicit
         dla = choices.dla_core if graph == "encoder" else None
         onnx_path, onnx_sha = onnx_file(self.bundle, graph)
         engine_path, side_path = cache.engine_paths(self.dir, graph, gp, dla)
@@ -179,9 +180,8 @@ class Session(object):
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        calib_key, calib_source = None, None
-        if gp == "int8" and not explicit:
-            calib_key, calib_source = self._calibration(choices, ranges, onnx_sha, stored, stored_side)
+        calib_key, calib_source = (self._calibration(choices, ranges, onnx_sha, stored, stored_side) if calibrated
+                                   else (None, None))
         key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
                              profile_key(graph, ranges), dla, calib_key,
                              precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
@@ -195,18 +195,16 @@ class Session(object):
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `%s`"
                             % (graph, why, build_command(self.dir, choices.precision)))
-        if gp == "int8" and not explicit and not self.compat.has_calibrator:
+        if calibrated and not self.compat.has_calibrator:
             raise UserError("TensorRT %s has no INT8 calibration (IInt8EntropyCalibrator2 was removed): only explicit "
                             "(Q/DQ) INT8 from `rmpsam-edge quantize` builds on it" % self.compat.version_string)
-        if gp == "int8" and not explicit and calib_key is None:
+        if calibrated and calib_key is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         t0 = time.time()
-        cal = None
-        if gp == "int8" and not explicit:
-            cal = self._make_calibrator(ranges, calib_source, choices, calib_key)
+        cal = self._make_calibrator(ranges, calib_source, choices, calib_key) if calibrated else None
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
                                          self.timing_cache_path(), choices.verbose, explicit)
         try:
