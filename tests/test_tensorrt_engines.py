@@ -10,6 +10,7 @@ import pytest
 
 from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
@@ -19,7 +20,7 @@ def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):
     fake = FakeGPU(version, gpu=gpu, cc=cc)
     fake.cuda.Device(0).make_context()
     lines = []
-    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), engines.BundleInfo(bundle), fake.cuda, lines.append)
+    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), Bundle.open(bundle), fake.cuda, lines.append)
     return s, fake, lines
 
 
@@ -88,15 +89,15 @@ def test_corrupt_engine_is_rebuilt_never_crashes(bundle):
         f.seek(100)
         f.write(b"\xff\xff")
     runtime = fake.trt.Runtime(fake.trt.Logger())
-    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))[0]
     assert engine.num_io_tensors == 2
     assert "engine file is corrupt (sha256 differs from its sidecar)" in lines[-2]
     # a plan whose sidecar matches but that TensorRT rejects (e.g. written by a broken tool): rebuilt once
     key = cache.read_sidecar(side)[0]["key"]
     cache.write(eng, side, b"garbage plan", key)
     del lines[:]
-    engine = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
-    assert engine is not None
+    engine, _, status = s.load_engine(runtime, "encoder", engines.Choices("fp16", RANGES))
+    assert engine is not None and status == "built"
     assert lines[0].startswith("building encoder fp16 engine (TensorRT could not deserialise the cached engine)")
     # and with building disabled the same file gives a line, not a crash
     cache.write(eng, side, b"garbage plan", key)

@@ -1,17 +1,8 @@
-"""TensorRT backend (pycuda): engine building (``rmpsam-edge build-engine``), engine cache, runner.
+"""TensorRT backend (pycuda). Importing it imports neither TensorRT nor pycuda.
 
-Importing this package imports neither TensorRT nor pycuda. The backend registry contract:
-
-    probe(device=None) -> (ok, detail)      TensorRT + pycuda importable and a CUDA GPU answers
-    create(bundle, device=None, threads=None, auto=False, precision=None) -> an ACTIVATED runner
-
-``auto=True`` never builds (minutes on a Jetson): it uses the cached engines or raises ``BackendUnavailable``
-naming the exact ``build-engine`` command. ``auto=False`` (an explicit ``--backend tensorrt``) builds what is
-missing once, with a progress line and the time taken. The precision is the given one, else the bundle's.
-``create_runner()`` makes a runner that is not yet activated (tests, ``build-engine``).
-
-Modules: compat (the one 8.5/8.6/10.x/11 adapter), cuda_context, profiles, precision (FP32 pins), cache
-(engine sidecars), calibrator (INT8), build, engines (reuse-or-rebuild), runner, cli.
+``probe``/``create`` follow the backend registry contract (runtime/backends.py). ``auto=True`` never builds
+(minutes on a Jetson): it uses cached engines or raises ``BackendUnavailable`` naming the ``build-engine``
+command; ``auto=False`` builds what is missing once. ``create_runner()``: a runner not yet activated.
 """
 import importlib
 from typing import Optional, Tuple

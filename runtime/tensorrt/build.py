@@ -1,15 +1,7 @@
-"""Engine building: one function for every graph (TensorRT 8.5, 8.6, 10.x, 11).
-
-    ONNX --OnnxParser.parse_from_file--> network (explicit batch)
-         -> optimisation profile (min/opt/max of H/W, Np, K, P; profiles.py)
-         -> workspace limit, timing cache file reused across builds
-         -> FP16: FP16 flag + LayerNorm/Softmax/mask pooling/logits pinned to FP32 (precision.py)
-         -> INT8 (encoder only): INT8 + FP16 flags, entropy calibrator, calibration profile
-         -> DLA (encoder only): default device DLA, GPU fallback, static profile
-         -> build_serialized_network -> plan bytes
-
-Everything version-specific goes through ``compat.Compat``.
-"""
+"""One engine of any graph (TensorRT 8.5 to 11): parse the ONNX, set the optimisation profile (profiles.py),
+workspace, timing cache, precision with FP32 pins (precision.py), INT8 calibration and DLA (encoder only), and
+serialise. Everything version-specific goes through ``compat.Compat``."""
+import collections
 import os
 import re
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -26,10 +18,8 @@ OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation
 
 
 class BuildSettings(object):
-    """What one engine build needs. ``ranges``: symbol -> (min, opt, max) (profiles.make_ranges).
-    ``calibrator``: an IInt8EntropyCalibrator2 (int8 from an FP32 graph only). ``timing_cache``: file path or
-    None. ``from_graph``: the graph carries its own precision (Q/DQ INT8 or FP16 ONNX): no calibrator; on a
-    strongly typed TensorRT (11) no precision flags either."""
+    """What one engine build needs. ``from_graph``: the ONNX carries its own precision (FP16 / Q/DQ INT8 from
+    `rmpsam-edge quantize`): no calibrator, and no precision flags on a strongly typed TensorRT (11)."""
 
     def __init__(self, precision: str, ranges: Dict[str, Tuple[int, int, int]], workspace_bytes: int = 2 << 30,
                  dla_core: Optional[int] = None, fp32_layers: Sequence[str] = (), calibrator=None,
@@ -44,15 +34,12 @@ class BuildSettings(object):
         self.calibrator = calibrator
         self.timing_cache = timing_cache
         self.verbose = verbose
-        self.from_graph = from_graph  # the ONNX is already FP16 / Q/DQ INT8 (a `rmpsam-edge quantize` bundle)
+        self.from_graph = from_graph
 
 
-class BuildResult(object):
-    def __init__(self, data: bytes, profile: Dict[str, tuple], pinned: Dict[str, str], warnings: List[str]):
-        self.data, self.profile, self.pinned, self.warnings = data, profile, pinned, warnings
+BuildResult = collections.namedtuple("BuildResult", "data profile pinned")
 
 
-# ------------------------------------------------------------------------------------------ shared core
 def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
     """One engine of any graph; only the encoder takes calibrated INT8 and DLA."""
     trt = compat.trt
@@ -121,8 +108,7 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
         raise UserError("TensorRT could not build the %s engine: %s" % (
             graph, errors[-1] if errors else "no reason given (run with --verbose)"))
     _save_timing_cache(config, cache, settings.timing_cache)
-    warnings = [m for s, m in messages if s == "WARNING"]
-    return BuildResult(bytes(data), shapes, pinned, warnings)
+    return BuildResult(bytes(data), shapes, pinned)
 
 
 def _parse(compat, parser, graph: str, onnx_path: str) -> None:

@@ -1,10 +1,8 @@
-"""Engine cache in the bundle: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + ``.engine.json``.
+"""Engine cache: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + ``.engine.json`` sidecar.
 
-An engine only runs with the TensorRT version and GPU that built it (the top failure of nanosam users:
-engines copied from another machine). So every engine has a sidecar JSON *key* saying what it was built
-for, plus the engine file's size and sha256. ``check()`` reads the key before TensorRT ever sees the
-engine bytes (engines are untrusted files) and answers with a ``Verdict``: usable, or a one-line reason
-(what differs, or that the file is truncated or corrupt). Pure Python: no TensorRT needed.
+An engine runs only with the TensorRT version and GPU that built it, so its sidecar holds a key of what it was
+built for plus its size and sha256. ``check()`` reads the key before TensorRT sees the (untrusted) bytes and
+returns a ``Verdict``: usable, or a one-line reason. Pure Python.
 """
 import hashlib
 import json

@@ -1,14 +1,10 @@
-"""INT8 entropy calibration (``IInt8EntropyCalibrator2``) for the encoder, with a keyed calibration cache.
+"""INT8 entropy calibration (``IInt8EntropyCalibrator2``) of the encoder, with a keyed calibration cache.
 
-The calibrator takes ANY iterable of numpy images (1, 3, H, W) or (3, H, W), already normalised, so it is
-fed by the project's calibration-data code (``rmpsam_edge.quantize.calibration``) when that is installed,
-or by ``images_from_paths`` below. The calibration cache file is named after sha256(graph sha256 + data
-fingerprint + calibration shape): new data or a new graph -> a new name, so a stale cache is never used.
-
-TensorRT 8.6: the calibrator API is current. 10.x: deprecated in favour of explicit quantization (Q/DQ
-graphs from ``rmpsam-edge quantize``) but still present; 11: removed (``Compat.has_calibrator``).
-Only the encoder is calibrated: INT8 decoders destroy the panoptic output (deployment notes, section 6),
-so in INT8 mode the decoders are built FP16 with the FP32 pins.
+The cache file is named after sha256(graph sha256 + data fingerprint): new data or a new graph -> a new name,
+so a stale cache is never used. Calibration frames are preprocessed by ``rmpsam_edge.preprocess`` (the
+runtime's own resize/normalise/pad), fitted into the profile's opt shape. Only the encoder is calibrated
+(INT8 decoders destroy the panoptic output, deployment notes section 6); ``Compat.has_calibrator`` says
+whether this TensorRT still has the API (removed in 11).
 """
 import glob
 import hashlib
@@ -18,6 +14,8 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.preprocess import preprocess
+from rmpsam_edge.spec import ModelSpec
 
 ALIGN = 32
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -57,23 +55,20 @@ def cache_path(engine_dir: str, onnx_sha256: str, fingerprint: str) -> Tuple[str
     return os.path.join(engine_dir, "calib-%s.cache" % key[:16]), key
 
 
-def letterbox(image_rgb: np.ndarray, hw: Tuple[int, int], mean, std) -> np.ndarray:
-    """Long-side resize into (H, W), normalise, zero-pad bottom/right -> (1, 3, H, W) float32 (the
-    runtime's own preprocessing: resized image at the top-left of a zero canvas)."""
-    import cv2
-    h, w = image_rgb.shape[:2]
+def _fit(rgb: np.ndarray, hw: Tuple[int, int], mean, std) -> np.ndarray:
+    """rmpsam_edge.preprocess with the long side chosen so the frame fits (H, W), zero-padded (bottom/right)
+    to exactly (1, 3, H, W); padding past (H, W) is cropped."""
+    h, w = rgb.shape[:2]
     s = min(hw[0] / float(h), hw[1] / float(w))
-    nh, nw = max(1, int(round(h * s))), max(1, int(round(w * s)))
-    img = cv2.resize(image_rgb, (nw, nh), interpolation=cv2.INTER_LINEAR).astype(np.float32)
-    img = (img - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
-    out = np.zeros((1, 3, hw[0], hw[1]), np.float32)
-    out[0, :, :nh, :nw] = img.transpose(2, 0, 1)
+    x, _ = preprocess(rgb, ModelSpec("r18", max(ALIGN, int(max(h, w) * s)), mean, std))
+    x = x[..., :hw[0], :hw[1]]
+    out = np.zeros((1, 3) + tuple(hw), np.float32)
+    out[..., :x.shape[-2], :x.shape[-1]] = x
     return out
 
 
 def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, count: int) -> Iterator[np.ndarray]:
-    """Fallback feeder (used when ``rmpsam_edge.quantize.calibration`` is not installed): images, and frames
-    spread over any video, letterboxed to the calibration shape."""
+    """Up to ``count`` calibration inputs (1, 3, H, W): the images, and frames spread over any video."""
     import cv2
     done = 0
     for path in files:
@@ -90,7 +85,7 @@ def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, coun
                     break
                 if idx % step == 0:
                     done += 1
-                    yield letterbox(frame[:, :, ::-1], hw, mean, std)
+                    yield _fit(frame[:, :, ::-1], hw, mean, std)
                 idx += 1
             cap.release()
             continue
@@ -98,7 +93,7 @@ def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, coun
         if frame is None:
             raise UserError("--calib: cannot read image %s" % path)
         done += 1
-        yield letterbox(frame[:, :, ::-1], hw, mean, std)
+        yield _fit(frame[:, :, ::-1], hw, mean, std)
 
 
 def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[int], cache_file: str,
@@ -164,34 +159,4 @@ def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[in
 
 
 def feeder(source: str, hw: Tuple[int, int], spec, count: int) -> Iterator[np.ndarray]:
-    """Normalised (1, 3, H, W) float32 images at the calibration shape: frames read by the quantize package's
-    calibration data code (``rmpsam_edge.quantize.calibration.load_frames``) and preprocessed like the
-    runtime does (``rmpsam_edge.preprocess.preprocess``: long-side resize, normalise, zero pad), the long side
-    chosen so each frame fits (H, W); the fallback reader above when that package is not installed."""
-    try:
-        from rmpsam_edge.quantize import calibration as qcal
-        from rmpsam_edge.preprocess import preprocess
-        from rmpsam_edge.spec import ModelSpec
-    except ImportError:
-        return images_from_paths(list_calibration_files(source), hw, spec.mean, spec.std, count)
-    n = min(int(count), len(qcal.source_units(source)))
-    frames = qcal.load_frames(source, n, holdout=0)
-
-    def gen():
-        for _, rgb in frames.calib:
-            h, w = rgb.shape[:2]
-            s = min(hw[0] / float(h), hw[1] / float(w))
-            size = max(ALIGN, int(max(h, w) * s))
-            x, _ = preprocess(rgb, ModelSpec(spec.variant, size, spec.mean, spec.std))
-            yield _pad(x, hw)
-    return gen()
-
-
-def _pad(arr: np.ndarray, hw: Tuple[int, int]) -> np.ndarray:
-    """Zero-pad (bottom/right) to (H, W); a row or column that rounding pushed past (H, W) is cropped."""
-    arr = np.asarray(arr, np.float32)
-    arr = arr[None] if arr.ndim == 3 else arr
-    arr = arr[..., :hw[0], :hw[1]]
-    out = np.zeros(arr.shape[:-2] + tuple(hw), np.float32)
-    out[..., :arr.shape[-2], :arr.shape[-1]] = arr
-    return out
+    return images_from_paths(list_calibration_files(source), hw, spec.mean, spec.std, count)

@@ -15,7 +15,8 @@ from rmpsam_edge.errors import UserError
 from . import compat as compat_mod
 from . import profiles
 from .cuda_context import CudaContext
-from .engines import GRAPH_ORDER, BundleInfo, Choices, Session, graph_precision, prompt_ranges
+from ..bundle import Bundle
+from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,17 +46,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _dla(text):
+    """None: not given; -1: 'off'; else the DLA core."""
     if text is None:
         return None
-    if str(text).lower() in ("off", "none", "gpu", "-1"):
+    word = str(text).strip().lower()
+    if word in ("off", "none", "gpu", "-1"):
         return -1
-    try:
-        core = int(text)
-    except ValueError:
+    if not word.isdigit():
         raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
-    if core < 0:
-        raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
-    return core
+    return int(word)
 
 
 def ranges_from_args(args, base, many_from=None):
@@ -95,7 +94,7 @@ def ranges_from_args(args, base, many_from=None):
 def run(args) -> int:
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
-    bundle = BundleInfo(args.model)
+    bundle = Bundle.open(args.model)
     have = bundle.graph_names()
     graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
     bad = [g for g in graphs if g not in have]
@@ -130,15 +129,10 @@ def run(args) -> int:
             for graph in graphs:
                 if graph == "encoder" and choices.dla_core is not None:
                     held["runtime"].DLA_core = int(choices.dla_core)
-                data, status = session.engine_bytes(graph, choices, build=not args.no_build, force=args.force)
-                if compat.deserialize(held["runtime"], data) is None:  # verify TensorRT accepts it; rebuild once if not
-                    if args.no_build:
-                        raise UserError("the %s engine is not accepted by TensorRT %s; rebuild it without --no-build"
-                                        % (graph, compat.version_string))
-                    data, status = session.engine_bytes(graph, choices, force=True,
-                                                        reason_prefix="TensorRT could not deserialise the cached engine")
+                _, data, status = session.load_engine(held["runtime"], graph, choices, build=not args.no_build,
+                                                      force=args.force)
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                    graph, graph_precision(graph, choices.precision, bundle.stored_precision(graph)),
+                    graph, graph_precision(graph, choices.precision, stored_precision(bundle, graph)),
                     "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
         ctx.close()

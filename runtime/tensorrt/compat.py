@@ -1,11 +1,6 @@
-"""The ONE adapter between this package and the ``tensorrt`` / ``pycuda`` modules (TensorRT 8.5 to 11).
-
-Everything else in ``rmpsam_edge.runtime.tensorrt`` calls TensorRT through a ``Compat`` object, so the few
-calls that differ between versions live here (the table: docs/tensorrt.md, "the one adapter"). Each name used
-is checked against NVIDIA's real bindings of 8.6, 10.3, 10.13 and 11.4 by tests/test_tensorrt_real_bindings.py.
-
-Nothing here imports TensorRT at module import time: ``import_tensorrt()`` / ``import_pycuda()`` do it on
-demand and turn a missing package into a one-line ``UserError`` naming what to install.
+"""The one adapter between this package and ``tensorrt`` / ``pycuda`` (TensorRT 8.5 to 11): every call that
+differs between versions lives here, checked against NVIDIA's real bindings by tests/test_tensorrt_real_bindings.py.
+Nothing is imported at module import time; a missing package is a one-line ``UserError`` naming what to install.
 """
 import collections
 import importlib

@@ -1,11 +1,8 @@
 """One pycuda context owned by one runner (or one ``build-engine`` run), usable from any thread.
 
-pycuda keeps one context STACK PER THREAD and aborts the process at exit when a context is still on a
-stack ("The context stack was not empty upon module cleanup", exit 134). So the context is created once and
-popped right away; ``with ctx:`` pushes it on the calling thread's stack and pops it again (a lock makes one
-thread at a time use it); ``close()`` releases what was registered with ``own`` INSIDE the context (buffers,
-execution contexts, engines, runtime, stream), then pops and detaches it. ``close`` also runs at interpreter
-exit (``weakref.finalize``) when the owner forgot to, so no process aborts. Several contexts per process work.
+pycuda aborts at exit when a context is left on a thread's stack, so the context is popped right after
+creation; ``with ctx:`` pushes/pops it under a lock; ``close()`` (also at interpreter exit, via
+``weakref.finalize``) releases what was registered with ``own`` inside the context, then pops and detaches it.
 """
 import threading
 import weakref

@@ -1,13 +1,7 @@
-"""Get a usable engine for each graph of a bundle: reuse the cached one, or rebuild it with one line saying why.
-
-    wanted key (this machine + the user's build choices) --cache.check--> usable? -> engine bytes
-                                                                  no  -> --no-build: UserError naming what differs
-                                                                         foreign engine file: UserError unless --force
-                                                                         else build (build.py), store, one log line
-
-The precision is the caller's, else the bundle's. Profile ranges not given are read from the existing
-sidecars of that precision, so an engine built with a custom profile is reused, and rebuilt with the same
-profile after a TensorRT or GPU change.
+"""Get a usable engine per graph of a bundle: the cached one when its sidecar key matches (cache.py), else a
+rebuild (build.py) with one log line saying why; --no-build makes that an error naming what differs, and a
+foreign engine file is never replaced without --force. Choices not given come from the bundle and from the
+stored sidecars, so a custom profile survives a TensorRT or GPU change.
 """
 import os
 import re
@@ -17,6 +11,7 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from rmpsam_edge.errors import UserError
 
+from ..bundle import Bundle
 from . import build as builder
 from . import cache, calibrator, precision, profiles
 
@@ -63,82 +58,43 @@ class Choices(object):
         self.workspace_gib, self.verbose = workspace_gib, verbose
 
 
-class BundleInfo(object):
-    """What the engine code reads from a bundle, through ``runtime.bundle.Bundle`` (manifest validated,
-    graph files checked against their sha256 before TensorRT parses them)."""
-
-    def __init__(self, bundle):
-        from ..bundle import Bundle
-        self.rb = Bundle.open(bundle)
-        self.dir = os.path.abspath(self.rb.path)
-        self.manifest = self.rb.manifest
-
-    def graph_names(self):
-        return self.rb.graph_names()
-
-    def graph_path(self, graph: str) -> str:
-        entry = self.manifest["graphs"].get(graph) or {}
-        if entry.get("format") not in (None, "onnx"):
-            raise UserError("the %s graph of %s is %s, not ONNX: TensorRT builds from the ONNX bundle (use the "
-                            "FP32 bundle, or quantize with --backend onnxruntime)" % (graph, self.dir, entry["format"]))
-        return self.rb.graph_path(graph)
-
-    def graph_file(self, graph: str) -> Tuple[str, str]:
-        """-> (path, sha256): the path checked against the manifest's sha256 (once per process, by
-        runtime.bundle), the sha256 that keys the engine."""
-        path = self.graph_path(graph)
-        if not os.path.isfile(path):
-            raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
-                            % (self.dir, os.path.basename(path)))
-        return path, str(self.manifest["graphs"][graph]["sha256"])
-
-    def stored_precision(self, graph: str) -> str:
-        entry = self.manifest["graphs"].get(graph) or {}
-        return str(entry.get("precision") or "fp32").lower()
-
-    def engine_dir(self) -> str:
-        return cache.engine_dir(self.dir)
-
-    def precision(self) -> str:
-        """The bundle's precision: what TensorRT builds when --precision is not given."""
-        return str(self.manifest.get("precision") or "fp32").lower()
-
-    def spec(self):
-        return self.rb.spec()
-
-    def declared(self, sym: str) -> Optional[Tuple[int, int, int]]:
-        """(min, opt, max) the export declared for a dynamic axis, or None."""
-        d = (self.manifest.get("dynamic_axes") or {}).get(sym)
-        if isinstance(d, dict) and "min" in d and "max" in d:
-            return int(d["min"]), int(d.get("opt", d["max"])), int(d["max"])
-        return None
-
-    def input_size(self) -> Optional[int]:
-        v = (self.manifest.get("input") or {}).get("size")
-        return int(v) if v else None
-
-    def vocab_shape(self) -> Tuple[Optional[int], Optional[int]]:
-        shape = (self.manifest.get("vocabulary") or {}).get("shape")
-        if isinstance(shape, (list, tuple)) and len(shape) == 3:
-            return int(shape[0]), int(shape[1])
-        return None, None
-
-    @property
-    def many_prompts_from(self) -> Optional[int]:
-        return self.rb.many_prompts_from
+def stored_precision(bundle, graph: str) -> str:
+    """The precision the bundle stores a graph in ('fp32', or 'fp16'/'int8' from `rmpsam-edge quantize`)."""
+    return str((bundle.manifest["graphs"].get(graph) or {}).get("precision") or "fp32").lower()
 
 
-def default_ranges(bundle: BundleInfo, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, tuple]:
+def onnx_file(bundle, graph: str) -> Tuple[str, str]:
+    """-> (path checked against the manifest's sha256 by runtime.bundle, the sha256 that keys the engine)."""
+    fmt = bundle.graph_format(graph)
+    if fmt not in (None, "onnx"):
+        raise UserError("the %s graph of %s is %s, not ONNX: TensorRT builds from the ONNX bundle (use the "
+                        "FP32 bundle, or quantize with --backend onnxruntime)" % (graph, os.path.abspath(bundle.path), fmt))
+    path = bundle.graph_path(graph)
+    if not os.path.isfile(path):  # removed after runtime.bundle verified it
+        raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
+                        % (os.path.abspath(bundle.path), os.path.basename(path)))
+    return path, str(bundle.manifest["graphs"][graph]["sha256"])
+
+
+def _declared(manifest, sym: str) -> Optional[Tuple[int, int, int]]:
+    d = (manifest.get("dynamic_axes") or {}).get(sym)
+    if isinstance(d, dict) and "min" in d and "max" in d:
+        return int(d["min"]), int(d.get("opt", d["max"])), int(d["max"])
+    return None
+
+
+def default_ranges(bundle, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, tuple]:
     """Profile ranges from the bundle: the export's declared H/W (else its input size, else 640), 1..64 prompts
     (the many-prompt graph takes many_prompts_from..64), the vocabulary's K x P as opt."""
-    h, w = bundle.declared("H"), bundle.declared("W")
+    m = bundle.manifest
+    h, w = _declared(m, "H"), _declared(m, "W")
     if h is None or w is None:
-        size = -(-(bundle.input_size() or DEFAULT_IMGSZ) // profiles.ALIGN) * profiles.ALIGN
+        size = -(-(int((m.get("input") or {}).get("size") or 0) or DEFAULT_IMGSZ) // profiles.ALIGN) * profiles.ALIGN
         h = w = (profiles.ALIGN, size, size)
-    k, p = bundle.vocab_shape()
-    dk, dp = bundle.declared("K"), bundle.declared("P")
-    classes = dk or (1, k or 80, max(k or 80, 1024))
-    protos = dp or (1, p or 1, max(p or 1, 16))
+    shape = (m.get("vocabulary") or {}).get("shape")
+    k, p = (int(shape[0]), int(shape[1])) if isinstance(shape, (list, tuple)) and len(shape) == 3 else (None, None)
+    classes = _declared(m, "K") or (1, k or 80, max(k or 80, 1024))
+    protos = _declared(m, "P") or (1, p or 1, max(p or 1, 16))
     return prompt_ranges(profiles.make_ranges((h[2], w[2]), (h[1], w[1]), (h[0], w[0]), (1, 1, max_prompts),
                                               classes, protos), bundle.many_prompts_from)
 
@@ -160,6 +116,10 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
     return {s: list(ranges[s]) for s in GRAPH_SYMBOLS[graph] if s in ranges}
 
 
+def _calib_shape(ranges) -> Tuple[int, int, int, int]:
+    return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
 
@@ -167,14 +127,17 @@ def _slug(text: str) -> str:
 class Session(object):
     """One machine (TensorRT module + GPU) and one bundle. ``log`` gets one line per build/rebuild."""
 
-    def __init__(self, compat, device: Tuple[str, str], bundle: BundleInfo, cuda=None,
-                 log: Callable[[str], None] = stderr_log):
+    def __init__(self, compat, device: Tuple[str, str], bundle, cuda=None, log: Callable[[str], None] = stderr_log):
         self.compat, self.gpu, self.cc = compat, device[0], device[1]
         self.device = device  # compat.Gpu: name, cc, memory, SM count, Jetson module
-        self.bundle, self.cuda, self.log = bundle, cuda, log
+        self.bundle, self.cuda, self.log = Bundle.open(bundle), cuda, log
+        self.dir = os.path.abspath(self.bundle.path)
+
+    def engine_dir(self) -> str:
+        return cache.engine_dir(self.dir)
 
     def timing_cache_path(self) -> str:
-        return os.path.join(self.bundle.engine_dir(), "timing-trt%s-%s.cache"
+        return os.path.join(self.engine_dir(), "timing-trt%s-%s.cache"
                             % (self.compat.version_string, _slug(self.gpu)))
 
     def fill_choices(self, requested: Choices) -> Choices:
@@ -182,13 +145,13 @@ class Session(object):
         last); profile ranges come from the stored sidecars of that precision, else the defaults."""
         c = Choices(**vars(requested))
         if c.precision is None:
-            c.precision = self.bundle.precision()
+            c.precision = str(self.bundle.manifest.get("precision") or "fp32").lower()
         if c.ranges is None:
             ranges, found = dict(default_ranges(self.bundle)), set()
             for graph in GRAPH_ORDER:
                 dla = c.dla_core if graph == "encoder" else None
-                gp = graph_precision(graph, c.precision, self.bundle.stored_precision(graph))
-                side, _ = cache.read_sidecar(cache.engine_paths(self.bundle.dir, graph, gp, dla)[1])
+                gp = graph_precision(graph, c.precision, stored_precision(self.bundle, graph))
+                side, _ = cache.read_sidecar(cache.engine_paths(self.dir, graph, gp, dla)[1])
                 for k, v in ((side or {}).get("key", {}).get("profiles") or {}).items():
                     ranges[k] = tuple(v)
                     found.add(k)
@@ -205,20 +168,20 @@ class Session(object):
                      reason_prefix: str = "") -> Tuple[bytes, str]:
         """-> (plan bytes, 'cached' | 'built')."""
         choices = self.fill_choices(choices)  # no-op when precision and ranges are given
-        stored_prec = self.bundle.stored_precision(graph)
+        stored_prec = stored_precision(self.bundle, graph)
         gp = graph_precision(graph, choices.precision, stored_prec)
         explicit = stored_prec != "fp32"  # FP16 / Q/DQ INT8 ONNX: its own types (explicit quantization, no calibrator)
+        calibrated = gp == "int8" and not explicit
         dla = choices.dla_core if graph == "encoder" else None
-        onnx_path, onnx_sha = self.bundle.graph_file(graph)
-        engine_path, side_path = cache.engine_paths(self.bundle.dir, graph, gp, dla)
+        onnx_path, onnx_sha = onnx_file(self.bundle, graph)
+        engine_path, side_path = cache.engine_paths(self.dir, graph, gp, dla)
         stored_side, _ = cache.read_sidecar(side_path)
         stored = stored_side["key"] if stored_side else {}
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        calib_key, calib_source = None, None
-        if gp == "int8" and not explicit:
-            calib_key, calib_source = self._calibration(choices, ranges, onnx_sha, stored, stored_side)
+        calib_key, calib_source = (self._calibration(choices, ranges, onnx_sha, stored, stored_side) if calibrated
+                                   else (None, None))
         key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
                              profile_key(graph, ranges), dla, calib_key,
                              precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
@@ -231,19 +194,17 @@ class Session(object):
         why = reason_prefix or ("--force" if verdict.ok else verdict.reason)
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `%s`"
-                            % (graph, why, build_command(self.bundle.dir, choices.precision)))
-        if gp == "int8" and not explicit and not self.compat.has_calibrator:
+                            % (graph, why, build_command(self.dir, choices.precision)))
+        if calibrated and not self.compat.has_calibrator:
             raise UserError("TensorRT %s has no INT8 calibration (IInt8EntropyCalibrator2 was removed): only explicit "
                             "(Q/DQ) INT8 from `rmpsam-edge quantize` builds on it" % self.compat.version_string)
-        if gp == "int8" and not explicit and calib_key is None:
+        if calibrated and calib_key is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         t0 = time.time()
-        cal = None
-        if gp == "int8" and not explicit:
-            cal = self._make_calibrator(ranges, calib_source, choices, calib_key)
+        cal = self._make_calibrator(ranges, calib_source, choices, calib_key) if calibrated else None
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
                                          self.timing_cache_path(), choices.verbose, explicit)
         try:
@@ -258,9 +219,9 @@ class Session(object):
                  % (graph, engine_path, len(result.data) / 1e6, time.time() - t0))
         return result.data, "built"
 
-    def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True):
-        """Deserialise the cached engine; a plan TensorRT rejects (corrupt, foreign) is rebuilt once."""
-        data, status = self.engine_bytes(graph, choices, build=build)
+    def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True, force: bool = False):
+        """-> (ICudaEngine, plan bytes, 'cached' | 'built'); a plan TensorRT rejects is rebuilt once."""
+        data, status = self.engine_bytes(graph, choices, build=build, force=force)
         engine = self.compat.deserialize(runtime, data)
         if engine is None and status == "cached":
             data, status = self.engine_bytes(graph, choices, build=build, force=True,
@@ -269,7 +230,7 @@ class Session(object):
         if engine is None:
             raise UserError("TensorRT %s could not deserialise the %s engine it just built"
                             % (self.compat.version_string, graph))
-        return engine
+        return engine, data, status
 
     # ------------------------------------------------------------------ INT8
     def _calibration(self, choices, ranges, onnx_sha, stored, stored_side) -> Tuple[Optional[str], Optional[str]]:
@@ -282,22 +243,18 @@ class Session(object):
             return None, None  # nothing to compare with; building will ask for --calib
         files = calibrator.list_calibration_files(choices.calib)
         spec = self.bundle.spec()
-        fp = calibrator.data_fingerprint(files, choices.calib_count, self._calib_shape(ranges),
+        fp = calibrator.data_fingerprint(files, choices.calib_count, _calib_shape(ranges),
                                          "%s|%s" % (list(spec.mean), list(spec.std)))
-        _, key = calibrator.cache_path(self.bundle.engine_dir(), onnx_sha, fp)
+        _, key = calibrator.cache_path(self.engine_dir(), onnx_sha, fp)
         return key, choices.calib
 
-    @staticmethod
-    def _calib_shape(ranges) -> Tuple[int, int, int, int]:
-        return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
-
     def _make_calibrator(self, ranges, source, choices, calib_key):
-        path = os.path.join(self.bundle.engine_dir(), "calib-%s.cache" % calib_key[:16])
+        path = os.path.join(self.engine_dir(), "calib-%s.cache" % calib_key[:16])
         if source is None and not os.path.isfile(path):
             raise UserError("the INT8 encoder must be rebuilt and its calibration images are gone: "
                             "run build-engine --precision int8 --calib FOLDER")
         if self.cuda is None:
             raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
-        shape = self._calib_shape(ranges)
+        shape = _calib_shape(ranges)
         feed = calibrator.feeder(source, shape[2:], self.bundle.spec(), choices.calib_count) if source else iter(())
         return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)

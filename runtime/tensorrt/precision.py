@@ -15,7 +15,7 @@ is encoded here as rules on the graph, checked against real exported RMP-SAM gra
 * ``user``        layers whose name matches a ``--fp32-layers`` regex.
 
 The rules work on ``Node`` tuples so the same code reads a TensorRT network (``nodes_from_network``)
-and an ONNX graph (``nodes_from_onnx``, used by the tests and by ``build-engine --explain``).
+and an ONNX graph (``nodes_from_onnx``, used by the tests).
 """
 import collections
 import re
@@ -69,16 +69,13 @@ def select_fp32(nodes: Sequence[Node], outputs: Iterable[str], patterns: Sequenc
     producer = {t: n for n in nodes for t in n.outputs}
     chosen = {}  # type: Dict[str, str]
 
+    src = producer.get
+
     def pick(node: Node, reason: str) -> None:
         chosen.setdefault(node.name, reason)
 
-    def src(name: str) -> Optional[Node]:
-        return producer.get(name)
-
     for n in nodes:
-        if n.kind == "layernorm":
-            pick(n, "layernorm")
-        elif n.kind in LN_PARTS and LN_MODULE.search(n.name or ""):
+        if n.kind == "layernorm" or (n.kind in LN_PARTS and LN_MODULE.search(n.name or "")):
             pick(n, "layernorm")
         elif n.kind == "softmax":
             pick(n, "softmax")

@@ -1,15 +1,10 @@
-"""TensorRT runner (pycuda): the same Runner / Predictor interface and outputs as the other backends.
+"""TensorRT runner: a ``BundleRunner`` (runtime/bundle_runner.py) whose hooks run one engine per graph.
 
-A ``BundleRunner`` (runtime/bundle_runner.py: prompt-graph choice, static-bundle padding, empty prompt
-batches) whose two hooks run TensorRT engines. One CUDA context and one stream per runner. ``activate``
-loads (or builds, with one line saying why) one engine per graph; its page-locked host buffers and device
-buffers are allocated once, at the engine profile's MAX shapes, and reused for every shape inside the profile.
-A call: set_input_shape -> async H2D copies -> execute_async_v3 -> async D2H copies -> one stream sync.
-The decoders read the encoder's features straight from the encoder's device buffer when they get the array
-the encoder just returned (no copy). More prompts than the profile's max run in chunks (prompts are
-independent, so this is exact); an image outside the profile is a one-line error naming the profile.
-Named-tensor API only (TensorRT 8.5+; the bindings API is gone in 10).
+Host (page-locked) and device buffers are allocated once at the profile's MAX shapes; a call is
+set_input_shape -> async H2D -> execute_async_v3 -> async D2H -> one sync. The decoders read the encoder's
+features from its device buffer (no copy); more prompts than the profile's max run in exact chunks.
 """
+import os
 from typing import Dict, List, Optional, Tuple  # noqa: F401
 
 import numpy as np
@@ -19,15 +14,13 @@ from rmpsam_edge.errors import UserError
 from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
 from .cuda_context import CudaContext
-from .engines import BundleInfo, Choices, Session, graph_precision, stderr_log
+from .engines import Choices, Session, graph_precision, stderr_log, stored_precision
 from .profiles import check_within
 
 
 class EngineUnavailable(BackendUnavailable, UserError):
-    """An engine cannot be built or loaded on this machine. A ``UserError`` (one line in the CLI) and a
-    ``BackendUnavailable``, so ``load(bundle, backend="auto")`` moves on to the next backend with the reason,
-    and an explicit ``--backend tensorrt`` says "cannot run here: ...". Bundle problems (missing file, sha256)
-    stay plain ``UserError``s: no backend can run such a bundle."""
+    """An engine cannot be built or loaded here: ``auto`` moves on to the next backend; bundle problems
+    (missing file, sha256) stay plain ``UserError``s, since no backend can run such a bundle."""
 
 
 def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int, ...], bool]]:
@@ -59,8 +52,7 @@ class _Graph(object):
 
 
 class _GpuState(object):
-    """What lives in the runner's CUDA context; ``release`` runs inside it (CudaContext.close), before the
-    context is popped and detached: buffers, execution contexts, engines, runtime, stream."""
+    """What lives in the runner's CUDA context; ``release`` runs inside it (CudaContext.close)."""
 
     def __init__(self):
         self.stream, self.runtime, self.graphs = None, None, {}  # type: (object, object, Dict[str, _Graph])
@@ -80,14 +72,12 @@ class _GpuState(object):
 
 
 class TensorRTRunner(BundleRunner):
-    """``device``: CUDA device index. The runner owns one CUDA context (runtime/tensorrt/cuda_context.py),
-    pushed around every build, execute and release, so it works from any thread; one call at a time."""
+    """``device``: CUDA device index. One CUDA context, pushed around every build, execute and release."""
     name = "tensorrt"
 
     def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
                  log=stderr_log, trt=None, cuda=None):
         super(TensorRTRunner, self).__init__(bundle)
-        self.info = BundleInfo(self.bundle)
         self.choices, self.build, self.device_index, self.log = choices or Choices(), build, device, log
         self._trt, self._cuda = trt, cuda
         self._ctx = None  # type: Optional[CudaContext]
@@ -112,7 +102,7 @@ class TensorRTRunner(BundleRunner):
                 self._messages = []  # type: List[Tuple[str, str]]
                 self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
                 self._gpu.runtime = trt.Runtime(self._logger)
-                self.session = Session(self.compat, self.gpu, self.info, cuda, self.log)
+                self.session = Session(self.compat, self.gpu, self.bundle, cuda, self.log)
                 self.choices = self.session.fill_choices(self.choices)
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
         except BaseException:
@@ -142,14 +132,14 @@ class TensorRTRunner(BundleRunner):
                                                  self.engine_precision("encoder"))
 
     def engine_precision(self, graph: str) -> str:
-        return graph_precision(graph, self.choices.precision, self.info.stored_precision(graph))
+        return graph_precision(graph, self.choices.precision, stored_precision(self.bundle, graph))
 
     # ------------------------------------------------------------------ BundleRunner hooks
     def _load(self, graph: str, path: str) -> None:
         if graph == "encoder" and self.choices.dla_core is not None:
             self._gpu.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
         try:
-            engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)
+            engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
             context = engine.create_execution_context()
             plan = plan_buffers(self.compat, engine, context)
         except EngineUnavailable:
@@ -184,7 +174,7 @@ class TensorRTRunner(BundleRunner):
     # ------------------------------------------------------------------ one engine call
     def _execute(self, graph: str, g: _Graph, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cuda, stream, ctx = self.cuda, self._gpu.stream, g.context
-        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % self.info.dir
+        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % os.path.abspath(self.bundle.path)
         for name in g.inputs:
             arr = feeds[name]
             shape = tuple(int(d) for d in np.shape(arr))
