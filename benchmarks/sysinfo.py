@@ -16,28 +16,14 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
+from rmpsam_edge.runtime import platform_facts
+
 PACKAGES = ("rmpsam_edge", "numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime",
             "onnxruntime-gpu", "openvino", "nncf", "torch", "tensorrt", "matplotlib")
 THREAD_VARS = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
-def _read(path: str) -> Optional[str]:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
-    except OSError:
-        return None
-
-
-def _run(cmd: List[str], timeout: float = 5.0) -> Optional[str]:
-    if shutil.which(cmd[0]) is None:
-        return None
-    try:
-        out = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    text = out.stdout.decode("utf-8", "replace").strip()
-    return text if out.returncode == 0 and text else None
+_read, _run = platform_facts.read_text, platform_facts.run
 
 
 def package_versions(names=PACKAGES) -> Dict[str, str]:
@@ -67,32 +53,17 @@ def cpu_model(root: str = "/") -> str:
 def jetson_info(root: str = "/") -> Dict[str, Optional[str]]:
     """{} when not a Jetson. Otherwise: model, l4t (from /etc/nv_tegra_release), jetpack (nvidia-jetpack
     package), power_mode (nvpmodel -q), tensorrt (python module or libnvinfer package)."""
-    release = _read(os.path.join(root, "etc/nv_tegra_release"))
-    model = _read(os.path.join(root, "proc/device-tree/model"))
-    if not release and not (model and ("jetson" in model.lower() or "orin" in model.lower())):
+    facts = platform_facts.jetson(root)
+    model = facts["module"]
+    if not facts["l4t"] and not (model and ("jetson" in model.lower() or "orin" in model.lower())):
         return {}
-    l4t = None
-    if release:
-        m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
-        l4t = "%s.%s" % (m.group(1), m.group(2)) if m else release.splitlines()[0]
-    info = {"model": model, "l4t": l4t, "jetpack": None, "power_mode": None}
+    info = {"model": model, "l4t": facts["l4t"], "jetpack": None, "power_mode": facts["nvpmodel"]}
     if root == "/":
-        jp = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"])
-        info["jetpack"] = jp
-        q = _run(["nvpmodel", "-q"])
-        info["power_mode"] = parse_nvpmodel(q) if q else "unknown (nvpmodel not found or needs sudo)"
+        info["jetpack"] = _run(["dpkg-query", "-W", "-f=${Version}", "nvidia-jetpack"]) or facts["jetpack"]
         if not package_versions(("tensorrt",)):
             info["tensorrt_deb"] = _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer8"]) or \
                 _run(["dpkg-query", "-W", "-f=${Version}", "libnvinfer10"])
     return info
-
-
-def parse_nvpmodel(text: str) -> str:
-    """``nvpmodel -q`` output ("NV Power Mode: MAXN\\n0") -> "MAXN (mode 0)"."""
-    m = re.search(r"NV Power Mode:[ \t]*(\S+)[ \t]*(?:\r?\n\s*(\d+))?", text)
-    if not m:
-        return text.strip().splitlines()[0] if text.strip() else "unknown"
-    return "%s (mode %s)" % (m.group(1), m.group(2)) if m.group(2) else m.group(1)
 
 
 def gpu_info() -> Optional[str]:

@@ -100,7 +100,7 @@ def atomic_file(path: str, force: bool = True):
     parent = _mkparent(path)
     sweep_stale(path)
     tmp = os.path.join(parent, "%s%d-%s" % (_tmp_prefix(path), os.getpid(), os.urandom(3).hex()))
-    try:
+    with _removed_on_error(tmp, path):
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
@@ -108,6 +108,13 @@ def atomic_file(path: str, force: bool = True):
             raise UserError("%s appeared while it was being written; pass --force to overwrite it" % path)
         os.replace(tmp, path)
         _fsync_dir(parent)
+
+
+@contextlib.contextmanager
+def _removed_on_error(tmp: str, path: str):
+    """Remove ``tmp`` on any exception; an OSError becomes the one-line disk error for ``path``."""
+    try:
+        yield
     except OSError as exc:
         _remove(tmp)
         raise disk_error(path, exc)
@@ -127,7 +134,7 @@ def atomic_dir(path: str, force: bool = False):
         tmp = tempfile.mkdtemp(prefix="%s%d-" % (_tmp_prefix(path), os.getpid()), dir=parent)
     except OSError as exc:
         raise disk_error(path, exc)
-    try:
+    with _removed_on_error(tmp, path):
         yield tmp
         mask = os.umask(0o022)
         os.umask(mask)
@@ -143,12 +150,6 @@ def atomic_dir(path: str, force: bool = False):
         else:
             os.rename(tmp, path)
         _fsync_dir(parent)
-    except OSError as exc:
-        _remove(tmp)
-        raise disk_error(path, exc)
-    except BaseException:
-        _remove(tmp)
-        raise
 
 
 def _remove(p: str) -> None:

@@ -1,6 +1,7 @@
-"""Platform facts for ``rmpsam-edge doctor`` and engine cache keys: Jetson (L4T/JetPack release, module, nvpmodel mode,
-jetson_clocks), GPU (name, memory, SM count, driver, CUDA), each read where it can be and ``None`` with the reason
-where it cannot. Reads files and runs nvidia-smi / nvpmodel / jetson_clocks with short timeouts; no torch.
+"""Platform facts, read once for ``rmpsam-edge doctor``, the benchmark header and the TensorRT engine cache key:
+Jetson (L4T/JetPack release, module, nvpmodel mode, jetson_clocks), GPU (name, memory, SM count, driver, CUDA),
+each read where it can be and ``None`` with the reason where it cannot. Reads files and runs nvidia-smi /
+nvpmodel / jetson_clocks with short timeouts; ``root`` points the file reads at a fake tree in tests; no torch.
 """
 import os
 import platform
@@ -16,7 +17,8 @@ JETPACK = {"35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2", "35
            "36.2": "6.0 DP", "36.3": "6.0", "36.4": "6.1/6.2", "38.2": "7.0"}
 
 
-def _read(path: str) -> Optional[str]:
+def read_text(path: str) -> Optional[str]:
+    """A small system file's text (NULs dropped, stripped), or None when it cannot be read."""
     try:
         with open(path, "rb") as f:
             return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
@@ -24,7 +26,8 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def _run(cmd, timeout: float = 10.0) -> Optional[str]:
+def run(cmd, timeout: float = 10.0) -> Optional[str]:
+    """A command's output when it exists and succeeds, else None."""
     if not shutil.which(cmd[0]):
         return None
     try:
@@ -32,12 +35,34 @@ def _run(cmd, timeout: float = 10.0) -> Optional[str]:
     except (OSError, subprocess.SubprocessError):
         return None
     text = p.stdout.decode("utf-8", "replace").strip()
-    return text if p.returncode == 0 else None
+    return text if p.returncode == 0 and text else None
 
 
-def jetson() -> Dict[str, Optional[str]]:
-    release = _read(TEGRA_RELEASE)
-    out = {"l4t": None, "jetpack": None, "module": _read(DEVICE_TREE_MODEL), "nvpmodel": None, "jetson_clocks": None}
+def parse_nvpmodel(text: str) -> str:
+    """``nvpmodel -q`` output ("NV Power Mode: MAXN\\n0") -> "MAXN (mode 0)"."""
+    m = re.search(r"NV Power Mode:[ \t]*(\S+)[ \t]*(?:\r?\n\s*(\d+))?", text)
+    if not m:
+        return text.strip().splitlines()[0] if text.strip() else "unknown"
+    return "%s (mode %s)" % (m.group(1), m.group(2)) if m.group(2) else m.group(1)
+
+
+def _files(root: str):
+    return (os.path.join(root, DEVICE_TREE_MODEL.lstrip("/")), os.path.join(root, TEGRA_RELEASE.lstrip("/")))
+
+
+def jetson_module(root: str = "/") -> str:
+    """The engine cache key's module part: 'NVIDIA Jetson AGX Orin Developer Kit | # R36 (release), REVISION:
+    4.0' on a Jetson (every Orin module reports GPU 'Orin', sm 8.7), '' elsewhere."""
+    model, release = (read_text(p) for p in _files(root))
+    parts = [model.splitlines()[0].strip() if model else "",
+             ",".join(release.splitlines()[0].split(",")[:2]).strip() if release else ""]  # not the build date
+    return " | ".join(p for p in parts if p)
+
+
+def jetson(root: str = "/") -> Dict[str, Optional[str]]:
+    model_path, release_path = _files(root)
+    release = read_text(release_path)
+    out = {"l4t": None, "jetpack": None, "module": read_text(model_path), "nvpmodel": None, "jetson_clocks": None}
     if release:
         m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*([\d.]+)", release)
         if m:
@@ -45,10 +70,10 @@ def jetson() -> Dict[str, Optional[str]]:
             out["jetpack"] = JETPACK.get("%s.%s" % (m.group(1), m.group(2).split(".")[0]))
         else:
             out["l4t"] = release.splitlines()[0][:80]
-    if release or out["module"]:
-        q = _run(["nvpmodel", "-q"])
-        out["nvpmodel"] = q.splitlines()[0] if q else "not readable (nvpmodel -q failed or is missing)"
-        c = _run(["jetson_clocks", "--show"])
+    if (release or out["module"]) and root == "/":
+        q = run(["nvpmodel", "-q"])
+        out["nvpmodel"] = parse_nvpmodel(q) if q else "not readable (nvpmodel -q failed or is missing)"
+        c = run(["jetson_clocks", "--show"])
         out["jetson_clocks"] = (c.splitlines()[0] if c else "not readable (jetson_clocks --show needs root)")
     return out
 
@@ -57,7 +82,7 @@ def gpu() -> Dict[str, Optional[object]]:
     """nvidia-smi when present (desktop GPUs); pycuda for the SM count (and on Jetson, where nvidia-smi is thin)."""
     out = {"name": None, "memory_mb": None, "sm_count": None, "compute_capability": None, "driver": None,
            "cuda": None, "source": None, "why_not": None}
-    q = _run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
+    q = run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader,nounits"])
     if q:
         parts = [p.strip() for p in q.splitlines()[0].split(",")]
         out.update(name=parts[0], driver=parts[-1], source="nvidia-smi")
@@ -65,7 +90,7 @@ def gpu() -> Dict[str, Optional[object]]:
             out["memory_mb"] = int(float(parts[1]))
         except (ValueError, IndexError):
             pass
-        head = _run(["nvidia-smi"]) or ""
+        head = run(["nvidia-smi"]) or ""
         m = re.search(r"CUDA Version:\s*([\d.]+)", head)
         out["cuda"] = m.group(1) if m else None
     try:

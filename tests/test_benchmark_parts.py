@@ -87,9 +87,10 @@ def test_sysinfo_reads_a_jetson_tree(tmp_path):
 
 
 def test_nvpmodel_output_parsed():
-    assert sysinfo.parse_nvpmodel("NV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n") == "MAXN (mode 0)"
-    assert sysinfo.parse_nvpmodel("NV Power Mode: 15W") == "15W"
-    assert sysinfo.parse_nvpmodel("something else") == "something else"
+    from rmpsam_edge.runtime.platform_facts import parse_nvpmodel
+    assert parse_nvpmodel("NV Fan Mode:quiet\nNV Power Mode: MAXN\n0\n") == "MAXN (mode 0)"
+    assert parse_nvpmodel("NV Power Mode: 15W") == "15W"
+    assert parse_nvpmodel("something else") == "something else"
 
 
 def _s(p50):

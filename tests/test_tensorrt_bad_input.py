@@ -26,8 +26,9 @@ def test_engine_from_another_jetson_module_is_refused_or_rebuilt(bundle, monkeyp
     model, release = tmp_path / "model", tmp_path / "nv_tegra_release"
     model.write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
     release.write_text("# R36 (release), REVISION: 4.0, GCID: 1, BOARD: generic, EABI: aarch64, DATE: x\n")
-    monkeypatch.setattr(compat, "JETSON_FILES", (str(model), str(release)))
-    monkeypatch.setattr(compat.jetson_module, "__defaults__", ((str(model), str(release)),))
+    from rmpsam_edge.runtime import platform_facts
+    monkeypatch.setattr(platform_facts, "DEVICE_TREE_MODEL", str(model))  # the one reader of the Jetson files
+    monkeypatch.setattr(platform_facts, "TEGRA_RELEASE", str(release))
     FakeGPU("10.3.0", memory_mb=62841, sm_count=16).install(monkeypatch)
     assert main(["build-engine", "--model", bundle, "--precision", "fp16"] + ENC) == 0
     model.write_bytes(b"NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\x00")

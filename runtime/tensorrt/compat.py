@@ -268,21 +268,9 @@ class Compat(object):
 # Every Orin module reports the GPU name "Orin" and sm 8.7: the engine key also needs memory, SM count and
 # the module (an engine tuned on an AGX Orin is not the right one for an Orin Nano).
 Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")
-JETSON_FILES = ("/proc/device-tree/model", "/etc/nv_tegra_release")
 
 
-def jetson_module(files: Sequence[str] = JETSON_FILES) -> str:
+def jetson_module() -> str:
     """'NVIDIA Jetson AGX Orin Developer Kit | # R36 (release), REVISION: 4.0' on a Jetson, '' elsewhere."""
-    parts = []
-    for path in files:
-        try:
-            with open(path, "rb") as f:
-                text = f.read(4096).decode("utf-8", "replace").replace("\x00", "").strip()
-        except OSError:
-            continue
-        line = text.splitlines()[0].strip() if text else ""
-        if path.endswith("nv_tegra_release"):
-            line = ",".join(line.split(",")[:2])  # '# R36 (release), REVISION: 4.0' (not the build date)
-        if line:
-            parts.append(line)
-    return " | ".join(parts)
+    from ..platform_facts import jetson_module as read
+    return read()
