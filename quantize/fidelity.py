@@ -16,7 +16,6 @@ Metrics (all against FP32, never against ground truth):
 ``verdicts`` checks each metric against a threshold (``THRESHOLDS``: the documented defaults); ``gate_metrics``
 says which of them decide pass/fail.
 """
-import time
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -234,30 +233,20 @@ def failed(verdict_map: Dict[str, dict], gated_only: bool = True) -> List[str]:
 # ------------------------------------------------------------------------------------------- latency
 def latency(runners: Dict[str, object], x, boxes1, class_embed=None, runs: int = 10, warmup: int = 2) -> dict:
     """Median wall ms of encoder / 1-prompt decoder / object decoder for each runner (and, under "cpu_ms", the
-    median process CPU ms), interleaved round-robin in one process so that all runners see the same machine
-    state."""
-    names = list(runners)
-    feats = {n: runners[n].encode(x) for n in names}
-    calls = {
-        "encoder": lambda r, f: r.encode(x),
-        "prompt_decoder_1": lambda r, f: r.decode_prompts(f, boxes1),
-    }
+    median process CPU ms), timed by ``benchmarks.timing.measure`` round-robin in one process so that all
+    runners see the same machine state."""
+    from rmpsam_edge.benchmarks.timing import measure
+    feats = {n: r.encode(x) for n, r in runners.items()}
+    calls = {"encoder": lambda r, f: r.encode(x), "prompt_decoder_1": lambda r, f: r.decode_prompts(f, boxes1)}
     if class_embed is not None:
         calls["object_decoder"] = lambda r, f: r.decode_objects(f, class_embed)
-    times = {n: {c: [] for c in calls} for n in names}
-    cpu = {n: {c: [] for c in calls} for n in names}
-    for i in range(warmup + runs):
-        for c, fn in calls.items():
-            for n in names:
-                t0, c0 = time.perf_counter(), time.process_time()
-                fn(runners[n], feats[n])
-                if i >= warmup:
-                    times[n][c].append((time.perf_counter() - t0) * 1000.0)
-                    cpu[n][c].append((time.process_time() - c0) * 1000.0)
-    out = {n: {c: float(np.median(v)) for c, v in times[n].items()} for n in names}
-    for n in names:
+    stats = measure({(n, c): (lambda fn, r, f: lambda: fn(r, f))(fn, r, feats[n])
+                     for c, fn in calls.items() for n, r in runners.items()}, runs=runs, warmup=warmup)
+    out = {}
+    for n in runners:
+        out[n] = {c: stats[(n, c)].p50 for c in calls}
         out[n]["encoder_plus_prompt_1"] = out[n]["encoder"] + out[n]["prompt_decoder_1"]
         # process CPU time (all threads): with 1 thread it approximates the latency of an idle core even
         # when other processes compete for the CPU
-        out[n]["cpu_ms"] = {c: float(np.median(v)) for c, v in cpu[n].items()}
+        out[n]["cpu_ms"] = {c: stats[(n, c)].cpu_p50 for c in calls}
     return out
