@@ -36,6 +36,24 @@ def feature_metrics(ref, test) -> Dict[str, float]:
     return {"cosine": cos, "max_abs_error": diff, "max_abs_error_rel": diff / scale if scale > 0 else diff}
 
 
+def diff_row(name: str, got, ref, tolerance: float, agreement: Optional[float] = None) -> Dict:
+    """Element-wise check of one output: max |diff| relative to the reference's max |value| (``rel`` <=
+    ``tolerance``); with ``agreement``, also the fraction of elements whose sign (> 0) agrees (>= agreement)."""
+    got = np.asarray(got, dtype=np.float32)
+    ref = np.asarray(ref, dtype=np.float32)
+    if got.shape != ref.shape:
+        return {"output": name, "ok": False, "error": "shape %s != reference %s" % (got.shape, ref.shape)}
+    diff = float(np.abs(got - ref).max()) if got.size else 0.0
+    scale = float(np.abs(ref).max()) if ref.size else 0.0
+    rel = diff / max(scale, 1e-12)
+    row = {"output": name, "max_abs": diff, "ref_absmax": scale, "rel": rel, "tolerance": tolerance,
+           "ok": rel <= tolerance}
+    if agreement is not None:
+        row["mask_agreement"] = float(np.mean((got > 0) == (ref > 0))) if got.size else 1.0
+        row["ok"] = row["ok"] and row["mask_agreement"] >= agreement
+    return row
+
+
 def mask_ious(ref, test) -> np.ndarray:
     """Binary masks (N, H, W) -> per-mask IoU (N,); two empty masks agree perfectly (IoU 1)."""
     a = np.asarray(ref, dtype=bool).reshape(len(ref), -1)
