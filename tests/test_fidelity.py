@@ -109,3 +109,11 @@ def test_compare_runners_end_to_end_on_fakes():
     lat = fd.latency({"a": _FakeRunner(), "b": _FakeRunner()}, inputs[0][0], prompts[0][0][:1], embed, runs=2,
                      warmup=1)
     assert set(lat) == {"a", "b"} and lat["a"]["encoder_plus_prompt_1"] >= lat["a"]["encoder"] >= 0
+
+
+def test_diff_row_scale_relative_and_sign_agreement():
+    ref = np.array([[2.0, -1.0], [0.5, -0.5]], np.float32)
+    assert cm.diff_row("x", ref, ref, 1e-4)["ok"]
+    row = cm.diff_row("m", ref * [[1, 1], [1, -1]], ref, 1.0, agreement=0.9)  # one of four signs flips
+    assert row["rel"] == pytest.approx(0.5) and row["mask_agreement"] == 0.75 and not row["ok"]
+    assert not cm.diff_row("x", ref[:1], ref, 1.0)["ok"] and "shape" in cm.diff_row("x", ref[:1], ref, 1.0)["error"]
