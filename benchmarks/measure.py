@@ -168,11 +168,11 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
 
 def fidelity(rows: Dict[str, dict], live: Dict[str, dict], ref_key: Optional[str], spec, images) -> None:
     """Prompt-mask IoU of every live row vs the reference row (FP32), on ``images`` with a 4x4 click grid and
-    4 boxes each (the quantize report's metric, ``quantize.fidelity.compare_runners``)."""
+    4 boxes each (the quantize report's metric, the one comparator ``runtime.compare.compare_runners``)."""
     if ref_key is None or ref_key not in live:
         return
     from rmpsam_edge.preprocess import preprocess
-    from rmpsam_edge.quantize.fidelity import compare_runners
+    from rmpsam_edge.runtime.compare import compare_runners
     from rmpsam_edge.quantize.prompts import sample_prompts
     inputs = [preprocess(img, spec) for img in images]
     prompts = [sample_prompts(m.img_shape, 4, 4, seed=2000 + i) for i, (_, m) in enumerate(inputs)]

@@ -24,7 +24,7 @@ from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD
 
 from .graphs import build_graphs
 from .onnx_io import DEFAULT_OPSET, export_onnx
-from .parity import check_parity, format_parity, parity_images
+from .parity import check_parity, format_parity, pad_to, parity_images
 
 SIZE_DIVISOR = 32
 # Prompt count from which the projected-keys/values prompt graph is used. Measured on this project's CPU
@@ -150,14 +150,14 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
     graphs = build_graphs(model, per_tap=per_tap)
     if not many_prompts:
         graphs.pop("prompt_decoder_many")
-    label, x, img_shape = parity_images(input_size, (st["height"], st["width"]) if st else None)[0]
-    feats = graphs["encoder"](torch.from_numpy(x))
+    x = pad_to(torch.from_numpy(parity_images(input_size)[0][1]), (st["height"], st["width"]) if st else None)
+    feats = graphs["encoder"](x)
     n_trace = st["prompts"] if st else 6
     boxes = torch.rand(n_trace, 4, generator=torch.Generator().manual_seed(0)) * 0.5 + 0.25
     ce = torch.from_numpy(parity_embed)
-    sample = {"encoder": (torch.from_numpy(x),), "prompt_decoder": (feats, boxes),
+    sample = {"encoder": (x,), "prompt_decoder": (feats, boxes),
               "prompt_decoder_many": (feats, boxes), "object_decoder": (feats, ce)}
-    entries, files = {}, {}
+    entries = {}
     for name, module in graphs.items():
         t = time.time()
         fname = name + ".onnx"
@@ -172,7 +172,6 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         entries[name] = {"file": fname, "sha256": sha256_file(path), "bytes": os.path.getsize(path),
                          "nodes": stats["nodes"], "ops": stats["ops"], "inputs": io["inputs"],
                          "outputs": io["outputs"]}
-        files[name] = fname
         log("exported %-20s %6.1f MB  %4d nodes  %.1f s" % (fname, os.path.getsize(path) / 1e6, stats["nodes"],
                                                             time.time() - t))
     vocab = None
@@ -183,19 +182,10 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         vocab = {"file": VOCAB_FILE, "sha256": sha256_file(os.path.join(folder, VOCAB_FILE)),
                  "shape": list(class_embed.shape), "names": names,
                  "num_things": int(num_things) if num_things is not None else k}
-    parity = check_parity(model, folder, files, parity_embed, input_size, st)
-    for line in format_parity(parity):
-        log(line)
-    if not parity["ok"]:
-        bad = ["%s/%s (%s)" % (run["graph"], r["output"], r.get("error") or "rel %.1e, tolerance %.0e%s" % (
-            r["rel"], r["tolerance"], ", mask agreement %.5f" % r["mask_agreement"] if "mask_agreement" in r else ""))
-            for run in parity["runs"] for r in run["outputs"] if not r["ok"]]
-        raise UserError("export failed parity against PyTorch: %s; nothing was written (report this with "
-                        "`rmpsam-edge info` output)" % "; ".join(bad[:4]))
     lo, hi = hw_range
     policy = ("long side resized to %d px, aspect ratio kept" % input_size) if input_size else \
         "official keep-ratio rule: short side 800, long side <= 1333"
-    return {
+    manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "variant": getattr(model, "variant", "r18"), "precision": "fp32", "opset": opset,
@@ -222,7 +212,17 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         "static": st,
         "vocabulary": vocab,
         "weights": dict(weights or {}),
-        "tools": _tool_versions(parity["runtime"]),
-        "parity": parity,
         "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else None,
     }
+    write_manifest(folder, manifest)  # parity runs the staged bundle through the real runtime
+    parity = check_parity(model, folder, parity_embed, input_size)
+    for line in format_parity(parity):
+        log(line)
+    if not parity["ok"]:
+        bad = ["%s/%s (%s)" % (run["graph"], r["output"], r.get("error") or "rel %.1e, tolerance %.0e%s" % (
+            r["rel"], r["tolerance"], ", mask agreement %.5f" % r["mask_agreement"] if "mask_agreement" in r else ""))
+            for run in parity["runs"] for r in run["outputs"] if not r["ok"]]
+        raise UserError("export failed parity against PyTorch: %s; nothing was written (report this with "
+                        "`rmpsam-edge info` output)" % "; ".join(bad[:4]))
+    manifest.update(tools=_tool_versions(parity["runtime"]), parity=parity)
+    return manifest

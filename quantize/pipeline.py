@@ -19,6 +19,7 @@ import numpy as np
 
 from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime import compare
 
 from . import bundle_out, fidelity, ort_quant, report, sensitivity
 from .calibration import DEFAULT_HOLDOUT, load_frames
@@ -249,8 +250,8 @@ def quantize_bundle(opts: Options, stream=None) -> int:
             def measure():
                 test = _runner(staging, backend, opts.threads)
                 try:
-                    m = fidelity.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
-                                                 stream=stream)
+                    m = compare.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
+                                                stream=stream)
                 finally:
                     test.deactivate()
                 return m

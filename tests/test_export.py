@@ -85,9 +85,8 @@ def test_parity_detects_a_wrong_model(bundle, manifest):
     with torch.no_grad():
         other.panoptic_head.prompt_iou.bias.add_(0.5)
         other.neck.loc_conv.bias.add_(0.05)
-    files = {n: e["file"] for n, e in manifest["graphs"].items()}
     embed = np.load(os.path.join(bundle, "vocab.npy"))
-    report = check_parity(other, bundle, files, embed, IMGSZ)
+    report = check_parity(other, bundle, embed, IMGSZ)
     bad = {(r["graph"], row["output"]) for r in report["runs"] for row in r["outputs"] if not row["ok"]}
     assert not report["ok"]
     assert ("encoder", "features") in bad and ("prompt_decoder", "iou") in bad

@@ -94,7 +94,7 @@ def test_sigterm_during_train_saves_last_checkpoint(tmp_path):
 def test_quantize_stopped_by_signal_removes_staging(tmp_path_factory, tmp_path, monkeypatch, capsys):
     from _bundle_fixture import shared_bundle
     from rmpsam_edge.cli import main
-    from rmpsam_edge.quantize import fidelity
+    from rmpsam_edge.runtime import compare
     from rmpsam_edge.signals import Stopped
 
     bundle = shared_bundle(tmp_path_factory)
@@ -102,7 +102,7 @@ def test_quantize_stopped_by_signal_removes_staging(tmp_path_factory, tmp_path, 
     def stopped(*a, **k):  # SIGTERM arrives while the fidelity of the staged bundle is measured
         raise Stopped(signal.SIGTERM)
 
-    monkeypatch.setattr(fidelity, "compare_runners", stopped)
+    monkeypatch.setattr(compare, "compare_runners", stopped)
     rc = main(["quantize", "--model", bundle, "--out", str(tmp_path / "q"), "--precision", "fp16", "--holdout", "1",
                "--runs", "1"])
     assert rc == 143 and "interrupted (SIGTERM)" in capsys.readouterr().err
