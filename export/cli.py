@@ -35,7 +35,8 @@ def add_arguments(p) -> None:
     p.add_argument("--imgsz", metavar="PX", help="input-size policy: long side in pixels, or 'official' (short 800, "
                    "long <= 1333); also the trace and parity size (default: the checkpoint's, else 640)")
     p.add_argument("--out", metavar="DIR", help="bundle folder to write (default: bundles/rmpsam_<variant>_<imgsz>)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    from rmpsam_edge.commands.common_args import add_force
+    add_force(p, "an existing bundle at --out")
     p.add_argument("--static", action="store_true", help="fixed shapes: H = W = imgsz (rounded up to 32), a fixed "
                    "prompt batch and the vocabulary's class count (for backends that want static shapes)")
     p.add_argument("--static-prompts", type=int, default=1, metavar="N", help="prompt batch of a --static bundle "
