@@ -11,8 +11,8 @@ from .ort_quant import METHODS
 
 
 def add_arguments(p) -> None:
-    from rmpsam_edge.commands.common_args import add_backend, add_force, add_runs, add_threads
-    p.add_argument("--model", required=True, help="FP32 model bundle folder (from rmpsam-edge export)")
+    from rmpsam_edge.commands.common_args import add_backend, add_force, add_model, add_runs, add_threads
+    add_model(p, required=True, help_text="FP32 model bundle folder (from rmpsam-edge export)")
     p.add_argument("--out", required=True, help="new bundle folder to write (refused if it exists, unless --force)")
     p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8", help="target precision (default "
                    "int8); bf16: --backend openvino on a CPU with AVX512-BF16 or AMX, graphs unchanged, run with "

@@ -19,7 +19,7 @@ def add_arguments(parser):
                         help="add one 3-frame video clip every N steps (0: images only)")
     parser.add_argument("--prompts-per-frame", type=int, default=DEFAULTS["num_prompts"],
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
-    from rmpsam_edge.commands.common_args import add_deprecated
+    from rmpsam_edge.commands.common_args import add_deprecated, add_force
     add_deprecated(parser, "--prompts", "--prompts-per-frame", "prompts_per_frame", type=int)
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
@@ -31,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
                         help="save last.pth every this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    parser.add_argument("--force", action="store_true", help="start over even if OUT/last.pth exists")
+    add_force(parser, "an earlier run in OUT: start over even if OUT/last.pth exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 

@@ -1,0 +1,79 @@
+"""One meaning per flag across commands (rmpsam_edge/commands/common_args.py) and the README's command table."""
+import argparse
+import os
+
+import pytest
+
+from rmpsam_edge.cli import COMMANDS, build_parser, main
+from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, imgsz
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _actions(name):
+    parser = build_parser(only=name)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices[name]
+    if p.get_default("_missing"):
+        pytest.skip("%s is not installed here" % name)
+    return {s: a for a in p._actions for s in a.option_strings}
+
+
+def test_readme_command_table_is_the_help_text():
+    lines = open(os.path.join(ROOT, "README.md")).read().splitlines()
+    start = lines.index("| command | does |")
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, does = [c.strip() for c in line.strip("|").split("|")]
+        rows[name.strip("`")] = does
+    assert rows == {name: text for name, (_, text) in COMMANDS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_shared_flags_mean_one_thing(name):
+    acts = _actions(name)
+    if "--model" in acts:
+        assert acts["--model"].metavar == "BUNDLE"
+    if "--backend" in acts:
+        assert acts["--backend"].default == DEFAULTS["backend"]
+    if "--force" in acts:
+        assert isinstance(acts["--force"], argparse._StoreTrueAction)
+        assert acts["--force"].help.startswith("overwrite")
+    if "--runs" in acts:
+        assert acts["--runs"].default in (DEFAULTS["runs"], DEFAULTS["check_runs"])
+    for old in ("--bundle", "--fp32"):
+        assert old not in acts
+
+
+@pytest.mark.parametrize("name", ["predict", "demo", "benchmark", "build-engine"])
+def test_device_wherever_a_backend_runs(name):
+    assert "--device" in _actions(name)
+
+
+def test_imgsz_grammar():
+    assert imgsz("640") == 640 and imgsz("OFFICIAL") == "official"
+    for bad in ("16", "abc", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            imgsz(bad)
+
+
+def test_old_spelling_warns_once_and_fills_the_new_option(capsys):
+    p = argparse.ArgumentParser()
+    p.add_argument("--prompts-file")
+    add_deprecated(p, "--prompts", "--prompts-file", "prompts_file")
+    p.add_argument("--rebuild", action="store_true")
+    add_deprecated(p, "--again", "--rebuild", "rebuild", flag=True)
+    args = p.parse_args(["--prompts", "p.json", "--again"])
+    assert args.prompts_file == "p.json" and args.rebuild is True
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "--prompts is deprecated; use --prompts-file" in err
+    assert "--prompts" not in p.format_help().replace("--prompts-file", "")
+
+
+def test_predict_rejects_device_on_the_torch_path(capsys, tmp_path):
+    pytest.importorskip("torch")
+    img = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "astronaut.jpg")
+    assert main(["predict", "--image", img, "--random-init", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "--device applies to an exported bundle" in capsys.readouterr().err
