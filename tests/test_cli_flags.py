@@ -5,7 +5,8 @@ import os
 import pytest
 
 from rmpsam_edge.cli import COMMANDS, build_parser, main
-from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, imgsz
+from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, input_size
+from rmpsam_edge.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,10 +54,18 @@ def test_device_wherever_a_backend_runs(name):
 
 
 def test_imgsz_grammar():
-    assert imgsz("640") == 640 and imgsz("OFFICIAL") == "official"
-    for bad in ("16", "abc", "-1"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            imgsz(bad)
+    assert input_size("640") == 640 and input_size("OFFICIAL") is None
+    for bad, msg in (("16", "too small"), ("abc", "a number of pixels"), ("-1", "too small")):
+        with pytest.raises(UserError, match=msg):
+            input_size(bad)
+
+
+def test_bad_imgsz_is_one_line_in_predict(capsys, tmp_path):
+    img = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "astronaut.jpg")
+    bundle = os.path.join(ROOT, "rmpsam_edge", "assets", "bundle")
+    assert main(["predict", "--image", img, "--model", bundle, "--imgsz", "big", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --imgsz must be a number of pixels") and err.count("\n") == 1
 
 
 def test_old_spelling_warns_once_and_fills_the_new_option(capsys):

@@ -8,6 +8,8 @@ there". Old spellings are hidden aliases that print one warning line. Torch-free
 import argparse
 import sys
 
+from rmpsam_edge.errors import UserError
+
 DEFAULTS = {
     "backend": "auto",   # every command that runs a backend
     "runs": 20,          # timed rounds per stage/graph (benchmark, quantize's latency table, the harnesses)
@@ -21,22 +23,18 @@ BACKEND_HELP = ("auto | onnxruntime | openvino | tensorrt | onnxruntime+openvino
 DEVICE_HELP = "backend device (onnxruntime: cpu/cuda/tensorrt; openvino: CPU/GPU; tensorrt: CUDA index)"
 
 
-def imgsz(text):
-    """``--imgsz`` grammar: an int >= 32, or 'official' (kept as that string; ``input_size`` maps it)."""
+def input_size(text):
+    """A ``--imgsz`` value -> ``ModelSpec.input_size``: an int >= 32, or None for 'official' (the official policy).
+    Parsed when the command runs, so a bad value is one ``error:`` line (argparse types print the usage too)."""
     if str(text).lower() == "official":
-        return "official"
+        return None
     try:
         value = int(text)
     except ValueError:
-        value = 0
+        raise UserError("--imgsz must be a number of pixels (e.g. 640) or 'official', got %r" % text)
     if value < 32:
-        raise argparse.ArgumentTypeError("%r: expected a long side in pixels (>= 32) or 'official'" % text)
+        raise UserError("--imgsz %d is too small; use at least 32 (e.g. 640)" % value)
     return value
-
-
-def input_size(value):
-    """A parsed ``--imgsz`` -> ``ModelSpec.input_size`` (None = the official policy)."""
-    return None if value == "official" else value
 
 
 def add_model(p, required=False, help_text="model bundle folder (from `rmpsam-edge export`)", **kw):
@@ -56,7 +54,7 @@ def add_threads(p, help_text="CPU threads for the model (default: the backend's)
 
 
 def add_imgsz(p, help_text="input size: " + IMGSZ_HELP + " (default: the model's input policy)", **kw):
-    p.add_argument("--imgsz", type=imgsz, metavar="PX|official", help=help_text, **kw)
+    p.add_argument("--imgsz", metavar="PX|official", help=help_text, **kw)
 
 
 def add_runs(p, key="runs", help_text="timed rounds"):

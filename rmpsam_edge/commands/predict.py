@@ -79,9 +79,10 @@ def build_predictor(args):
         remote = model.lower().startswith(("grpc://", "http://"))  # a Triton server (docs/triton.md)
         if remote and args.imgsz is not None:
             raise UserError("--imgsz does not apply to %s: the served bundle fixes the input size" % model)
+        size = input_size(args.imgsz) if args.imgsz is not None else None
         predictor = load(model, backend=args.backend, device=getattr(args, "device", None), threads=args.threads)
         if args.imgsz is not None:  # a copy: the bundle's spec is not changed
-            predictor.spec = predictor.spec.with_input_size(input_size(args.imgsz))
+            predictor.spec = predictor.spec.with_input_size(size)
         return predictor, {"bundle": model if remote else os.path.abspath(model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
     if getattr(args, "device", None):
@@ -98,9 +99,9 @@ def build_predictor(args):
             raise UserError("the PyTorch path needs torch (pip install torch==2.13.0); or pass --model BUNDLE "
                             "to run an exported bundle without torch")
         raise
-    official = args.imgsz == "official"
-    predictor, info = torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant,
-                                      None if official else args.imgsz, args.threads)
+    size = input_size(args.imgsz) if args.imgsz is not None else None
+    official = args.imgsz is not None and size is None
+    predictor, info = torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant, size, args.threads)
     if official:  # None above means "the checkpoint's size"; 'official' means the official policy
         predictor.spec = predictor.spec.with_input_size(None)
     return predictor, info
