@@ -86,3 +86,23 @@ def test_predict_rejects_device_on_the_torch_path(capsys, tmp_path):
     img = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "astronaut.jpg")
     assert main(["predict", "--image", img, "--random-init", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
     assert "--device applies to an exported bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, backend", [([], "ort"), (["--precision", "bf16"], "openvino"),
+                                           (["--rest", "bf16"], "openvino"), (["--backend", "openvino"], "openvino")])
+def test_quantize_backend_auto_picks_the_toolkit(monkeypatch, argv, backend):
+    seen = {}
+    from rmpsam_edge.quantize import pipeline
+    monkeypatch.setattr(pipeline, "quantize_bundle", lambda opts: seen.setdefault("backend", opts.backend) and 0)
+    assert main(["quantize", "--model", "m", "--out", "o"] + argv) == 0
+    assert seen["backend"] == backend
+
+
+def test_harnesses_take_model_and_the_shared_run_default(capsys):
+    from rmpsam_edge.benchmarks import stage_speed
+    from rmpsam_edge.runtime.demo import targets
+    args = stage_speed._parser().parse_args(["--bundle", "b"])
+    assert args.model == "b" and args.runs == DEFAULTS["runs"]
+    assert "--bundle is deprecated; use --model" in capsys.readouterr().err
+    args = targets._parser().parse_args(["--model", "b", "--device", "cpu"])
+    assert args.model == "b" and args.device == "cpu" and args.runs == DEFAULTS["runs"]
