@@ -106,3 +106,12 @@ def test_harnesses_take_model_and_the_shared_run_default(capsys):
     assert "--bundle is deprecated; use --model" in capsys.readouterr().err
     args = targets._parser().parse_args(["--model", "b", "--device", "cpu"])
     assert args.model == "b" and args.device == "cpu" and args.runs == DEFAULTS["runs"]
+
+
+def test_demo_harness_import_leaves_the_environment_alone(monkeypatch):
+    import importlib
+
+    from rmpsam_edge.runtime.demo import targets
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    importlib.reload(targets)
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
