@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+from rmpsam_edge.commands.common_args import DEFAULTS, add_device, add_force, add_runs, add_threads
 from rmpsam_edge.errors import UserError
 
 from . import prepare, timing
@@ -43,16 +44,18 @@ def add_arguments(p):
     p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8, bf16, int8+bf16 "
                    "(bf16: OpenVINO rows only; default fp32,fp16,int8; fp32 with "
                    "--paper)")
-    p.add_argument("--imgsz", type=int, nargs="+", help="long side(s) of the input (default: the bundle's size)")
+    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="long side(s) in pixels (default: the "
+                   "bundle's size; --paper for the official 1333x800)")
     p.add_argument("--prompts", type=int, nargs="+", default=[1, 16], help="prompt counts decoded in one call "
                    "(default 1 16)")
     p.add_argument("--streams", type=int, nargs="+", help="with --model grpc://... or http://... (a Triton server): "
                    "aggregate FPS of that many concurrent client streams (docs/triton.md)")
-    p.add_argument("--runs", type=int, default=20, help="timed rounds per stage (default 20)")
-    p.add_argument("--warmup", type=int, default=3, help="warm-up calls per row and stage, not timed (default 3)")
+    add_runs(p, help_text="timed rounds per stage")
+    p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="warm-up calls per row and stage, not "
+                   "timed (default %d)" % DEFAULTS["warmup"])
     p.add_argument("--max-seconds", type=float, help="time cap per stage (at least 3 rounds)")
-    p.add_argument("--threads", type=int, help="CPU threads for every backend (default: usable cores)")
-    p.add_argument("--device", help="backend device (onnxruntime: cpu/cuda/tensorrt; openvino: CPU/GPU)")
+    add_threads(p, help_text="CPU threads for every backend (default: usable cores)")
+    add_device(p)
     p.add_argument("--paper", action="store_true", help="the paper's protocol: 1333x800 input, R18 and R50, FPS "
                    "of encoder + object decoder, parameters and GFLOPs per stage")
     p.add_argument("--flops", action="store_true", help="show parameters and GFLOPs per stage in the table")
@@ -63,7 +66,7 @@ def add_arguments(p):
     p.add_argument("--json", help="write every row with its latency summaries here")
     p.add_argument("--md", help="write the header + table as Markdown here")
     p.add_argument("--plot", help="write latency-vs-fidelity and per-stage plots here (PNG)")
-    p.add_argument("--force", action="store_true", help="overwrite existing --json/--md/--plot files")
+    add_force(p, "existing --json/--md/--plot files")
     p.add_argument("--soak", type=int, metavar="N", help="instead of the table: N frames of the demo pipeline "
                                                          "on the looped clip; RSS and FPS drift (benchmarks/soak.py)")
 
@@ -153,22 +156,20 @@ def _bench_image(size):
     official rule keeps it, padded to 800x1344)."""
     import cv2
 
-    import rmpsam_edge
+    from rmpsam_edge.media import asset_path
     from rmpsam_edge.preprocess import load_image
-    assets = os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "images")
     if size == "paper":
-        img = load_image(os.path.join(assets, "coffee.jpg"))
+        img = load_image(asset_path("images", "coffee.jpg"))
         return cv2.resize(img, (PAPER_SIZE[1], PAPER_SIZE[0]), interpolation=cv2.INTER_LINEAR)
-    img = load_image(os.path.join(assets, "astronaut.jpg"))
+    img = load_image(asset_path("images", "astronaut.jpg"))
     return cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_AREA)
 
 
 def _fidelity_images(n):
-    import rmpsam_edge
+    from rmpsam_edge.media import asset_path
     from rmpsam_edge.preprocess import load_image
-    assets = os.path.join(os.path.dirname(os.path.abspath(rmpsam_edge.__file__)), "assets", "images")
     names = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"][:max(0, n)]
-    return [load_image(os.path.join(assets, f)) for f in names]
+    return [load_image(asset_path("images", f)) for f in names]
 
 
 def _stage_flops(bundle, spec, image, class_embed):
@@ -253,8 +254,7 @@ def _spec_for(bundle, size, class_embed):
     """The bundle's spec at one benchmark size; the frame stage always runs the panoptic path, so a bundle
     without a vocabulary gets the stand-in embeddings."""
     from rmpsam_edge.spec import ModelSpec
-    spec = bundle.spec()
-    spec.input_size = None if size == "paper" else int(size)
+    spec = bundle.spec().with_input_size(None if size == "paper" else int(size))
     if spec.class_embed is None:
         spec = ModelSpec(spec.variant, spec.input_size, spec.mean, spec.std, class_embed=class_embed,
                          weights_note=spec.weights_note)

@@ -20,7 +20,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", required=True)
     p.add_argument("--imgsz", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=30)
+    from rmpsam_edge.commands.common_args import add_runs
+    add_runs(p)
     p.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
     args = p.parse_args(argv)
     from . import timing

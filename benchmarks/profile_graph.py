@@ -31,7 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--graph", default="object_decoder")
     p.add_argument("--imgsz", type=int, default=512)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--runs", type=int, default=15)
+    from rmpsam_edge.commands.common_args import add_runs
+    add_runs(p)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     import onnxruntime as ort

@@ -63,9 +63,9 @@ def _predictor(args):
         from rmpsam_edge.runtime import load
         backend = args.backends.split(",")[0].strip()
         backend = {"ort": "onnxruntime", "torch": "auto"}.get(backend, backend)
-        pred = load(args.model[0], backend=backend, threads=args.threads)
+        pred = load(args.model[0], backend=backend, device=args.device, threads=args.threads)
         if size:
-            pred.spec.input_size = size
+            pred.spec = pred.spec.with_input_size(size)
         return pred
     from rmpsam_edge.torch_runner import torch_predictor
     return torch_predictor(args.checkpoint, None, args.random_init, args.variant, size, args.threads)[0]

@@ -3,7 +3,7 @@
     .venv/bin/python -m rmpsam_edge.benchmarks.stage_speed --threads 2 --imgsz 512 --runs 15
 
 R18 at 512x512 by default. Backends: PyTorch eager (``TorchRunner``, the stand-in for the official code),
-ONNX Runtime CPU and OpenVINO CPU (f32) on a bundle exported at the start of the run (or ``--bundle``).
+ONNX Runtime CPU and OpenVINO CPU (f32) on a bundle exported at the start of the run (or ``--model``).
 Stages: encoder, 1 prompt, 16 prompts in one call vs 16 calls of one prompt, 64 prompts (the bundle's automatic
 graph choice, and both prompt graphs forced), object decoder, and the pre/post-processing share of one
 prompt on one image end to end (Predictor). Every stage runs its backends round-robin (``timing.measure``).
@@ -16,6 +16,9 @@ import os
 import platform
 import sys
 import tempfile
+
+from rmpsam_edge.commands.common_args import add_deprecated, add_model, add_runs
+from rmpsam_edge.media import asset_path
 
 from .timing import load_average
 
@@ -32,9 +35,10 @@ def _parser():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--imgsz", type=int, default=512)
     p.add_argument("--variant", choices=("r18", "r50"), default="r18")
-    p.add_argument("--runs", type=int, default=15, help="recorded rounds per stage (after 2 warm-up rounds)")
+    add_runs(p, help_text="recorded rounds per stage (after 2 warm-up rounds)")
     p.add_argument("--max-seconds", type=float, default=60.0, help="time cap per stage")
-    p.add_argument("--bundle", help="use this bundle instead of exporting one (must match --variant/--imgsz)")
+    add_model(p, help_text="use this bundle instead of exporting one (must match --variant/--imgsz)")
+    add_deprecated(p, "--bundle", "--model", "model")
     p.add_argument("--checkpoint", help="weights (default: the shipped demo weights if present, else random)")
     p.add_argument("--render", metavar="JSON", help="only re-write the Markdown of an earlier run's JSON")
     p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -77,7 +81,7 @@ def main(argv=None) -> int:
     class_embed = rng.standard_normal((133, 2, 768)).astype(np.float32)  # COCO-panoptic-sized vocabulary
     class_embed /= np.linalg.norm(class_embed, axis=-1, keepdims=True)
     tmp = None
-    bundle = args.bundle
+    bundle = args.model
     if bundle is None:
         from rmpsam_edge.export.exporter import export_bundle
         tmp = tempfile.mkdtemp(prefix="rmpsam_stage_speed_")
@@ -96,7 +100,7 @@ def main(argv=None) -> int:
         say("loaded " + line)
     describe = {k: r.describe() for k, r in runners.items()}
 
-    img = load_image(os.path.join(os.path.dirname(ck.__file__), "assets", "images", "astronaut.jpg"))
+    img = load_image(asset_path("images", "astronaut.jpg"))
     x, meta = preprocess(img, spec)
     feats = runners["pytorch eager"].encode(x)
     h, w = meta.img_shape
@@ -130,7 +134,7 @@ def main(argv=None) -> int:
     stage("object decoder", each(lambda r: r.decode_objects(feats, class_embed)))
 
     # end to end: one prompt on one image, pre/post-processing share (Predictor timings)
-    street = os.path.join(os.path.dirname(ck.__file__), "assets", "video", "vtest_clip.avi")
+    street = asset_path("video", "vtest_clip.avi")
     import cv2
     cap = cv2.VideoCapture(street)
     ok, frame = cap.read()

@@ -12,19 +12,8 @@ from rmpsam_edge.errors import UserError
 OPSETS = (17, 18, 19, 20)
 
 
-def _imgsz(value: str):
-    if str(value).lower() in ("official", "none", "keep-ratio"):
-        return None
-    try:
-        v = int(value)
-    except ValueError:
-        raise UserError("--imgsz must be a number of pixels (e.g. 640) or 'official', got %r" % value)
-    if v < 32:
-        raise UserError("--imgsz %d is too small; use at least 32 (e.g. 640)" % v)
-    return v
-
-
 def add_arguments(p) -> None:
+    from rmpsam_edge.commands.common_args import IMGSZ_HELP, add_force, add_imgsz
     src = p.add_argument_group("weights")
     src.add_argument("--checkpoint", metavar="PTH", help="RMP-SAM checkpoint (.pth); default: the shipped demo weights")
     src.add_argument("--vocab", metavar="FILE", help="class-embedding file (K, P, 768) stored in the bundle for "
@@ -32,10 +21,10 @@ def add_arguments(p) -> None:
     src.add_argument("--random-init", action="store_true", help="seeded random weights (pipeline checks only)")
     src.add_argument("--variant", choices=("r18", "r50"), default="r18", help="backbone for --random-init")
     src.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
-    p.add_argument("--imgsz", metavar="PX", help="input-size policy: long side in pixels, or 'official' (short 800, "
-                   "long <= 1333); also the trace and parity size (default: the checkpoint's, else 640)")
+    add_imgsz(p, help_text="input-size policy: " + IMGSZ_HELP + "; also the trace and parity size (default: the "
+              "checkpoint's, else 640)")
     p.add_argument("--out", metavar="DIR", help="bundle folder to write (default: bundles/rmpsam_<variant>_<imgsz>)")
-    p.add_argument("--force", action="store_true", help="replace an existing bundle at --out")
+    add_force(p, "an existing bundle at --out")
     p.add_argument("--static", action="store_true", help="fixed shapes: H = W = imgsz (rounded up to 32), a fixed "
                    "prompt batch and the vocabulary's class count (for backends that want static shapes)")
     p.add_argument("--static-prompts", type=int, default=1, metavar="N", help="prompt batch of a --static bundle "
@@ -78,7 +67,8 @@ def run(args) -> int:
         weights = {"source": os.path.basename(info["path"]), "sha256": info["sha256"], "note": info.get("weights_note")}
     if vocab:
         weights["vocabulary_source"] = os.path.basename(vocab)
-    imgsz = _imgsz(args.imgsz) if args.imgsz is not None else (info.get("input_size") or 640)
+    from rmpsam_edge.commands.common_args import input_size
+    imgsz = input_size(args.imgsz) if args.imgsz is not None else (info.get("input_size") or 640)
     out = args.out or os.path.join("bundles", "rmpsam_%s_%s%s" % (info["variant"], imgsz or "official",
                                                                   "_static" if args.static else ""))
     print("exporting RMP-SAM %s (%s) at input size %s -> %s" % (info["variant"], weights["source"],

@@ -1,8 +1,8 @@
 """The quantization benchmark of docs/quantize.md: FP32 vs INT8 on ONNX Runtime and OpenVINO, one process,
 interleaved round-robin (every number of one table comes from the same run, so ratios are fair).
 
-    python -m rmpsam_edge.quantize.bench --fp32 bundles/r18 --ort-int8 bundles/r18-int8 \\
-        --ov-int8 bundles/r18-ov-int8 --size 512 --threads 2 --runs 20 --out benchmarks/results/quantize_r18_512.json
+    python -m rmpsam_edge.quantize.bench --model bundles/r18 --ort-int8 bundles/r18-int8 \\
+        --ov-int8 bundles/r18-ov-int8 --imgsz 512 --threads 2 --runs 20 --out benchmarks/results/quantize_r18_512.json
 
 Times the encoder at size x size, the prompt decoder with 1 prompt and the object decoder (median ms), then
 derives the INT8 speed-ups and the encoder + 1-prompt pipelines, and copies each quantized bundle's
@@ -67,16 +67,19 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--collect", nargs="+", metavar="BUNDLE", help="only gather the fidelity.json headlines of these "
                     "quantized bundles (no timing)")
-    ap.add_argument("--fp32")
+    from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, add_model, add_runs
+    add_model(ap, help_text="the FP32 bundle")
+    add_deprecated(ap, "--fp32", "--model", "model")
     ap.add_argument("--ort-int8", help="bundle from quantize --backend ort (QDQ ONNX)")
     ap.add_argument("--ov-int8", help="bundle from quantize --backend openvino (NNCF IR)")
     ap.add_argument("--fp16", help="bundle from quantize --precision fp16 (timed on ORT CPU)")
     ap.add_argument("--ort-int8-dec", help="bundle from quantize --backend ort --quantize-decoders")
     ap.add_argument("--ov-int8-dec", help="bundle from quantize --backend openvino --quantize-decoders")
-    ap.add_argument("--size", type=int, default=512)
+    ap.add_argument("--imgsz", type=int, default=512, metavar="PX", help="long side in pixels (default 512)")
+    add_deprecated(ap, "--size", "--imgsz", "imgsz", type=int)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--runs", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=3)
+    add_runs(ap)
+    ap.add_argument("--warmup", type=int, default=DEFAULTS["warmup"])
     ap.add_argument("--out")
     args = ap.parse_args(argv)
     if args.collect:
@@ -87,14 +90,14 @@ def main(argv=None):
                 f.write(text + "\n")
         print(text)
         return 0
-    if not (args.fp32 and args.ort_int8):
-        ap.error("--fp32 and --ort-int8 are required (or use --collect)")
+    if not (args.model and args.ort_int8):
+        ap.error("--model (FP32) and --ort-int8 are required (or use --collect)")
 
     from rmpsam_edge.runtime.bundle import Bundle
     from .fidelity import latency
-    runners = {"ort_fp32": _runner(args.fp32, "onnxruntime", args.threads),
+    runners = {"ort_fp32": _runner(args.model, "onnxruntime", args.threads),
                "ort_int8": _runner(args.ort_int8, "onnxruntime", args.threads),
-               "ov_fp32": _runner(args.fp32, "openvino", args.threads),
+               "ov_fp32": _runner(args.model, "openvino", args.threads),
                "ov_ort_qdq_int8": _runner(args.ort_int8, "openvino", args.threads)}
     if args.ov_int8:
         runners["ov_nncf_int8"] = _runner(args.ov_int8, "openvino", args.threads)
@@ -106,9 +109,9 @@ def main(argv=None):
         runners["ov_nncf_int8_all_graphs"] = _runner(args.ov_int8_dec, "openvino", args.threads)
     load_before = load_average()
     rng = np.random.RandomState(0)
-    x = rng.randn(1, 3, args.size, args.size).astype(np.float32)
+    x = rng.randn(1, 3, args.imgsz, args.imgsz).astype(np.float32)
     one = np.array([[0.5, 0.5, 0.2, 0.2]], np.float32)
-    embed = Bundle.open(args.fp32).class_embed()
+    embed = Bundle.open(args.model).class_embed()
     t0 = time.time()
     ms = latency(runners, x, one, embed, runs=args.runs, warmup=args.warmup)
     wall = time.time() - t0
@@ -141,8 +144,8 @@ def main(argv=None):
                     "python": platform.python_version()},
         "setting": "input 1x3x%dx%d, 1 prompt, %d threads, ORT allow_spinning=0, OpenVINO LATENCY hint f32, "
                    "median of %d interleaved round-robin runs after %d warm-up, all runners in one process"
-                   % (args.size, args.size, args.threads, args.runs, args.warmup),
-        "bundles": {"fp32": args.fp32, "ort_int8": args.ort_int8, "ov_int8": args.ov_int8, "fp16": args.fp16,
+                   % (args.imgsz, args.imgsz, args.threads, args.runs, args.warmup),
+        "bundles": {"fp32": args.model, "ort_int8": args.ort_int8, "ov_int8": args.ov_int8, "fp16": args.fp16,
                     "ort_int8_decoders": args.ort_int8_dec, "ov_int8_decoders": args.ov_int8_dec},
         "ms": ms,
         "load_average": {"before": load_before, "after": load_average()},

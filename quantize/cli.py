@@ -11,7 +11,8 @@ from .ort_quant import METHODS
 
 
 def add_arguments(p) -> None:
-    p.add_argument("--model", required=True, help="FP32 model bundle folder (from rmpsam-edge export)")
+    from rmpsam_edge.commands.common_args import add_backend, add_force, add_model, add_runs, add_threads
+    add_model(p, required=True, help_text="FP32 model bundle folder (from rmpsam-edge export)")
     p.add_argument("--out", required=True, help="new bundle folder to write (refused if it exists, unless --force)")
     p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8", help="target precision (default "
                    "int8); bf16: --backend openvino on a CPU with AVX512-BF16 or AMX, graphs unchanged, run with "
@@ -19,8 +20,9 @@ def add_arguments(p) -> None:
     p.add_argument("--rest", choices=("fp32", "bf16"), default="fp32", help="with --precision int8 --backend "
                    "openvino: precision of everything not INT8 (the decoders and the encoder's non-quantized ops); "
                    "bf16 makes an int8+bf16 bundle (default fp32)")
-    p.add_argument("--backend", default="ort", help="ort (ONNX Runtime static QDQ, output loads in ORT and "
-                   "OpenVINO) or openvino (NNCF, writes OpenVINO IR); fidelity and latency are measured on it")
+    add_backend(p, help_text="auto (default: openvino for bf16, else ort), ort (ONNX Runtime static QDQ, output "
+                "loads in ORT and OpenVINO) or openvino (NNCF, writes OpenVINO IR); fidelity and latency are "
+                "measured on it")
     p.add_argument("--calib", default=None, help="calibration images: a folder, a video (frames sampled evenly) or "
                    "a quoted glob; default: the small sample set shipped with rmpsam_edge (with a warning)")
     p.add_argument("--calib-count", type=int, default=None, help="calibration images to use (error if the source "
@@ -38,17 +40,19 @@ def add_arguments(p) -> None:
                    "the bundle is still written")
     p.add_argument("--auto-fallback", action="store_true", help="when INT8 is below threshold, keep the fewest "
                    "most sensitive layers in FP32 until it passes")
-    p.add_argument("--imgsz", type=int, default=None, help="long side for calibration and the report (default: "
-                   "the bundle's input size)")
-    p.add_argument("--threads", type=int, default=None, help="inference threads for fidelity/latency (default: "
-                   "backend default)")
-    p.add_argument("--runs", type=int, default=10, help="timed runs per graph for the latency table (default 10)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out bundle")
+    p.add_argument("--imgsz", type=int, default=None, metavar="PX", help="long side in pixels for calibration and "
+                   "the report (default: the bundle's input size)")
+    add_threads(p, help_text="inference threads for fidelity/latency (default: backend default)")
+    add_runs(p, help_text="timed runs per graph for the latency table")
+    add_force(p, "an existing --out bundle")
 
 
 def run(args) -> int:
     from .pipeline import Options, quantize_bundle
-    opts = Options(model=args.model, out=args.out, precision=args.precision, backend=args.backend, calib=args.calib,
+    backend = args.backend
+    if backend == "auto":  # bf16 exists only on OpenVINO's CPU plugin
+        backend = "openvino" if "bf16" in (args.precision, args.rest) else "ort"
+    opts = Options(model=args.model, out=args.out, precision=args.precision, backend=backend, calib=args.calib,
                    calib_count=args.calib_count, holdout=args.holdout, calib_method=args.calib_method,
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,

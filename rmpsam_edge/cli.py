@@ -11,17 +11,17 @@ import sys
 from .errors import UserError
 
 # name -> (module, one-line help)
-COMMANDS = {
-    "info": ("rmpsam_edge.commands.info", "describe a checkpoint or a bundle: variant, parameters, vocabulary, input policy"),
-    "predict": ("rmpsam_edge.commands.predict", "segment one image: point/box prompts, panoptic or instances"),
-    "export": ("rmpsam_edge.export.cli", "export a checkpoint to a model bundle (three ONNX graphs + manifest)"),
-    "quantize": ("rmpsam_edge.quantize.cli", "make an FP16 or INT8 bundle with a fidelity report"),
-    "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "build TensorRT engines for a bundle on this GPU"),
-    "export-triton": ("rmpsam_edge.commands.export_triton", "write a Triton Inference Server model repository for a bundle"),
-    "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; python backend)"),
-    "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions"),
-    "demo": ("rmpsam_edge.runtime.demo.cli", "camera / video / image-folder demo: panoptic, track, points, everything"),
-    "doctor": ("rmpsam_edge.commands.doctor", "check this machine: platform, backends, each backend's results vs ONNX Runtime CPU"),
+COMMANDS = {  # README.md's command table lists these lines (tests/test_cli_flags.py keeps them equal)
+    "info": ("rmpsam_edge.commands.info", "what a checkpoint, vocabulary file or bundle holds: variant, parameters, vocabulary, input policy"),
+    "predict": ("rmpsam_edge.commands.predict", "one image: point/box prompts (one decoder pass for all), --task panoptic or instances"),
+    "export": ("rmpsam_edge.export.cli", "checkpoint -> bundle (three ONNX graphs + manifest), parity-checked"),
+    "quantize": ("rmpsam_edge.quantize.cli", "bundle -> FP16 / INT8 bundle + fidelity.json / fidelity.md"),
+    "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "TensorRT engines for a bundle, built on the target GPU, cached in the bundle"),
+    "export-triton": ("rmpsam_edge.commands.export_triton", "bundle -> Triton model repository (python / onnxruntime / tensorrt platforms, dynamic batching)"),
+    "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; --model grpc://127.0.0.1:8001 anywhere then)"),
+    "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions, JSON + Markdown + plot"),
+    "demo": ("rmpsam_edge.runtime.demo.cli", "camera / video / image-folder demo: panoptic, track, points, boxes, everything"),
+    "doctor": ("rmpsam_edge.commands.doctor", "this machine: platform, every backend (or why not), each backend's results vs ONNX Runtime CPU + timings"),
     "train": ("rmpsam_edge.training.cli", "train demo weights on synthetic scenes"),
     "eval": ("rmpsam_edge.training.eval_cli", "evaluate weights on the held-out synthetic set"),
 }

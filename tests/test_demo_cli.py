@@ -196,7 +196,7 @@ def test_real_model_points_and_boxes_random_weights(tmp_path, capsys):
     prompts.write_text(json.dumps({"points": [[100, 80]], "boxes": [[200, 50, 300, 250]]}))
     out = tmp_path / "pts.avi"
     rc = main(["demo", "--random-init", "--imgsz", "128", "--threads", "1", "--mode", "points",
-               "--points", "50,60", "--prompts", str(prompts), "--max-frames", "2", "--out", str(out)])
+               "--points", "50,60", "--prompts-file", str(prompts), "--max-frames", "2", "--out", str(out)])
     assert rc == 0
     header, frames, summary = _read_jsonl(tmp_path / "pts.jsonl")
     assert header["weights_note"] == "random weights"

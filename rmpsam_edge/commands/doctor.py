@@ -21,12 +21,13 @@ ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def add_arguments(p):
-    p.add_argument("--model", help="bundle to check (default: the shipped demo bundle)")
+    from rmpsam_edge.commands.common_args import add_force, add_model, add_runs, add_threads
+    add_model(p, help_text="bundle to check (default: the shipped demo bundle)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="TensorRT engine precision (default fp16)")
-    p.add_argument("--runs", type=int, default=5, help="timed calls per graph (p50); default 5")
-    p.add_argument("--threads", type=int, help="CPU threads for the CPU backends")
+    add_runs(p, key="check_runs", help_text="timed calls per graph (p50)")
+    add_threads(p, help_text="CPU threads for the CPU backends")
     p.add_argument("--json", default="doctor.json", help="JSON report path (default: doctor.json)")
-    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    add_force(p, "an existing --json file")
 
 
 def _first_line(exc: BaseException) -> str:

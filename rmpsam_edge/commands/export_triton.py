@@ -5,7 +5,8 @@ PLATFORM_CHOICES = ("python", "onnxruntime", "tensorrt")
 
 
 def add_arguments(p):
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle folder (rmpsam-edge export)")
+    from rmpsam_edge.commands.common_args import add_force, add_model
+    add_model(p, required=True)
     p.add_argument("--out", required=True, metavar="REPO", help="model repository folder to write")
     p.add_argument("--platform", default="python", choices=PLATFORM_CHOICES,
                    help="python: runs on the nvidia-pytriton wheel's tritonserver (ONNX Runtime/OpenVINO inside); "
@@ -20,7 +21,7 @@ def add_arguments(p):
     p.add_argument("--backend", default="auto", help="python platform: runtime backend inside the server "
                    "(auto, onnxruntime, openvino)")
     p.add_argument("--threads", type=int, default=0, help="python platform: threads per graph model (0: default)")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    add_force(p, "an existing --out")
 
 
 def run(args) -> int:

@@ -11,21 +11,8 @@ import time
 
 import numpy as np
 
+from rmpsam_edge.commands.common_args import add_force, add_weights_arguments, input_size
 from rmpsam_edge.errors import UserError
-
-
-def add_weights_arguments(p):
-    """The options ``build_predictor`` reads (shared by ``predict`` and ``demo``)."""
-    src = p.add_argument_group("weights (one of; default: the shipped demo weights)")
-    src.add_argument("--model", help="model bundle folder (from `rmpsam-edge export`): runs without torch")
-    src.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (official or trained here)")
-    src.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
-    p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
-    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances/track")
-    p.add_argument("--backend", default="auto", help="with a bundle: auto | onnxruntime | openvino | tensorrt | "
-                   "onnxruntime+openvino | encoder=openvino,prompt_decoder=onnxruntime,...")
-    p.add_argument("--threads", type=int, help="CPU threads for the model")
-    p.add_argument("--imgsz", type=int, help="resize the long side to this (default: the model's input policy)")
 
 
 def add_arguments(p):
@@ -40,7 +27,7 @@ def add_arguments(p):
                    help="refuse images whose header declares N pixels or more, before decoding "
                         "(default 8192*8192 = 67108864; 0 = no limit)")
     p.add_argument("--out", default="out", help="output folder (default: out)")
-    p.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    add_force(p, "(write into) an existing non-empty output folder")
 
 
 def parse_numbers(items, n, what):
@@ -90,13 +77,16 @@ def build_predictor(args):
     if model:
         from rmpsam_edge.runtime import load
         remote = model.lower().startswith(("grpc://", "http://"))  # a Triton server (docs/triton.md)
-        if remote and args.imgsz:
+        if remote and args.imgsz is not None:
             raise UserError("--imgsz does not apply to %s: the served bundle fixes the input size" % model)
-        predictor = load(model, backend=args.backend, threads=args.threads)
-        if args.imgsz:
-            predictor.spec.input_size = args.imgsz
+        size = input_size(args.imgsz) if args.imgsz is not None else None
+        predictor = load(model, backend=args.backend, device=getattr(args, "device", None), threads=args.threads)
+        if args.imgsz is not None:  # a copy: the bundle's spec is not changed
+            predictor.spec = predictor.spec.with_input_size(size)
         return predictor, {"bundle": model if remote else os.path.abspath(model), "backend": predictor.runner.describe(),
                            "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
+    if getattr(args, "device", None):
+        raise UserError("--device applies to an exported bundle (--model); the PyTorch path runs on the CPU")
     backend = getattr(args, "backend", None)
     if backend and backend != "auto":  # a flag that cannot apply is an error, not silently ignored
         raise UserError("--backend %s applies to an exported bundle (--model), not to the PyTorch %s; export one "
@@ -109,7 +99,12 @@ def build_predictor(args):
             raise UserError("the PyTorch path needs torch (pip install torch==2.13.0); or pass --model BUNDLE "
                             "to run an exported bundle without torch")
         raise
-    return torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant, args.imgsz, args.threads)
+    size = input_size(args.imgsz) if args.imgsz is not None else None
+    official = args.imgsz is not None and size is None
+    predictor, info = torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant, size, args.threads)
+    if official:  # None above means "the checkpoint's size"; 'official' means the official policy
+        predictor.spec = predictor.spec.with_input_size(None)
+    return predictor, info
 
 
 def run(args):

@@ -11,7 +11,8 @@ import time
 
 
 def add_arguments(p):
-    p.add_argument("--model", required=True, metavar="BUNDLE", help="model bundle folder")
+    from rmpsam_edge.commands.common_args import add_model
+    add_model(p, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else is "
                    "reachable from the network without authentication: put a TLS/auth proxy in front)")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")

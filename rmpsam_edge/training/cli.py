@@ -17,8 +17,10 @@ def add_arguments(parser):
     parser.add_argument("--batch", type=int, default=DEFAULTS["batch_images"], help="images per step")
     parser.add_argument("--clip-every", type=int, default=DEFAULTS["clip_every"],
                         help="add one 3-frame video clip every N steps (0: images only)")
-    parser.add_argument("--prompts", type=int, default=DEFAULTS["num_prompts"],
+    parser.add_argument("--prompts-per-frame", type=int, default=DEFAULTS["num_prompts"],
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
+    from rmpsam_edge.commands.common_args import add_deprecated, add_force
+    add_deprecated(parser, "--prompts", "--prompts-per-frame", "prompts_per_frame", type=int)
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
     parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
@@ -29,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
                         help="save last.pth every this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    parser.add_argument("--force", action="store_true", help="start over even if OUT/last.pth exists")
+    add_force(parser, "an earlier run in OUT: start over even if OUT/last.pth exists")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
@@ -51,7 +53,7 @@ def run(args) -> int:
     from .trainer import Trainer
     cfg = {"imgsz": args.imgsz, "steps": args.steps, "batch_images": args.batch, "clip_every": args.clip_every,
            "lr": args.lr, "seed": args.seed, "threads": args.threads, "ckpt_minutes": args.ckpt_minutes,
-           "time_budget_s": args.time_budget, "num_prompts": args.prompts, "prompt_weight": args.prompt_weight,
+           "time_budget_s": args.time_budget, "num_prompts": args.prompts_per_frame, "prompt_weight": args.prompt_weight,
            "cls_lr_scale": args.cls_lr_scale}
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.txt")

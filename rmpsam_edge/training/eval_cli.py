@@ -19,7 +19,8 @@ def add_arguments(parser):
                         help="photo split of the scenes (default: eval = photos never used in training)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", default=None, help="also write the numbers to this JSON file")
-    parser.add_argument("--force", action="store_true", help="overwrite --json if it exists")
+    from rmpsam_edge.commands.common_args import add_force
+    add_force(parser, "--json if it exists")
 
 
 def _train_size(path):

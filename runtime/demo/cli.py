@@ -37,12 +37,13 @@ def add_arguments(p):
     p.add_argument("--mode", default="panoptic", choices=MODES,
                    help="panoptic (default), track (video instances, stable ids), points/boxes (prompts; with "
                         "--show a click adds a point), everything (grid of prompts + mask NMS)")
-    from rmpsam_edge.commands.predict import add_weights_arguments  # torch-free at import
+    from rmpsam_edge.commands.common_args import add_deprecated, add_force, add_weights_arguments  # torch-free
     add_weights_arguments(p)
     p.add_argument("--points", nargs="*", default=[], metavar="X,Y", help="click prompts in frame pixels")
     p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in frame pixels")
-    p.add_argument("--prompts", metavar="JSON", help='prompts file: {"points": [[x, y], ...], "boxes": '
-                                                     '[[x1, y1, x2, y2], ...]}')
+    p.add_argument("--prompts-file", metavar="JSON", help='prompts file: {"points": [[x, y], ...], "boxes": '
+                                                          '[[x1, y1, x2, y2], ...]}')
+    add_deprecated(p, "--prompts", "--prompts-file", "prompts_file")
     p.add_argument("--grid", type=int, default=8, help="everything: points per side (8 -> 64 prompts)")
     p.add_argument("--nms", type=float, default=0.7, help="everything: mask IoU above which duplicates go")
     p.add_argument("--score-thr", type=float, default=0.3, help="track: hide tracks scoring below this")
@@ -54,29 +55,29 @@ def add_arguments(p):
     p.add_argument("--retries", type=int, default=5, help="reconnect attempts when a camera/stream drops "
                                                            "(backoff 0.5 s doubling to 8 s; files: none)")
     p.add_argument("--queue", type=int, default=4, help="pipeline queue length (frames)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing --out")
+    add_force(p, "an existing --out")
 
 
 def load_prompts(args):
-    """--points/--boxes/--prompts -> (points (Np,2), boxes (Nb,4)) in frame pixels."""
+    """--points/--boxes/--prompts-file -> (points (Np,2), boxes (Nb,4)) in frame pixels."""
     from rmpsam_edge.commands.predict import parse_numbers
     points = parse_numbers(args.points, 2, "point")
     boxes = parse_numbers(args.boxes, 4, "box")
-    if args.prompts:
+    if args.prompts_file:
         try:
-            with open(args.prompts) as f:
+            with open(args.prompts_file) as f:
                 data = json.load(f)
         except (OSError, ValueError) as exc:
             raise UserError("cannot read prompts file %s (%s); expected JSON like "
-                            '{"points": [[320, 240]], "boxes": [[10, 10, 200, 200]]}' % (args.prompts, exc))
+                            '{"points": [[320, 240]], "boxes": [[10, 10, 200, 200]]}' % (args.prompts_file, exc))
         if not isinstance(data, dict) or not set(data) <= {"points", "boxes"}:
-            raise UserError('prompts file %s: expected an object with "points" and/or "boxes" lists' % args.prompts)
+            raise UserError('prompts file %s: expected an object with "points" and/or "boxes" lists' % args.prompts_file)
         try:
             more_p = np.asarray(data.get("points", []), dtype=np.float64).reshape(-1, 2)
             more_b = np.asarray(data.get("boxes", []), dtype=np.float64).reshape(-1, 4)
         except (TypeError, ValueError):
             raise UserError('prompts file %s: "points" must be [[x, y], ...] and "boxes" [[x1, y1, x2, y2], ...]'
-                            % args.prompts)
+                            % args.prompts_file)
         points, boxes = np.concatenate([points, more_p]), np.concatenate([boxes, more_b])
     return points, boxes
 
@@ -189,7 +190,7 @@ def run(args) -> int:
             warn("--show ignored: %s; writing the annotated video instead" % problem)
             show = False
     if args.mode in ("points", "boxes") and not (len(points) or len(boxes)) and not show:
-        raise UserError("--mode %s needs prompts: --points X,Y, --boxes X1,Y1,X2,Y2 or --prompts FILE "
+        raise UserError("--mode %s needs prompts: --points X,Y, --boxes X1,Y1,X2,Y2 or --prompts-file FILE "
                         "(or --show and click)" % args.mode)
     source_text = args.source if args.source is not None else default_source()
     if args.retries < 0:

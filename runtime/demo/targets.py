@@ -19,24 +19,17 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # as the demo CLI (see runtime/demo/cli.py)
-
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m rmpsam_edge.runtime.demo.targets", description=__doc__.split("\n")[0])
-    p.add_argument("--model", help="bundle (torch-free runtime)")
-    p.add_argument("--checkpoint", help="PyTorch checkpoint instead of a bundle")
-    p.add_argument("--random-init", action="store_true")
-    p.add_argument("--variant", default="r18")
-    p.add_argument("--vocab")
-    p.add_argument("--backend", default="auto")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--imgsz", type=int)
+    from rmpsam_edge.commands.common_args import add_runs, add_weights_arguments
+    add_weights_arguments(p)
+    p.set_defaults(threads=2)
     p.add_argument("--source", help="video (default: the shipped clip)")
     p.add_argument("--frames", type=int, default=30, help="frames per demo run (default 30)")
     p.add_argument("--rounds", type=int, default=3, help="encoder-only / pipelined / sequential rounds, "
                    "alternated; the ratio is their median (default 3)")
-    p.add_argument("--runs", type=int, default=20, help="timed rounds for the encoder / frame timings")
+    add_runs(p, help_text="timed rounds for the encoder / frame timings")
     p.add_argument("--grid", type=int, default=8, help="everything: points per side (8 = 64 prompts)")
     p.add_argument("--json", help="write the numbers here")
     return p
@@ -63,9 +56,7 @@ def _sequential(source, mode, sink, max_frames):
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from rmpsam_edge.benchmarks.timing import measure, thread_env
-    blas = os.environ["OPENBLAS_NUM_THREADS"]
     env = thread_env(args.threads)
-    env["OPENBLAS_NUM_THREADS"] = os.environ["OPENBLAS_NUM_THREADS"] = blas  # numpy post-processing: see cli.py
     import numpy as np
 
     from rmpsam_edge.commands.predict import build_predictor

@@ -20,14 +20,16 @@ from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_rang
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="bundle folder (from `rmpsam-edge export`)")
+    from rmpsam_edge.commands.common_args import add_device, add_force, add_model
+    add_model(p, required=True)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="fp16 (default): LayerNorm/Softmax/mask pooling/logits stay FP32; int8: INT8 encoder "
                         "(calibrated, needs --calib) + FP16 decoders")
     p.add_argument("--imgsz", type=int, help="largest image side; sets max and opt to imgsz x imgsz")
-    p.add_argument("--min-size", help="smallest padded image, HxW (default 32x32)")
-    p.add_argument("--opt-size", help="image size TensorRT tunes for, HxW (e.g. 384x640 for 16:9 at 640)")
-    p.add_argument("--max-size", help="largest padded image, HxW")
+    p.add_argument("--min-size", metavar="PX|HxW", help="smallest padded image, PX (square) or HxW (default 32)")
+    p.add_argument("--opt-size", metavar="PX|HxW", help="image size TensorRT tunes for, PX or HxW (e.g. 384x640 for "
+                   "16:9 at 640)")
+    p.add_argument("--max-size", metavar="PX|HxW", help="largest padded image, PX or HxW")
     p.add_argument("--max-prompts", type=int, help="most prompts per decoder call (default 64)")
     p.add_argument("--opt-prompts", type=int, help="prompt count TensorRT tunes for (default 1)")
     p.add_argument("--max-classes", type=int, help="most classes in a vocabulary (object decoder)")
@@ -39,9 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also keep layers whose name matches REGEX in FP32 (repeatable)")
     p.add_argument("--graphs", help="comma list of graphs to build (default: all the bundle has: %s)"
                    % ",".join(GRAPH_ORDER))
-    p.add_argument("--force", action="store_true", help="rebuild even when the cached engine is usable")
+    add_force(p, "the cached engine files: rebuild even when usable, replace foreign ones")
     p.add_argument("--no-build", action="store_true", help="only check the cached engines; never build")
-    p.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    add_device(p, help_text="CUDA device index (default 0)", type=int, default=0)
     p.add_argument("--verbose", action="store_true", help="show TensorRT's builder log")
 
 

@@ -1,0 +1,99 @@
+"""The options several commands share, defined once, with one defaults table.
+
+One meaning per flag: ``--model`` is always the bundle folder (or a Triton URL), ``--backend`` the runtime
+backend (default ``auto``), ``--device`` the backend's device, ``--imgsz`` the long side in pixels or
+``official`` (short side 800, long side at most 1333), ``--runs`` timed rounds, ``--force`` "overwrite what is
+there". Old spellings are hidden aliases that print one warning line. Torch-free, numpy-free, Python 3.8.
+"""
+import argparse
+import sys
+
+from rmpsam_edge.errors import UserError
+
+DEFAULTS = {
+    "backend": "auto",   # every command that runs a backend
+    "runs": 20,          # timed rounds per stage/graph (benchmark, quantize's latency table, the harnesses)
+    "warmup": 3,         # untimed calls before timing
+    "check_runs": 5,     # doctor: a quick health check, not a benchmark
+}
+
+IMGSZ_HELP = "long side in pixels, or 'official' (short side 800, long side <= 1333)"
+BACKEND_HELP = ("auto | onnxruntime | openvino | tensorrt | onnxruntime+openvino | "
+                "encoder=openvino,prompt_decoder=onnxruntime,... (default auto)")
+DEVICE_HELP = "backend device (onnxruntime: cpu/cuda/tensorrt; openvino: CPU/GPU; tensorrt: CUDA index)"
+
+
+def input_size(text):
+    """A ``--imgsz`` value -> ``ModelSpec.input_size``: an int >= 32, or None for 'official' (the official policy).
+    Parsed when the command runs, so a bad value is one ``error:`` line (argparse types print the usage too)."""
+    if str(text).lower() == "official":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise UserError("--imgsz must be a number of pixels (e.g. 640) or 'official', got %r" % text)
+    if value < 32:
+        raise UserError("--imgsz %d is too small; use at least 32 (e.g. 640)" % value)
+    return value
+
+
+def add_model(p, required=False, help_text="model bundle folder (from `rmpsam-edge export`)", **kw):
+    return p.add_argument("--model", required=required, metavar="BUNDLE", help=help_text, **kw)
+
+
+def add_backend(p, help_text=BACKEND_HELP):
+    p.add_argument("--backend", default=DEFAULTS["backend"], help=help_text)
+
+
+def add_device(p, help_text=DEVICE_HELP, **kw):
+    p.add_argument("--device", help=help_text, **kw)
+
+
+def add_threads(p, help_text="CPU threads for the model (default: the backend's)"):
+    p.add_argument("--threads", type=int, help=help_text)
+
+
+def add_imgsz(p, help_text="input size: " + IMGSZ_HELP + " (default: the model's input policy)", **kw):
+    p.add_argument("--imgsz", metavar="PX|official", help=help_text, **kw)
+
+
+def add_runs(p, key="runs", help_text="timed rounds"):
+    p.add_argument("--runs", type=int, default=DEFAULTS[key], help="%s (default %d)" % (help_text, DEFAULTS[key]))
+
+
+def add_force(p, what):
+    p.add_argument("--force", action="store_true", help="overwrite %s" % what)
+
+
+class _Deprecated(argparse.Action):
+    """A hidden old spelling: stores into the new option's dest and prints one warning line."""
+
+    def __init__(self, option_strings, dest, new=None, **kw):
+        self.new = new
+        super(_Deprecated, self).__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        sys.stderr.write("warning: %s is deprecated; use %s\n" % (option_string, self.new))
+        setattr(namespace, self.dest, True if self.nargs == 0 else values)
+
+
+def add_deprecated(p, old, new, dest, flag=False, **kw):
+    """``old`` -> ``new`` (same dest); ``flag=True`` for store_true options."""
+    if flag:
+        kw.update(nargs=0)
+    p.add_argument(old, dest=dest, action=_Deprecated, new=new, **kw)
+
+
+def add_weights_arguments(p):
+    """The options ``rmpsam_edge.commands.predict.build_predictor`` reads (predict, demo, the demo harness)."""
+    src = p.add_argument_group("weights (one of; default: the shipped demo weights)")
+    add_model(src, help_text="model bundle folder (from `rmpsam-edge export`) or grpc:// / http:// Triton URL: "
+                             "runs without torch")
+    src.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (official or trained here)")
+    src.add_argument("--random-init", action="store_true", help="seeded random weights (outputs say so)")
+    p.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
+    p.add_argument("--vocab", help="class-embedding file (K,P,768) for panoptic/instances/track")
+    add_backend(p, help_text="with a bundle: " + BACKEND_HELP)
+    add_device(p, help_text="with a bundle: " + DEVICE_HELP)
+    add_threads(p)
+    add_imgsz(p)

@@ -1,0 +1,117 @@
+"""One meaning per flag across commands (rmpsam_edge/commands/common_args.py) and the README's command table."""
+import argparse
+import os
+
+import pytest
+
+from rmpsam_edge.cli import COMMANDS, build_parser, main
+from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, input_size
+from rmpsam_edge.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _actions(name):
+    parser = build_parser(only=name)
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    p = sub.choices[name]
+    if p.get_default("_missing"):
+        pytest.skip("%s is not installed here" % name)
+    return {s: a for a in p._actions for s in a.option_strings}
+
+
+def test_readme_command_table_is_the_help_text():
+    lines = open(os.path.join(ROOT, "README.md")).read().splitlines()
+    start = lines.index("| command | does |")
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        name, does = [c.strip() for c in line.strip("|").split("|")]
+        rows[name.strip("`")] = does
+    assert rows == {name: text for name, (_, text) in COMMANDS.items()}
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_shared_flags_mean_one_thing(name):
+    acts = _actions(name)
+    if "--model" in acts:
+        assert acts["--model"].metavar == "BUNDLE"
+    if "--backend" in acts:
+        assert acts["--backend"].default == DEFAULTS["backend"]
+    if "--force" in acts:
+        assert isinstance(acts["--force"], argparse._StoreTrueAction)
+        assert acts["--force"].help.startswith("overwrite")
+    if "--runs" in acts:
+        assert acts["--runs"].default in (DEFAULTS["runs"], DEFAULTS["check_runs"])
+    for old in ("--bundle", "--fp32"):
+        assert old not in acts
+
+
+@pytest.mark.parametrize("name", ["predict", "demo", "benchmark", "build-engine"])
+def test_device_wherever_a_backend_runs(name):
+    assert "--device" in _actions(name)
+
+
+def test_imgsz_grammar():
+    assert input_size("640") == 640 and input_size("OFFICIAL") is None
+    for bad, msg in (("16", "too small"), ("abc", "a number of pixels"), ("-1", "too small")):
+        with pytest.raises(UserError, match=msg):
+            input_size(bad)
+
+
+def test_bad_imgsz_is_one_line_in_predict(capsys, tmp_path):
+    img = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "astronaut.jpg")
+    bundle = os.path.join(ROOT, "rmpsam_edge", "assets", "bundle")
+    assert main(["predict", "--image", img, "--model", bundle, "--imgsz", "big", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --imgsz must be a number of pixels") and err.count("\n") == 1
+
+
+def test_old_spelling_warns_once_and_fills_the_new_option(capsys):
+    p = argparse.ArgumentParser()
+    p.add_argument("--prompts-file")
+    add_deprecated(p, "--prompts", "--prompts-file", "prompts_file")
+    p.add_argument("--rebuild", action="store_true")
+    add_deprecated(p, "--again", "--rebuild", "rebuild", flag=True)
+    args = p.parse_args(["--prompts", "p.json", "--again"])
+    assert args.prompts_file == "p.json" and args.rebuild is True
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "--prompts is deprecated; use --prompts-file" in err
+    assert "--prompts" not in p.format_help().replace("--prompts-file", "")
+
+
+def test_predict_rejects_device_on_the_torch_path(capsys, tmp_path):
+    pytest.importorskip("torch")
+    img = os.path.join(ROOT, "rmpsam_edge", "assets", "images", "astronaut.jpg")
+    assert main(["predict", "--image", img, "--random-init", "--device", "cuda", "--out", str(tmp_path / "o")]) == 2
+    assert "--device applies to an exported bundle" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, backend", [([], "ort"), (["--precision", "bf16"], "openvino"),
+                                           (["--rest", "bf16"], "openvino"), (["--backend", "openvino"], "openvino")])
+def test_quantize_backend_auto_picks_the_toolkit(monkeypatch, argv, backend):
+    seen = {}
+    from rmpsam_edge.quantize import pipeline
+    monkeypatch.setattr(pipeline, "quantize_bundle", lambda opts: seen.setdefault("backend", opts.backend) and 0)
+    assert main(["quantize", "--model", "m", "--out", "o"] + argv) == 0
+    assert seen["backend"] == backend
+
+
+def test_harnesses_take_model_and_the_shared_run_default(capsys):
+    from rmpsam_edge.benchmarks import stage_speed
+    from rmpsam_edge.runtime.demo import targets
+    args = stage_speed._parser().parse_args(["--bundle", "b"])
+    assert args.model == "b" and args.runs == DEFAULTS["runs"]
+    assert "--bundle is deprecated; use --model" in capsys.readouterr().err
+    args = targets._parser().parse_args(["--model", "b", "--device", "cpu"])
+    assert args.model == "b" and args.device == "cpu" and args.runs == DEFAULTS["runs"]
+
+
+def test_demo_harness_import_leaves_the_environment_alone(monkeypatch):
+    import importlib
+
+    from rmpsam_edge.runtime.demo import targets
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    importlib.reload(targets)
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
