@@ -1,77 +1,119 @@
-"""``rmpsam-edge benchmark``: one latency/fidelity table across backends and precisions, like ``yolo benchmark``.
+"""``rmpsam-edge benchmark``: the one benchmark command, like ``yolo benchmark``; presets name what it measures.
 
     rmpsam-edge benchmark --model bundles/r18 --backends torch,ort,openvino,tensorrt --precisions fp32,fp16,int8 \\
         --imgsz 512 --prompts 1 16 --runs 20 --json bench.json --plot bench.png --md bench.md
-    rmpsam-edge benchmark --paper        # the paper's protocol: 1333x800, R18 + R50, FPS of encoder + object decoder
+    rmpsam-edge benchmark --preset stages        # per-stage speed of the graphs vs PyTorch eager, at 512
+    rmpsam-edge benchmark --preset demo --model bundles/r18 --backends ort   # the demo's pipelining ratios
+    rmpsam-edge benchmark --model grpc://127.0.0.1:8001 --streams 1 2 4     # a running Triton server
 
-Missing bundles are made first (``export`` when no --model is given, ``quantize`` for FP16/INT8) in a work folder
-and reused on the next run. Every stage runs its rows round-robin with warm-up calls excluded
-(``benchmarks/timing.py``). The header states the command, CPU, cores, OS, Python, package versions, threads
-and, on a Jetson, the power mode and JetPack/TensorRT versions.
+``PRESETS`` is the plain table of presets: a preset either fills the options not given on the command line
+(``table`` family: one row per backend x precision x input size, ``rows.py``) or runs a study module of this
+package (``run(args) -> (report dict, Markdown)``). Every preset writes its report the same way: Markdown on
+stdout, ``--json`` / ``--md`` written atomically, never over an existing file without ``--force``.
 """
 import json
 import os
 import sys
 import time
 
-from rmpsam_edge.commands.common_args import DEFAULTS, add_device, add_force, add_runs, add_threads
+from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, add_device, add_force, add_runs, add_threads
 from rmpsam_edge.errors import UserError
 
-from . import prepare, timing
+# name -> (what it measures, defaults for the options not given, study module or None for the latency table)
+PRESETS = {
+    "table": ("latency table: backends x precisions x input sizes, fidelity, memory (default)", {}, None),
+    "paper": ("the paper's protocol: 1333x800, R18 + R50, FPS of encoder + object decoder, params and GFLOPs",
+              {"precisions": "fp32", "flops": True}, None),
+    "stages": ("the exported graphs vs the PyTorch eager model at 512, 2 threads: encoder, 1/16/64 prompts in one "
+               "call, object decoder, frame with its pre/post-processing share (docs/export_runtime.md)",
+               {"backends": "torch,ort,openvino", "precisions": "fp32", "prompts": [1, 16, 64], "imgsz": [512],
+                "threads": 2, "flops": True}, None),
+    "quantize": ("FP32 vs FP16 vs INT8 on ONNX Runtime and OpenVINO at 512, 2 threads (docs/quantize.md)",
+                 {"backends": "ort,openvino", "precisions": "fp32,fp16,int8", "prompts": [1], "imgsz": [512],
+                  "threads": 2}, None),
+    "soak": ("--frames frames of the demo pipeline on the looped clip: RSS and FPS drift", {"frames": 1000},
+             "soak"),
+    "demo": ("the demo's ratios: pipelined FPS vs encoder-only FPS, everything (--grid^2 prompts) vs one prompt",
+             {"frames": 30, "threads": 2}, "demo_targets"),
+    "ort-options": ("ONNX Runtime intra-op spinning x memory arena, per graph (docs/benchmark_demo.md)",
+                    {"imgsz": [512], "threads": 2}, "ort_options"),
+    "profile": ("ONNX Runtime kernel-time profile of one --graph by op type and node",
+                {"imgsz": [512], "threads": 2}, "profile_graph"),
+    "triton": ("two local tritonservers (batching on / off) vs in-process: latency and FPS at --streams",
+               {"frames": 12, "threads": 2, "streams": [1, 2, 4]}, "triton_streams"),
+}
+# the defaults every preset starts from (the help texts name them)
+BASE = {"backends": "torch,ort,openvino,tensorrt", "precisions": "fp32,fp16,int8", "prompts": [1, 16],
+        "imgsz": None, "threads": None, "flops": False, "frames": None, "rounds": 3, "grid": 8,
+        "graph": "object_decoder", "streams": None}
 
-PAPER_FPS = "paper, R18 at 1333x800, FPS of encoder + object decoder: 40.3 (A100), 32.0 (RTX 3090), 14.2 (A10)"
-PAPER_SIZE = (800, 1333)
 
-
-def _usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
+class _Soak(object):
+    """``--soak N``: shorthand for ``--preset soak --frames N``."""
 
 
 def add_arguments(p):
+    p.add_argument("--preset", choices=sorted(PRESETS), help="what to measure (default table): " + "; ".join(
+        "%s: %s" % (k, v[0]) for k, v in PRESETS.items()))
     p.add_argument("--model", action="append", metavar="BUNDLE", help="FP32 model bundle (repeat for several "
-                   "models); default: export the weights below into the work folder")
+                   "models) or a Triton URL grpc://... / http://...; default: export the weights below into the work "
+                   "folder")
     w = p.add_argument_group("weights (torch row, and export when no --model is given)")
     w.add_argument("--checkpoint", metavar="PTH", help="RMP-SAM checkpoint (default: the shipped demo weights, or "
                    "the seeded random weights a random-init bundle was exported from)")
     w.add_argument("--random-init", action="store_true", help="export random weights (latency does not depend "
                    "on weight values; fidelity then uses random weights)")
     w.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
-    p.add_argument("--backends", default="torch,ort,openvino,tensorrt", help="comma list: torch, ort, openvino, "
-                   "tensorrt (default all; missing ones get a 'not installed' row)")
-    p.add_argument("--precisions", default=None, help="comma list: fp32, fp16, int8, bf16, int8+bf16 "
-                   "(bf16: OpenVINO rows only; default fp32,fp16,int8; fp32 with "
-                   "--paper)")
+    p.add_argument("--backends", help="comma list: torch, ort, openvino, tensorrt (default %s; missing ones get a "
+                   "'not installed' row; studies run the first one)" % BASE["backends"])
+    p.add_argument("--precisions", help="comma list: fp32, fp16, int8, bf16, int8+bf16 (bf16: OpenVINO rows only; "
+                   "default %s)" % BASE["precisions"])
     p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="long side(s) in pixels (default: the "
-                   "bundle's size; --paper for the official 1333x800)")
-    p.add_argument("--prompts", type=int, nargs="+", default=[1, 16], help="prompt counts decoded in one call "
-                   "(default 1 16)")
-    p.add_argument("--streams", type=int, nargs="+", help="with --model grpc://... or http://... (a Triton server): "
-                   "aggregate FPS of that many concurrent client streams (docs/triton.md)")
+                   "bundle's size; --preset paper: the official 1333x800)")
+    p.add_argument("--prompts", type=int, nargs="+", help="prompt counts decoded in one call (default 1 16)")
     add_runs(p, help_text="timed rounds per stage")
     p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="warm-up calls per row and stage, not "
                    "timed (default %d)" % DEFAULTS["warmup"])
     p.add_argument("--max-seconds", type=float, help="time cap per stage (at least 3 rounds)")
-    add_threads(p, help_text="CPU threads for every backend (default: usable cores)")
+    add_threads(p, help_text="CPU threads for every backend (default: usable cores; 2 in the named presets)")
     add_device(p)
-    p.add_argument("--paper", action="store_true", help="the paper's protocol: 1333x800 input, R18 and R50, FPS "
-                   "of encoder + object decoder, parameters and GFLOPs per stage")
-    p.add_argument("--flops", action="store_true", help="show parameters and GFLOPs per stage in the table")
+    p.add_argument("--flops", action="store_true", default=None, help="show parameters and GFLOPs per stage")
     p.add_argument("--fidelity-images", type=int, default=2, help="shipped images for the fidelity column "
                    "(default 2; 0 = skip)")
     p.add_argument("--work", help="folder for exported/quantized bundles (default: <model>.bench, or "
                    "runs/benchmark)")
-    p.add_argument("--json", help="write every row with its latency summaries here")
+    s = p.add_argument_group("studies (--preset soak / demo / profile / triton)")
+    s.add_argument("--frames", type=int, help="soak: frames (default 1000); demo: frames per run (30); triton: "
+                   "frames per stream per round (12)")
+    s.add_argument("--rounds", type=int, help="demo / triton: alternated rounds, medians count (default 3)")
+    s.add_argument("--grid", type=int, help="demo: everything-mode points per side (default 8 = 64 prompts)")
+    s.add_argument("--source", help="demo: video (default: the shipped clip)")
+    s.add_argument("--graph", choices=("encoder", "prompt_decoder", "object_decoder"),
+                   help="profile: the graph (default object_decoder)")
+    s.add_argument("--streams", type=int, nargs="+", help="triton, or --model grpc://...: concurrent client "
+                   "streams (default 1 2 4; docs/triton.md)")
+    p.add_argument("--json", help="write the whole report (every row with its latency summaries) here")
     p.add_argument("--md", help="write the header + table as Markdown here")
-    p.add_argument("--plot", help="write latency-vs-fidelity and per-stage plots here (PNG)")
+    p.add_argument("--plot", help="table presets: latency-vs-fidelity and per-stage plots (PNG)")
     add_force(p, "existing --json/--md/--plot files")
-    p.add_argument("--soak", type=int, metavar="N", help="instead of the table: N frames of the demo pipeline "
-                                                         "on the looped clip; RSS and FPS drift (benchmarks/soak.py)")
+    p.add_argument("--paper", dest="preset", action="store_const", const="paper", help="shorthand for --preset paper")
+    p.add_argument("--soak", type=int, metavar="N", help="shorthand for --preset soak --frames N")
+    add_deprecated(p, "--bundle", "--model", "model")
 
 
-def _progress(line: str) -> None:
+def apply_preset(args):
+    """Fill the options not given from the preset, then from ``BASE`` (one place for every default)."""
+    if args.soak is not None:
+        args.preset, args.frames = "soak", args.soak if args.frames is None else args.frames
+    args.preset = args.preset or "table"
+    for key, value in dict(BASE, **PRESETS[args.preset][1]).items():
+        if getattr(args, key, None) is None:
+            setattr(args, key, list(value) if isinstance(value, list) else value)
+    args.paper = args.preset == "paper"
+    return args
+
+
+def progress(line: str) -> None:
     sys.stderr.write("benchmark %s %s\n" % (time.strftime("%H:%M:%S"), line))
     sys.stderr.flush()
 
@@ -85,374 +127,81 @@ def _check_outputs(args) -> None:
             raise UserError("--%s %s: folder %s does not exist" % (opt, path, os.path.dirname(os.path.abspath(path))))
 
 
-def _installed(backend: str):
-    """None when the backend can be tried, else the 'not installed: ...' status."""
-    import importlib.util
-    if backend == "torch":
-        return None if importlib.util.find_spec("torch") else "not installed: pip install torch"
-    from rmpsam_edge.runtime import backends as registry
-    ok, why = registry.probe(registry.get(backend))
-    if ok:
-        return None
-    return "not installed: %s" % (why if backend == "tensorrt" else registry.get(backend).pip)
-
-
-def _preimport(backends) -> None:
-    """Import the backend libraries first, so the memory column holds what a row's runner adds (sessions,
-    weights, arenas), not the one-time library import charged to whichever row loads first."""
-    import importlib
-    for b in backends:
-        mod = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino"}.get(b)
-        if mod:
-            try:
-                importlib.import_module(mod)
-            except ImportError:
-                pass
-
-
-def _bundle_mb(path: str) -> float:
-    from rmpsam_edge.runtime.bundle import Bundle
-    return Bundle.open(path).size_mb()
-
-
-def _torch_model_factory(args, bundle):
-    """-> a function returning (model or None, why) with the weights of ``bundle``."""
-    cache = {}
-
-    def make():
-        if "m" in cache:
-            return cache["m"]
-        from rmpsam_edge import checkpoint as ck
-        weights = bundle.manifest.get("weights") or {}
-        source = str(weights.get("source") or "")
-        if args.checkpoint:
-            model, _ = ck.load_checkpoint(args.checkpoint)
-        elif source.startswith("random-init"):
-            seed = int(source.split("seed")[-1].strip(" )")) if "seed" in source else 0
-            model, _ = ck.random_model(bundle.variant, seed=seed)
-        elif weights.get("sha256") and os.path.isfile(ck.DEFAULT_WEIGHTS) and \
-                ck.sha256_file(ck.DEFAULT_WEIGHTS) == weights["sha256"]:
-            model, _ = ck.load_checkpoint(None)
-        else:
-            cache["m"] = (None, "pass --checkpoint with the weights of %s for the torch row" % bundle.path)
-            return cache["m"]
-        if model.variant != bundle.variant:
-            cache["m"] = (None, "--checkpoint is %s but the bundle is %s" % (model.variant, bundle.variant))
-        else:
-            cache["m"] = (model, None)
-        return cache["m"]
-    return make
-
-
-def _weights_args(args, variant=None):
-    if args.random_init or variant == "r50_random":
-        return ["--random-init", "--variant", "r50" if variant == "r50_random" else args.variant]
-    return ["--checkpoint", args.checkpoint] if args.checkpoint else []
-
-
-def _bench_image(size):
-    """A real photo at the benchmark size, so the frame stage's post-processing works at that size too:
-    astronaut (square) resized to size x size; for the paper preset, coffee stretched to exactly 1333x800 (the
-    official rule keeps it, padded to 800x1344)."""
-    import cv2
-
-    from rmpsam_edge.media import asset_path
-    from rmpsam_edge.preprocess import load_image
-    if size == "paper":
-        img = load_image(asset_path("images", "coffee.jpg"))
-        return cv2.resize(img, (PAPER_SIZE[1], PAPER_SIZE[0]), interpolation=cv2.INTER_LINEAR)
-    img = load_image(asset_path("images", "astronaut.jpg"))
-    return cv2.resize(img, (int(size), int(size)), interpolation=cv2.INTER_AREA)
-
-
-def _fidelity_images(n):
-    from rmpsam_edge.media import asset_path
-    from rmpsam_edge.preprocess import load_image
-    names = ["chelsea.jpg", "coffee.jpg", "rocket.jpg", "astronaut.jpg"][:max(0, n)]
-    return [load_image(asset_path("images", f)) for f in names]
-
-
-def _stage_flops(bundle, spec, image, class_embed):
-    from rmpsam_edge.preprocess import preprocess
-
-    from . import flops
-    x, meta = preprocess(image, spec)
-    h, w = meta.feat_shape
-    feats = (1, 256, h, w)
-    shapes = {"encoder": {"image": x.shape}, "prompt_decoder": {"features": feats, "boxes": (1, 4)},
-              "object_decoder": {"features": feats, "class_embed": class_embed.shape}}
-    out = {}
-    for graph, inputs in shapes.items():
-        try:
-            out[graph] = flops.count_graph(bundle.graph_path(graph), inputs)
-        except Exception as exc:  # noqa: BLE001 - FLOPs are informative; a graph shape inference cannot do is noted
-            out[graph] = {"params": 0, "gflops": float("nan"), "error": str(exc).splitlines()[0][:120]}
-    return out
-
-
 def run(args) -> int:
-    from .timing import thread_env
-    if args.model and any(m.lower().startswith(("grpc://", "http://")) for m in args.model):  # a Triton server
+    args.command_argv = command_line(args)  # what was given, before the preset fills the rest
+    apply_preset(args)
+    remote = [m for m in args.model or [] if m.lower().startswith(("grpc://", "http://"))]
+    if remote:  # a running Triton server
         from .triton_streams import run_remote
-        return run_remote(args.model, args.streams or [1], args.runs)
+        return run_remote(remote, args.streams or [1], args.runs)
     _check_outputs(args)
-    if args.soak is not None:
-        from .soak import format_soak, run_soak, write_soak
-        thread_env(args.threads or _usable_cores())
-        result = run_soak(args)
-        write_soak(args, result)
-        sys.stdout.write(format_soak(result) + "\n")
-        return 0
     if args.runs < 1 or args.warmup < 0:
         raise UserError("--runs must be >= 1 and --warmup >= 0")
-    if any(n < 1 for n in args.prompts):
-        raise UserError("--prompts counts must be >= 1")
-    backends = prepare.parse_list(args.backends, prepare.BACKENDS, "backend")
-    precisions = prepare.parse_list(args.precisions or ("fp32" if args.paper else "fp32,fp16,int8"),
-                                    prepare.PRECISIONS, "precision")
-    threads = args.threads or _usable_cores()
-    env = thread_env(threads)  # before onnxruntime / openvino / torch are imported
-    from . import sysinfo
-    header = sysinfo.collect(command=_command(args), threads=threads)
-    header["thread_env"] = env
-    header["load_average_start"] = timing.load_average()  # shared machines: read the numbers with these
-    log = []  # commands run to make bundles
-    bases, work = _fp32_bundles(args, log)
-    installed = {b: _installed(b) for b in backends}
-    _preimport([b for b in backends if not installed[b]])
-    all_rows = []
-    for i, base_path in enumerate(bases):
-        mwork = work if len(bases) == 1 else os.path.join(work, "model_%d" % i)
-        if args.paper and not args.model:
-            mwork = os.path.dirname(base_path)
-        all_rows += _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log)
-    from .measure import peak_rss_mb
-    header["peak_rss_mb"] = peak_rss_mb()
-    header["load_average_end"] = timing.load_average()
-    header["bundle_commands"] = log
-    _write_outputs(args, header, threads, all_rows)
+    if args.plot and PRESETS[args.preset][2]:
+        raise UserError("--plot draws the latency table; --preset %s has no plot (drop --plot)" % args.preset)
+    study = PRESETS[args.preset][2]
+    if study:
+        import importlib
+        from .timing import thread_env
+        args.thread_env = thread_env(args.threads or usable_cores())  # before any backend library is imported
+        report, markdown = importlib.import_module("rmpsam_edge.benchmarks." + study).run(args)
+    else:
+        from .rows import run_table
+        report, markdown = run_table(args)
+    sys.stdout.write(markdown + "\n")
+    write_report(args, report, markdown)
     return 0
 
 
-def _fp32_bundles(args, log):
-    """-> (FP32 bundle paths, work folder): the --model bundles, or exports (two for --paper)."""
-    work_default = os.path.join("runs", "benchmark")
-    if args.model:
-        work = args.work or (os.path.normpath(args.model[0]) + ".bench")
-        return [prepare.ensure_base(m, work, [], None, log) for m in args.model], work
-    if args.paper:
-        work = args.work or os.path.join(work_default, "paper")
-        return [prepare.ensure_base(None, os.path.join(work, "r18"), _weights_args(args), "official", log),
-                prepare.ensure_base(None, os.path.join(work, "r50"), _weights_args(args, "r50_random"), "official",
-                                    log)], work
-    work = args.work or work_default
-    size = max(args.imgsz) if args.imgsz else None
-    return [prepare.ensure_base(None, work, _weights_args(args), size, log)], work
-
-
-def _spec_for(bundle, size, class_embed):
-    """The bundle's spec at one benchmark size; the frame stage always runs the panoptic path, so a bundle
-    without a vocabulary gets the stand-in embeddings."""
-    from rmpsam_edge.spec import ModelSpec
-    spec = bundle.spec().with_input_size(None if size == "paper" else int(size))
-    if spec.class_embed is None:
-        spec = ModelSpec(spec.variant, spec.input_size, spec.mean, spec.std, class_embed=class_embed,
-                         weights_note=spec.weights_note)
-    return spec
-
-
-def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size, class_embed):
-    """(backend, precision) -> {"status", "bundle", "size_mb", "runner", "describe", "mem_mb"}. Missing
-    bundles are made here; memory is measured per row right after its runner was loaded and ran one frame."""
-    from rmpsam_edge.predictor import Predictor
-
-    from .measure import open_row, rss_mb
-    base_path = bundle.path
-    image = _bench_image(first_size)
-    spec = _spec_for(bundle, first_size, class_embed)
-    runners, derived = {}, {}
-    for backend, precision, source in plan:
-        info = {"status": None, "bundle": None, "size_mb": None}
-        runners[(backend, precision)] = info
-        if installed[backend]:
-            info["status"] = installed[backend]
-            continue
-        if source is None:
-            info["status"] = ("n/a (torch runs FP32 only)" if backend == "torch" else
-                              "n/a (%s is an OpenVINO CPU precision)" % precision)
-            continue
-        if source in ("fp32", "torch"):
-            info["bundle"] = base_path
-        else:
-            if source not in derived:
-                derived[source] = prepare.ensure_derived(base_path, source, mwork, threads, log)
-            path, status = derived[source]
-            if status:
-                info["status"] = status
-                continue
-            info["bundle"] = path
-        _progress("loading %s %s %s" % (bundle.variant, backend, precision))
-        before = rss_mb()
-        stub = {"backend": backend, "precision": precision}
-        runner = open_row(stub, info["bundle"], threads, args.device, _torch_model_factory(args, bundle))
-        if runner is None:
-            info["status"] = stub["status"]
-            continue
-        try:  # one frame, so lazily allocated arenas / compiled kernels count in the memory column
-            pred = Predictor(runner, spec)
-            pred.set_image(image)
-            pred.predict(points=[[image.shape[1] / 2.0, image.shape[0] / 2.0]])
-            pred.object_outputs()
-        except Exception as exc:  # noqa: BLE001 - a backend that cannot run a frame is a row status
-            info["status"] = "failed: %s" % str(exc).strip().splitlines()[0][:160]
-            runner.deactivate()
-            continue
-        after = rss_mb()
-        info.update(runner=runner, describe=runner.describe(),
-                    mem_mb=(after - before) if (after is not None and before is not None) else None)
-        if backend == "torch":
-            info["size_mb"] = sum(p.numel() * p.element_size() for p in runner.model.state_dict().values()) / 1e6
-        else:
-            info["size_mb"] = _bundle_mb(info["bundle"])
-    return runners
-
-
-def _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log):
-    """All rows of one FP32 bundle: every (backend, precision) at every input size."""
-    import numpy as np
-
-    from rmpsam_edge.predictor import Predictor
-    from rmpsam_edge.runtime.bundle import Bundle
-
-    from .measure import fidelity, run_group
-    bundle = Bundle.open(base_path)
-    spec0 = bundle.spec()
-    class_embed, vocab_note = spec0.class_embed, None
-    if class_embed is None:
-        class_embed = np.random.RandomState(0).standard_normal((133, 1, 768)).astype(np.float32)
-        vocab_note = "no vocabulary in the bundle: object decoder%s timed with 133 random class embeddings" % (
-            "" if args.paper else " and frame")
-    sizes = ["paper"] if args.paper else (args.imgsz or [spec0.input_size or 512])
-    plan = prepare.plan_rows(backends, precisions)
-    runners = _open_runners(args, bundle, plan, mwork, installed, threads, log, sizes[0], class_embed)
-    out = []
+def usable_cores() -> int:
     try:
-        for size in sizes:
-            spec = _spec_for(bundle, size, class_embed)
-            image = _bench_image(size)
-            rows, live = {}, {}
-            for backend, precision, _ in plan:
-                info = runners[(backend, precision)]
-                rk = "%s %s" % (backend, precision)
-                rows[rk] = {"model": bundle.variant, "backend": backend, "precision": precision,
-                            "imgsz": "1333x800" if size == "paper" else size, "status": info["status"] or "ok",
-                            "size_mb": info["size_mb"], "bundle": info["bundle"], "runner": info.get("describe"),
-                            "mem_mb": info.get("mem_mb"), "gpu_mb": None, "weights_note": spec0.weights_note}
-                if vocab_note:
-                    rows[rk]["vocab_note"] = vocab_note
-                if info.get("runner") is not None:
-                    live[rk] = {"runner": info["runner"], "predictor": Predictor(info["runner"], spec)}
-                    gpu = getattr(info["runner"], "gpu_memory_mb", None)
-                    rows[rk]["gpu_mb"] = gpu() if callable(gpu) else None
-            _progress("%s @ %s: %d of %d rows run" % (bundle.variant, size, len(live), len(rows)))
-            run_group(rows, live, image, spec, class_embed, args.prompts, args.runs, args.warmup,
-                      args.max_seconds, _progress, frame_stage=not args.paper)
-            ref = next((k for k in ("ort fp32", "openvino fp32", "torch fp32", "tensorrt fp32") if k in live), None)
-            if args.fidelity_images > 0 and ref:
-                _progress("fidelity vs %s on %d shipped images" % (ref, args.fidelity_images))
-                fidelity(rows, live, ref, spec, _fidelity_images(args.fidelity_images))
-            flops = _stage_flops(bundle, spec, image, class_embed)
-            for row in rows.values():
-                row["flops"] = flops
-            out.extend(rows.values())
-    finally:
-        for info in runners.values():
-            if info.get("runner") is not None:
-                info["runner"].deactivate()
-    return out
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover
+        return os.cpu_count() or 1
 
 
-def _write_outputs(args, header, threads, rows):
-    from . import sysinfo
-    from .table import format_table
-    fps_key, fps_label = ("fps_enc_obj", "FPS enc+obj") if args.paper else ("fps", "FPS")
-    table = format_table(rows, args.prompts, with_flops=args.paper or args.flops, fps_label=fps_label,
-                         fps_key=fps_key)
-    load = ["load average (1/5/15 min): start %s, end %s" % (header["load_average_start"],
-                                                             header.get("load_average_end"))] if header.get(
-        "load_average_start") else []
-    text = "\n".join(["# rmpsam-edge benchmark", ""] + ["    " + l for l in sysinfo.header_lines(header) + load] + [""]
-                     + [table, ""] + notes_lines(args, header, rows))
-    sys.stdout.write(text + "\n")
+def write_report(args, report: dict, markdown: str) -> None:
+    """--json / --md (and --plot for the table), each complete or absent (rmpsam_edge.atomic)."""
+    from rmpsam_edge.atomic import atomic_file
     if args.md:
-        with open(args.md, "w") as f:
-            f.write(text + "\n")
+        with atomic_file(args.md, force=args.force) as tmp:
+            with open(tmp, "w") as f:
+                f.write(markdown + "\n")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"header": header, "settings": _settings(args, threads), "rows": rows}, f, indent=1,
-                      default=_json_default)
-            f.write("\n")
+        with atomic_file(args.json, force=args.force) as tmp:
+            with open(tmp, "w") as f:
+                json.dump(report, f, indent=1, default=_json_default)
+                f.write("\n")
     if args.plot:
         from .plot import plot_rows
-        plot_rows(rows, args.plot, args.prompts, title=header["command"][:150])
+        with atomic_file(args.plot, force=args.force) as tmp:
+            plot_rows(report["rows"], tmp, args.prompts, title=report["header"]["command"][:150])
 
 
-def notes_lines(args, header, rows):
-    ok = [r for r in rows if r.get("status") == "ok"]
-    out = ["Notes:",
-           "- latency: wall-clock ms, p50/p90/p99 of %d round-robin rounds per stage (rows interleaved), %d warm-up "
-           "calls per row and stage excluded; %s threads." % (args.runs, args.warmup, header.get("threads")),
-           "- prompt xN: N clicks decoded in ONE prompt-decoder call; object dec: the 100-query panoptic decoder.",
-           ("- FPS enc+obj: 1000 / (encoder p50 + object decoder p50), the paper's protocol (no pre/post-"
-            "processing)." if args.paper else
-            "- FPS: 1000 / p50 of a whole frame through the Predictor (pre-processing, encoder, object decoder, "
-            "panoptic post-processing)."),
-           "- fidelity: mean prompt-mask IoU vs the FP32 reference row on %d shipped images (4x4 clicks + 4 boxes "
-           "each)." % args.fidelity_images,
-           "- mem MB: resident memory the row's runner added when loaded and run once (libraries imported before; "
-           "one process for all rows, so this is not a per-backend peak)."]
-    if header.get("peak_rss_mb"):
-        out.append("- peak resident memory of the whole benchmark process: %.0f MB." % header["peak_rss_mb"])
-    if args.paper or args.flops:
-        out.append("- params / GFLOPs per stage from the ONNX graphs (Conv, ConvTranspose, MatMul, Gemm; GFLOPs = "
-                   "2 x GMACs; GridSample/elementwise not counted); prompt decoder for 1 prompt.")
-    if args.paper:
-        out.append("- " + PAPER_FPS + ".")
-    notes = sorted(set(r.get("weights_note") for r in ok if r.get("weights_note")))
-    if notes:
-        out.append("- weights: %s (latency does not depend on weight values; fidelity does)." % ", ".join(notes))
-    vn = sorted(set(r["vocab_note"] for r in rows if r.get("vocab_note")))
-    out += ["- " + v for v in vn]
-    if header.get("bundle_commands"):
-        out.append("- bundles made for this run: " + "; ".join(header["bundle_commands"]))
-    return out
-
-
-def _command(args):
-    """argv of this run; when called from Python (``main([...])``) sys.argv is someone else's, so the
-    command is rebuilt from the parsed options."""
-    if "benchmark" in sys.argv[1:2] or "benchmark" in sys.argv[1:3]:
-        return ["rmpsam-edge"] + sys.argv[1:]
+def command_line(args) -> list:
+    """This run's argv; called from Python (``main([...])``) sys.argv is someone else's, so the command is
+    rebuilt from the parsed options."""
+    argv = sys.argv[1:]
+    if "benchmark" in argv[:2]:
+        return ["rmpsam-edge"] + argv
+    from rmpsam_edge.cli import build_parser
+    defaults = vars(build_parser(only="benchmark").parse_args(["benchmark"]))
     cmd = ["rmpsam-edge", "benchmark"]
-    for m in args.model or []:
-        cmd += ["--model", m]
-    for key, value in sorted(vars(args).items()):
-        if key.startswith("_") or key in ("command", "model") or value in (None, False, []):
+    given = sorted(vars(args).items(), key=lambda kv: (kv[0] not in ("model", "preset"), kv[0]))
+    for key, value in given:
+        if key.startswith("_") or key in ("command", "command_argv", "soak", "paper", "thread_env") or \
+                value in (None, False, []) or value == defaults.get(key):
             continue
         flag = "--" + key.replace("_", "-")
-        if value is True:
-            cmd.append(flag)
-        elif isinstance(value, list):
-            cmd += [flag] + [str(v) for v in value]
-        else:
-            cmd += [flag, str(value)]
+        values = value if isinstance(value, list) else [value]
+        cmd += [flag] if value is True else ([flag] + [str(v) for v in values] if key != "model" else
+                                              sum([[flag, str(v)] for v in values], []))
     return cmd
 
 
-def _settings(args, threads):
-    return {"backends": args.backends, "precisions": args.precisions, "imgsz": args.imgsz, "prompts": args.prompts,
-            "runs": args.runs, "warmup": args.warmup, "threads": threads, "paper": args.paper,
-            "device": args.device, "fidelity_images": args.fidelity_images}
+def command_text(args) -> str:
+    import shlex
+    return " ".join(shlex.quote(a) for a in args.command_argv)
 
 
 def _json_default(o):

@@ -7,7 +7,7 @@ excluded), plus fidelity vs the FP32 reference row and memory.
 
 Memory: ``mem_mb`` is the growth of this process's resident memory while the row's runner was loaded and run
 once (all rows share one process so they can be interleaved; a true per-backend peak needs one process per
-backend). ``gpu_mb`` comes from the runner when it can say (``gpu_memory_mb()``) or from torch.cuda.
+backend). ``gpu_mb``: see ``gpu_mb``.
 """
 import os
 import sys
@@ -134,6 +134,7 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
     def frame(st):
         pred = st["predictor"]
         center = [[image.shape[1] / 2.0, image.shape[0] / 2.0]]
+        st["parts"] = []
 
         def call():
             pred.set_image(image)
@@ -141,6 +142,7 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
                 pred.panoptic()
             else:
                 pred.predict(points=center)
+            st["parts"].append(dict(pred.timings))
         return call
     if frame_stage:
         stages.append(("frame (predictor end to end)", "frame_ms", frame))
@@ -161,9 +163,43 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
                 rows[key][field] = summary(stats)
     for key in live:
         r = rows[key]
+        if "frame_ms" in r:
+            r["frame_parts_ms"] = frame_parts(live[key]["parts"][-r["frame_ms"]["n"]:])
         r["fps"] = 1000.0 / r["frame_ms"]["p50"] if "frame_ms" in r else None
         r["fps_enc_obj"] = 1000.0 / (r["encoder_ms"]["p50"] + r["object_ms"]["p50"])
         r["input_shape"] = list(meta.pad_shape)
+
+
+def frame_parts(timings) -> dict:
+    """Median ms of each Predictor stage over the timed frames, and the host share: pre-processing, prompt
+    conversion and post-processing over the whole frame."""
+    keys = ("preprocess", "encoder", "prompts", "decoder", "postprocess")
+    med = {k: float(np.median([t.get(k, 0.0) for t in timings])) for k in keys}
+    host = med["preprocess"] + med["prompts"] + med["postprocess"]
+    total = sum(med.values())
+    return dict(med, host_ms=host, total_ms=total, host_share=host / total if total > 0 else float("nan"))
+
+
+def process_gpu_mb() -> Optional[float]:
+    """This process's GPU memory from ``nvidia-smi --query-compute-apps`` (desktop GPUs), else None (no GPU, or
+    a Jetson, whose nvidia-smi has no per-process figure)."""
+    from rmpsam_edge.runtime.platform_facts import run
+    out = run(["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"])
+    for line in (out or "").splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 2 and parts[0] == str(os.getpid()) and parts[1].replace(".", "", 1).isdigit():
+            return float(parts[1])
+    return None
+
+
+def row_gpu_mb(runner, before: Optional[float]) -> Optional[float]:
+    """GPU memory of one row: the runner's own figure (``gpu_memory_mb()``: TensorRT engines + buffers), else the
+    growth of this process's GPU memory since ``before`` (``process_gpu_mb`` when the row started)."""
+    own = getattr(runner, "gpu_memory_mb", None)
+    if callable(own):
+        return own()
+    after = process_gpu_mb()
+    return None if after is None else after - (before or 0.0)
 
 
 def fidelity(rows: Dict[str, dict], live: Dict[str, dict], ref_key: Optional[str], spec, images) -> None:

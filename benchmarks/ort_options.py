@@ -2,11 +2,9 @@
 per graph and for the encoder + 1-prompt pipeline, interleaved round-robin (benchmarks/timing.measure) in one
 process, so every variant sees the same machine state. Writes JSON + Markdown.
 
-    python -m rmpsam_edge.benchmarks.ort_options --model bundles/r18 --imgsz 512 --threads 2 --runs 30 \\
-        --out benchmarks/results/ort_session_options_r18_512
+    rmpsam-edge benchmark --preset ort-options --model bundles/r18 --imgsz 512 --threads 2 --runs 30 \\
+        --json benchmarks/results/ort_session_options_r18_512.json --md benchmarks/results/ort_session_options_r18_512.md
 """
-import argparse
-import json
 import sys
 
 import numpy as np
@@ -15,20 +13,17 @@ VARIANTS = (("spin off, arena on (default)", False, True), ("spin on, arena on",
             ("spin off, arena off", False, False), ("spin on, arena off", True, False))
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--imgsz", type=int, default=512)
-    p.add_argument("--threads", type=int, default=2)
-    from rmpsam_edge.commands.common_args import add_runs
-    add_runs(p)
-    p.add_argument("--out", required=True, help="output path without extension (.json and .md are written)")
-    args = p.parse_args(argv)
+def run(args):
+    """-> (report, Markdown): p50 of every (spinning, arena) variant per graph, interleaved."""
+    from rmpsam_edge.errors import UserError
+
     from . import timing
-    timing.thread_env(args.threads)
+    if not args.model:
+        raise UserError("--preset ort-options times a bundle: pass --model BUNDLE")
+    args.imgsz = args.imgsz[0]
     from rmpsam_edge.runtime.bundle import Bundle
     from rmpsam_edge.runtime.onnxruntime_backend import OnnxRuntimeRunner
-    bundle = Bundle.open(args.model)
+    bundle = Bundle.open(args.model[0])
     runners = {}
     for name, spin, arena in VARIANTS:
         r = OnnxRuntimeRunner(bundle, device="cpu", threads=args.threads, spinning=spin, arena=arena)
@@ -49,14 +44,12 @@ def main(argv=None) -> int:
         stats = timing.measure({n: (lambda r=r: fn(r)) for n, r in runners.items()}, runs=args.runs, warmup=3)
         results[stage] = {n: st.to_dict() for n, st in stats.items()}
         sys.stderr.write("%s: %s\n" % (stage, ", ".join("%s %.2f" % (n, st.p50) for n, st in stats.items())))
-    cmd = "python -m rmpsam_edge.benchmarks.ort_options " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = " ".join(args.command_argv)
     import onnxruntime as ort
     doc = {"command": cmd, "onnxruntime": ort.__version__, "threads": args.threads, "input": [s, s],
            "runs": args.runs, "load_average_before": load_before, "load_average_after": timing.load_average(),
            "variants": [v[0] for v in VARIANTS], "p50_ms": {st: {n: d["p50_ms"] for n, d in v.items()}
                                                            for st, v in results.items()}, "stats": results}
-    with open(args.out + ".json", "w") as f:
-        json.dump(doc, f, indent=1)
     lines = ["# ONNX Runtime session options (p50 ms, %d interleaved rounds, %d threads, %dx%d)" % (
         args.runs, args.threads, s, s), "", "Command: `%s`" % cmd, "",
         "onnxruntime %s; load average before %s, after %s (shared machine: compare within a column)." % (
@@ -64,10 +57,4 @@ def main(argv=None) -> int:
         "| variant | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for n in runners:
         lines.append("| %s | %s |" % (n, " | ".join("%.2f" % results[st][n]["p50_ms"] for st in results)))
-    with open(args.out + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return doc, "\n".join(lines)

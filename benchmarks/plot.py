@@ -98,6 +98,6 @@ def figure(rows: List[dict], prompts: Sequence[int] = (1, 16), title: str = ""):
 def plot_rows(rows: List[dict], path: str, prompts: Sequence[int] = (1, 16), title: str = "") -> str:
     import matplotlib.pyplot as plt
     fig = figure(rows, prompts, title)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)
     return path

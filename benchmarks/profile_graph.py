@@ -1,14 +1,12 @@
 """ONNX Runtime kernel-time profile of one graph of a bundle (share by op type, the slowest nodes), on a square
 random input; writes Markdown.
 
-    python -m rmpsam_edge.benchmarks.profile_graph --model bundles/r18 --graph object_decoder --imgsz 512 \\
-        --threads 2 --runs 15 --out benchmarks/results/object_decoder_profile_r18_512.md
+    rmpsam-edge benchmark --preset profile --model bundles/r18 --graph object_decoder --imgsz 512 \\
+        --threads 2 --runs 15 --md benchmarks/results/object_decoder_profile_r18_512.md
 """
-import argparse
 import collections
 import json
 import os
-import sys
 import tempfile
 
 import numpy as np
@@ -25,23 +23,20 @@ def feeds_for(bundle, graph: str, size: int) -> dict:
     return {"features": f, "boxes": np.array([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]], np.float32)}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--graph", default="object_decoder")
-    p.add_argument("--imgsz", type=int, default=512)
-    p.add_argument("--threads", type=int, default=2)
-    from rmpsam_edge.commands.common_args import add_runs
-    add_runs(p)
-    p.add_argument("--out", required=True)
-    args = p.parse_args(argv)
+def run(args):
+    """-> (report, Markdown): kernel time by op type and the slowest nodes of ``--graph``."""
+    from rmpsam_edge.errors import UserError
+    if not args.model:
+        raise UserError("--preset profile profiles a bundle's graph: pass --model BUNDLE (and --graph)")
+    args.imgsz = args.imgsz[0]
+    threads = args.threads
     import onnxruntime as ort
     from rmpsam_edge.runtime.bundle import Bundle
     from . import timing
-    bundle = Bundle.open(args.model)
+    bundle = Bundle.open(args.model[0])
     so = ort.SessionOptions()
     so.enable_profiling = True
-    so.intra_op_num_threads = args.threads
+    so.intra_op_num_threads = threads
     so.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "prof")
     sess = ort.InferenceSession(bundle.graph_path(args.graph), so, providers=["CPUExecutionProvider"])
     feeds = feeds_for(bundle, args.graph, args.imgsz)
@@ -65,20 +60,17 @@ def main(argv=None) -> int:
             by_node[(e["name"][:-len("_kernel_time")], e["args"]["op_name"])] += e["dur"]
     total = float(sum(by_op.values()))
     wall = float(np.median([e["dur"] for e in runs])) / 1000.0
-    cmd = "python -m rmpsam_edge.benchmarks.profile_graph " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = " ".join(args.command_argv)
     lines = ["# ONNX Runtime profile: %s, %dx%d, %d threads, %d runs" % (args.graph, args.imgsz, args.imgsz,
-                                                                     args.threads, args.runs), "",
+                                                                     threads, args.runs), "",
              "Command: `%s`" % cmd, "",
              "onnxruntime %s; median model_run %.2f ms; kernel time %.2f ms/run; load average %s (shared machine)."
              % (ort.__version__, wall, total / args.runs / 1000.0, load), "", "| op type | share |", "|---|---|"]
     lines += ["| %s | %.1f %% |" % (k, 100.0 * v / total) for k, v in by_op.most_common(10)]
     lines += ["", "| node | op | ms/run |", "|---|---|---|"]
     lines += ["| %s | %s | %.2f |" % (n, o, v / args.runs / 1000.0) for (n, o), v in by_node.most_common(15)]
-    with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    sys.stdout.write("\n".join(lines[:12]) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    report = {"command": cmd, "graph": args.graph, "imgsz": args.imgsz, "threads": threads, "runs": args.runs,
+              "onnxruntime": ort.__version__, "model_run_p50_ms": wall, "load_average": load,
+              "kernel_us_by_op": dict(by_op.most_common()),
+              "kernel_us_by_node": [[n, o, v] for (n, o), v in by_node.most_common(30)]}
+    return report, "\n".join(lines)

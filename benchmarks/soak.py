@@ -1,4 +1,4 @@
-"""``rmpsam-edge benchmark --soak N``: N frames of the demo pipeline (capture / inference / sink threads) on the
+"""``rmpsam-edge benchmark --preset soak --frames N`` (or ``--soak N``): N frames of the demo pipeline (capture / inference / sink threads) on the
 shipped clip, looped, reporting resident memory (RSS) at start, after warm-up and at the end, and FPS drift
 (last quarter vs first quarter after warm-up). A leak shows as RSS growing with N; a slowdown as negative drift.
 
@@ -6,7 +6,6 @@ Weights: ``--model BUNDLE`` (first --backends entry; ort -> onnxruntime) or the 
 weights, --checkpoint, --random-init). Mode: track (panoptic + tracker) when the weights have a vocabulary,
 else everything (grid of prompts + mask NMS).
 """
-import json
 import os
 import sys
 import time
@@ -57,7 +56,9 @@ class LoopSource(object):
         self.cap.release()
 
 
-def _predictor(args):
+def predictor(args):
+    """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (ort -> onnxruntime,
+    torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at ``--imgsz``."""
     size = args.imgsz[0] if args.imgsz else None
     if args.model:
         from rmpsam_edge.runtime import load
@@ -71,19 +72,24 @@ def _predictor(args):
     return torch_predictor(args.checkpoint, None, args.random_init, args.variant, size, args.threads)[0]
 
 
+def run(args):
+    r = run_soak(args)
+    return r, markdown(r)
+
+
 def run_soak(args) -> dict:
     from rmpsam_edge.runtime.demo.cli import default_source
     from rmpsam_edge.runtime.demo.modes import build_mode
     from rmpsam_edge.runtime.demo.pipeline import run_pipeline
 
-    n = int(args.soak)
+    n = int(args.frames)
     if n < 4 * WARMUP:
-        raise UserError("--soak needs at least %d frames (warm-up %d + four quarters to compare)"
+        raise UserError("--soak / --frames needs at least %d frames (warm-up %d + four quarters to compare)"
                         % (4 * WARMUP, WARMUP))
     rss = {"start": rss_mb()}
-    predictor = _predictor(args)
-    mode_name = "track" if predictor.spec.class_embed is not None else "everything"
-    mode = build_mode(mode_name, predictor, per_side=4)
+    pred = predictor(args)
+    mode_name = "track" if pred.spec.class_embed is not None else "everything"
+    mode = build_mode(mode_name, pred, per_side=4)
     source = LoopSource(default_source())
     done, samples = [], []
 
@@ -108,13 +114,13 @@ def run_soak(args) -> dict:
     q = len(steady) // 4
     fps_first, fps_last = 1.0 / float(np.mean(steady[:q])), 1.0 / float(np.mean(steady[-q:]))
     from .sysinfo import collect
-    return {"frames": n, "warmup_frames": WARMUP, "mode": mode_name, "backend": predictor.runner.describe(),
-            "input_size": predictor.spec.input_size, "clip_loops": source.loops,
+    return {"frames": n, "warmup_frames": WARMUP, "mode": mode_name, "backend": pred.runner.describe(),
+            "input_size": pred.spec.input_size, "clip_loops": source.loops,
             "rss_mb": {k: round(v, 1) for k, v in rss.items()},
             "rss_growth_after_warmup_mb": round(rss["end"] - rss["after_warmup"], 1),
             "rss_samples_mb": samples, "fps_first_quarter": round(fps_first, 2), "fps_last_quarter": round(fps_last, 2),
             "fps_drift_pct": round(100.0 * (fps_last - fps_first) / fps_first, 1),
-            "system": collect(threads=args.threads)}
+            "system": collect(command=args.command_argv, threads=args.threads)}
 
 
 def format_soak(r: dict) -> str:
@@ -125,16 +131,7 @@ def format_soak(r: dict) -> str:
                r["fps_first_quarter"], r["fps_last_quarter"], r["fps_drift_pct"]))
 
 
-def write_soak(args, r: dict) -> None:
-    from rmpsam_edge.atomic import atomic_file
-    if args.json:
-        with atomic_file(args.json, force=True) as tmp:
-            with open(tmp, "w") as f:
-                json.dump(r, f, indent=2, sort_keys=True)
-    if args.md:
-        with atomic_file(args.md, force=True) as tmp:
-            with open(tmp, "w") as f:
-                f.write("# Soak: %d frames\n\nCommand: `%s`\n\n%s\n\nRSS samples (frame, MB): %s\n\n"
-                        "FPS drift includes the load of anything else running on the machine "
-                        "(see system in the JSON).\n"
-                        % (r["frames"], r["system"].get("command", ""), format_soak(r), r["rss_samples_mb"]))
+def markdown(r: dict) -> str:
+    return ("# Soak: %d frames\n\nCommand: `%s`\n\n%s\n\nRSS samples (frame, MB): %s\n\n"
+            "FPS drift includes the load of anything else running on the machine (see system in the JSON)."
+            % (r["frames"], r["system"].get("command", ""), format_soak(r), r["rss_samples_mb"]))

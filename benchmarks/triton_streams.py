@@ -1,6 +1,6 @@
 """Triton serving vs in-process: 1-stream latency and aggregate FPS at several streams, batching on and off.
 
-    .venv-np1/bin/python -m rmpsam_edge.benchmarks.triton_streams --model BUNDLE --streams 1 2 4 \
+    .venv-np1/bin/rmpsam-edge benchmark --preset triton --model BUNDLE --streams 1 2 4 \
         --json benchmarks/results/triton_cpu.json --md benchmarks/results/triton_cpu.md
 
 Starts two real tritonservers on loopback (encoder dynamic batching with max_batch_size 4 = "on", 1 = "off"),
@@ -9,8 +9,6 @@ ONNX Runtime 1 stream, and each server with 1, 2, 4 concurrent client streams. O
 frame goes to the server, features stay there) + one point prompt. ``streams_fps`` also backs
 ``rmpsam-edge benchmark --model grpc://... --streams 1 2 4``.
 """
-import argparse
-import json
 import os
 import socket
 import sys
@@ -24,15 +22,10 @@ from .timing import load_average
 
 
 def _frames(n_images=2):
+    from rmpsam_edge.media import asset_path
     from rmpsam_edge.preprocess import load_image
-    here = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rmpsam_edge", "assets",
-                        "images")
-    names = sorted(os.listdir(here))[:n_images] if os.path.isdir(here) else []
-    if not names:  # installed package layout
-        import rmpsam_edge
-        here = os.path.join(os.path.dirname(rmpsam_edge.__file__), "assets", "images")
-        names = sorted(os.listdir(here))[:n_images]
-    return [load_image(os.path.join(here, n)) for n in names]
+    here = asset_path("images")
+    return [load_image(os.path.join(here, n)) for n in sorted(os.listdir(here))[:n_images]]
 
 
 def _one_frame(pred, frame):
@@ -101,17 +94,13 @@ def _encoder_batches(url):
     return dict((int(b["batch_size"]), int(b["compute_infer"]["count"])) for b in stats.get("batch_stats", []))
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--streams", type=int, nargs="+", default=[1, 2, 4])
-    p.add_argument("--frames", type=int, default=12, help="frames per stream per round")
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--queue-delay-us", type=int, default=0)
-    p.add_argument("--json")
-    p.add_argument("--md")
-    args = p.parse_args(argv)
+def run(args):
+    """-> (report, Markdown): in-process ONNX Runtime vs two local tritonservers, round-robin rounds."""
+    from rmpsam_edge.errors import UserError
+    if not args.model:
+        raise UserError("--preset triton starts local tritonservers for a bundle: pass --model BUNDLE "
+                        "(or --model grpc://HOST:PORT to time a running server)")
+    args.model = args.model[0]
     from rmpsam_edge.runtime import load
     from rmpsam_edge.runtime.bundle import Bundle
     from rmpsam_edge.runtime.triton.repository import write_repository
@@ -124,7 +113,7 @@ def main(argv=None):
     load_before = load_average()
     try:
         for name, mb in (("on", 4), ("off", 1)):
-            repo = write_repository(bundle, os.path.join(work, name), max_batch=mb, queue_delay_us=args.queue_delay_us,
+            repo = write_repository(bundle, os.path.join(work, name), max_batch=mb, queue_delay_us=0,
                                     backend="onnxruntime", threads=args.threads, copy_bundle=False)
             servers[name] = TritonServer(repo, http_port=_free_port(), grpc_port=_free_port()).start(120)
         configs = [("in-process", 1, lambda: load(args.model, backend="onnxruntime", threads=args.threads,
@@ -157,34 +146,22 @@ def main(argv=None):
                      "latency_ratio_vs_in_process": round(p50 / base_p50, 3), "fps_ratio_vs_in_process_1_stream":
                      round(fps / base_fps, 3)})
     spec = bundle.spec()
-    out = {"command": "python -m rmpsam_edge.benchmarks.triton_streams " + " ".join(argv or sys.argv[1:]),
+    out = {"command": " ".join(args.command_argv),
            "bundle": bundle.describe(), "input_size": spec.input_size, "threads_per_model": args.threads,
-           "frames_per_stream_per_round": args.frames, "rounds": args.rounds, "queue_delay_us": args.queue_delay_us,
+           "frames_per_stream_per_round": args.frames, "rounds": args.rounds, "queue_delay_us": 0,
            "work_per_frame": "set_image + 1 point prompt", "images": len(frames),
            "load_average_before": load_before, "load_average_after": load_average(), "cpu_count": os.cpu_count(),
            "encoder_executions_by_batch_size_batching_on": dict((str(k), v) for k, v in sorted(batches.items())),
            "rows": rows}
-    text = json.dumps(out, indent=2)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    if args.md:
-        lines = ["# Triton (python backend, CPU) vs in-process", "", "`%s`" % out["command"], "",
-                 "%s; %s threads per model; %d rounds x %d frames per stream; load average before %s, after %s "
-                 "(shared machine: compare ratios)." % (out["bundle"], args.threads, args.rounds, args.frames,
-                                                          load_before, out["load_average_after"]), "",
-                 "Encoder executions by batch size (batching on): %s" % out["encoder_executions_by_batch_size_batching_on"],
-                 "", "| config | streams | FPS (median of rounds) | p50 ms/frame | p90 | latency / in-process | "
-                 "FPS / in-process 1 stream |", "|---|---|---|---|---|---|---|"]
-        for r in rows:
-            lines.append("| %s | %d | %.2f | %.1f | %.1f | %.2fx | %.2fx |" % (
-                r["config"], r["streams"], r["fps_median"], r["latency_p50_ms"], r["latency_p90_ms"],
-                r["latency_ratio_vs_in_process"], r["fps_ratio_vs_in_process_1_stream"]))
-        with open(args.md, "w") as f:
-            f.write("\n".join(lines) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    lines = ["# Triton (python backend, CPU) vs in-process", "", "`%s`" % out["command"], "",
+             "%s; %s threads per model; %d rounds x %d frames per stream; load average before %s, after %s "
+             "(shared machine: compare ratios)." % (out["bundle"], args.threads, args.rounds, args.frames,
+                                                      load_before, out["load_average_after"]), "",
+             "Encoder executions by batch size (batching on): %s" % out["encoder_executions_by_batch_size_batching_on"],
+             "", "| config | streams | FPS (median of rounds) | p50 ms/frame | p90 | latency / in-process | "
+             "FPS / in-process 1 stream |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append("| %s | %d | %.2f | %.1f | %.1f | %.2fx | %.2fx |" % (
+            r["config"], r["streams"], r["fps_median"], r["latency_p50_ms"], r["latency_p90_ms"],
+            r["latency_ratio_vs_in_process"], r["fps_ratio_vs_in_process_1_stream"]))
+    return out, "\n".join(lines)

@@ -142,3 +142,31 @@ def test_plot_written(tmp_path):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     empty = plot_rows(ROWS[2:], str(tmp_path / "e.png"))
     assert os.path.getsize(empty) > 1000
+
+
+def test_frame_parts_and_within_run_ratios():
+    from rmpsam_edge.benchmarks.measure import frame_parts
+    from rmpsam_edge.benchmarks.rows import derived_lines
+    parts = frame_parts([{"preprocess": 2.0, "encoder": 80.0, "decoder": 10.0, "postprocess": 8.0},
+                         {"preprocess": 4.0, "encoder": 90.0, "decoder": 12.0, "postprocess": 6.0}])
+    assert parts["host_ms"] == 3.0 + 7.0 and parts["total_ms"] == 3.0 + 85.0 + 11.0 + 7.0
+    assert abs(parts["host_share"] - 10.0 / 106.0) < 1e-12
+    row = {"model": "r18", "backend": "ort", "precision": "fp32", "imgsz": 512, "status": "ok",
+           "prompt_ms": {"1": _s(4.0), "16": _s(16.0), "64": _s(96.0)}, "frame_parts_ms": parts}
+    (line,) = derived_lines([row, dict(row, status="not installed: x")], [1, 16, 64])
+    assert "16 prompts in one call = 0.25x of 16 x one prompt" in line  # 16 / (16 * 4)
+    assert "64 prompts in one call = 0.38x" in line and "1.50 ms per prompt" in line
+    assert "pre/post-processing 9.4 % of a frame" in line
+
+
+def test_process_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
+    from rmpsam_edge.benchmarks import measure
+    assert measure.row_gpu_mb(type("R", (), {"gpu_memory_mb": lambda self: 321.0})(), None) == 321.0
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '%d, 1500'\necho '1, 99'\n" % os.getpid())
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
+    assert measure.process_gpu_mb() == 1500.0
+    assert measure.row_gpu_mb(object(), 1200.0) == 300.0  # the row's growth
+    monkeypatch.setenv("PATH", str(tmp_path / "none"))
+    assert measure.process_gpu_mb() is None and measure.row_gpu_mb(object(), None) is None

@@ -98,20 +98,40 @@ def test_quantize_backend_auto_picks_the_toolkit(monkeypatch, argv, backend):
     assert seen["backend"] == backend
 
 
-def test_harnesses_take_model_and_the_shared_run_default(capsys):
-    from rmpsam_edge.benchmarks import stage_speed
-    from rmpsam_edge.runtime.demo import targets
-    args = stage_speed._parser().parse_args(["--bundle", "b"])
-    assert args.model == "b" and args.runs == DEFAULTS["runs"]
+def _bench_args(argv):
+    from rmpsam_edge.benchmarks import cli as bench
+    from rmpsam_edge.cli import build_parser
+    return bench.apply_preset(build_parser(only="benchmark").parse_args(["benchmark"] + argv))
+
+
+def test_benchmark_presets_fill_only_what_was_not_given(capsys):
+    a = _bench_args(["--preset", "stages"])
+    assert (a.backends, a.precisions, a.prompts, a.imgsz, a.threads, a.flops) == (
+        "torch,ort,openvino", "fp32", [1, 16, 64], [512], 2, True)
+    a = _bench_args(["--preset", "stages", "--threads", "1", "--prompts", "4", "--imgsz", "256"])
+    assert (a.threads, a.prompts, a.imgsz, a.backends) == (1, [4], [256], "torch,ort,openvino")
+    a = _bench_args([])  # the table with the base defaults
+    assert (a.preset, a.backends, a.prompts, a.threads, a.runs) == ("table", "torch,ort,openvino,tensorrt", [1, 16],
+                                                                     None, DEFAULTS["runs"])
+    a = _bench_args(["--soak", "70"])
+    assert (a.preset, a.frames) == ("soak", 70)
+    assert _bench_args(["--preset", "soak"]).frames == 1000 and _bench_args(["--preset", "demo"]).frames == 30
+    assert _bench_args(["--paper"]).preset == "paper"
+    a = _bench_args(["--bundle", "b", "--preset", "quantize"])
+    assert a.model == "b" and a.precisions == "fp32,fp16,int8"
     assert "--bundle is deprecated; use --model" in capsys.readouterr().err
-    args = targets._parser().parse_args(["--model", "b", "--device", "cpu"])
-    assert args.model == "b" and args.device == "cpu" and args.runs == DEFAULTS["runs"]
+
+
+def test_old_harness_modules_are_gone():
+    import importlib.util
+    for mod in ("rmpsam_edge.benchmarks.stage_speed", "rmpsam_edge.runtime.demo.targets"):
+        assert importlib.util.find_spec(mod) is None, mod
 
 
 def test_demo_harness_import_leaves_the_environment_alone(monkeypatch):
     import importlib
 
-    from rmpsam_edge.runtime.demo import targets
+    from rmpsam_edge.benchmarks import demo_targets
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
-    importlib.reload(targets)
+    importlib.reload(demo_targets)
     assert "OPENBLAS_NUM_THREADS" not in os.environ

@@ -208,15 +208,23 @@ def test_real_model_points_and_boxes_random_weights(tmp_path, capsys):
     assert "[random weights]" in capsys.readouterr().out
 
 
-def test_targets_script_runs_and_reports_both_ratios(fake_model, tmp_path):
-    from rmpsam_edge.runtime.demo import targets
-    out = tmp_path / "t.json"
-    assert targets.main(["--frames", "4", "--runs", "2", "--rounds", "1", "--json", str(out)]) == 0
+def test_demo_preset_runs_and_reports_both_ratios(fake_model, tmp_path, monkeypatch, capsys):
+    from rmpsam_edge.benchmarks import soak
+    monkeypatch.setattr(soak, "predictor", lambda args: predict_cmd.build_predictor(args)[0])
+    out, md = tmp_path / "t.json", tmp_path / "t.md"
+    assert main(["benchmark", "--preset", "demo", "--frames", "4", "--runs", "2", "--rounds", "1", "--json", str(out),
+                 "--md", str(md)]) == 0
     data = json.load(open(out))
     assert len(data["rounds"]) == 1 and data["rounds"][0]["pipelined_fps"] > 0
     assert data["ratio_pipelined_vs_encoder"] > 0 and data["ratio_everything_vs_single"] > 0
     assert data["everything_prompts"] == 64 and 64 in fake_model.prompt_batches  # one call with 64 prompts
     assert isinstance(data["target_everything_met"], bool) and data["backend"] == "scene fake runner"
+    assert data["command"].startswith("rmpsam-edge benchmark --preset demo")
+    text = md.read_text()
+    assert "| everything (64 prompts, one batch)" in text and text.strip() in capsys.readouterr().out
+    # an existing report is never overwritten without --force (one line, nothing run)
+    assert main(["benchmark", "--preset", "demo", "--frames", "4", "--json", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err
 
 
 def test_boxes_partly_outside_warn_once_point_outside_is_one_line(fake_model, tmp_path, capsys):

@@ -13,7 +13,7 @@ def test_ratios_come_from_the_rows():
                       _row("openvino", "fp32", 70.0, 10.0, 35.0), _row("openvino", "int8", 30.0, 10.0, 35.0),
                       _row("openvino", "bf16", 40.0, 9.0, 24.0),
                       dict(_row("ort", "bf16", 1, 1, 1), status="n/a")]}
-    t = targets.compute(bench, [])
+    t = targets.compute(bench, [], targets.Reference(48.5, 8.8, 87.0, 449.0))
     assert t["nanosam_reference"]["load_scale"] == 1.0  # ORT FP32 encoder equals the 87.0
     assert t["t1"]["ms"] == 34.0 and "openvino int8" in t["t1"]["path"]  # INT8 encoder + fastest prompt (ORT)
     assert abs(t["t1"]["speedup_vs_eager"] - 200.0 / 34.0) < 1e-9

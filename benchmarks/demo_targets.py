@@ -7,39 +7,21 @@
 2. batched decoding: an 'everything' frame with 64 grid prompts costs at most 3x a single-prompt frame
    (both timed round-robin with ``benchmarks.timing.measure``).
 
-    python -m rmpsam_edge.runtime.demo.targets --model BUNDLE [--backend auto] [--threads 2] [--frames 40]
-                                               [--runs 20] [--json out.json]
-    python -m rmpsam_edge.runtime.demo.targets --checkpoint PTH | --random-init   (PyTorch path)
+    rmpsam-edge benchmark --preset demo --model BUNDLE --backends ort [--threads 2] [--frames 30] [--rounds 3]
+                          [--runs 20] [--grid 8] [--json out.json]
+    rmpsam-edge benchmark --preset demo [--checkpoint PTH | --random-init]      (the PyTorch path)
 """
-import argparse
-import json
 import os
 import shutil
-import sys
 import tempfile
 import time
-
-
-def _parser():
-    p = argparse.ArgumentParser(prog="python -m rmpsam_edge.runtime.demo.targets", description=__doc__.split("\n")[0])
-    from rmpsam_edge.commands.common_args import add_runs, add_weights_arguments
-    add_weights_arguments(p)
-    p.set_defaults(threads=2)
-    p.add_argument("--source", help="video (default: the shipped clip)")
-    p.add_argument("--frames", type=int, default=30, help="frames per demo run (default 30)")
-    p.add_argument("--rounds", type=int, default=3, help="encoder-only / pipelined / sequential rounds, "
-                   "alternated; the ratio is their median (default 3)")
-    add_runs(p, help_text="timed rounds for the encoder / frame timings")
-    p.add_argument("--grid", type=int, default=8, help="everything: points per side (8 = 64 prompts)")
-    p.add_argument("--json", help="write the numbers here")
-    return p
 
 
 def _sequential(source, mode, sink, max_frames):
     """The same work without a pipeline: read, model, draw+write one frame after the other -> FPS."""
     import numpy as np
 
-    from .pipeline import FrameItem, Stats
+    from rmpsam_edge.runtime.demo.pipeline import FrameItem, Stats
     stats = Stats()
     times = []
     for i in range(max_frames):
@@ -53,22 +35,21 @@ def _sequential(source, mode, sink, max_frames):
     return (len(times) - 1) / (times[-1] - times[0]) if len(times) > 2 else None
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    from rmpsam_edge.benchmarks.timing import measure, thread_env
-    env = thread_env(args.threads)
+def run(args):
+    """-> (report, Markdown) of both ratios."""
     import numpy as np
 
-    from rmpsam_edge.commands.predict import build_predictor
     from rmpsam_edge.preprocess import preprocess
+    from rmpsam_edge.runtime.demo.cli import Sink, default_source
+    from rmpsam_edge.runtime.demo.modes import EverythingMode, PromptMode
+    from rmpsam_edge.runtime.demo.pipeline import Stats, run_pipeline
+    from rmpsam_edge.runtime.demo.sources import open_source
+    from rmpsam_edge.runtime.demo.writer import JsonlOut, VideoOut
 
-    from .cli import Sink, default_source
-    from .modes import EverythingMode, PromptMode
-    from .pipeline import Stats, run_pipeline
-    from .sources import open_source
-    from .writer import JsonlOut, VideoOut
-
-    predictor, info = build_predictor(args)
+    from .soak import predictor as study_predictor
+    from .timing import measure
+    env = args.thread_env
+    predictor = study_predictor(args)
     src_path = args.source or default_source()
     first = open_source(src_path)
     frame0 = first.read()
@@ -119,7 +100,7 @@ def main(argv=None) -> int:
     n_kept = len(every.process(rgb0)["masks"])
 
     out = {
-        "command": "python -m rmpsam_edge.runtime.demo.targets " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": " ".join(args.command_argv),
         "backend": runner.describe(), "threads": args.threads, "thread_env": env,
         "weights_note": predictor.spec.weights_note, "source": src_path,
         "frame_size": [h, w], "input_shape": list(meta.pad_shape), "frames_per_run": args.frames,
@@ -131,13 +112,22 @@ def main(argv=None) -> int:
     out["target_pipelining_met"] = out["ratio_pipelined_vs_encoder"] >= 0.9
     out["target_everything_met"] = out["ratio_everything_vs_single"] <= 3.0
     shutil.rmtree(tmp, ignore_errors=True)
-    text = json.dumps(out, indent=1)
-    sys.stdout.write(text + "\n")
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(text + "\n")
-    return 0
+    return out, markdown(out)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def markdown(out: dict) -> str:
+    return "\n".join([
+        "# Demo targets", "", "Command: `%s`" % out["command"], "",
+        "%s; %s threads; %s; frames %dx%d, input %s; %d frames per run, %d rounds." % (
+            out["backend"], out["threads"], out["weights_note"], out["frame_size"][1], out["frame_size"][0],
+            "x".join(map(str, out["input_shape"])), out["frames_per_run"], len(out["rounds"])), "",
+        "| target | measured | met |", "|---|---|---|",
+        "| demo end-to-end FPS >= 0.9x encoder-only FPS | %.2fx (median of rounds) | %s |" % (
+            out["ratio_pipelined_vs_encoder"], "yes" if out["target_pipelining_met"] else "no"),
+        "| everything (%d prompts, one batch) <= 3x a single-prompt frame | %.2fx (%.1f vs %.1f ms p50) | %s |" % (
+            out["everything_prompts"], out["ratio_everything_vs_single"], out["everything_frame_ms_p50"],
+            out["single_prompt_frame_ms_p50"], "yes" if out["target_everything_met"] else "no"), "",
+        "Rounds (encoder-only FPS / pipelined FPS / sequential FPS): " + "; ".join(
+            "%.2f / %.2f / %s" % (r["encoder_only_fps"], r["pipelined_fps"] or 0.0,
+                                  "%.2f" % r["sequential_fps"] if r["sequential_fps"] else "-")
+            for r in out["rounds"])])
