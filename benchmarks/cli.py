@@ -16,7 +16,7 @@ import os
 import sys
 import time
 
-from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, add_device, add_force, add_runs, add_threads
+from rmpsam_edge.commands.common_args import DEFAULTS, add_device, add_force, add_runs, add_threads
 from rmpsam_edge.errors import UserError
 
 # name -> (what it measures, defaults for the options not given, study module or None for the latency table)
@@ -98,7 +98,6 @@ def add_arguments(p):
     add_force(p, "existing --json/--md/--plot files")
     p.add_argument("--paper", dest="preset", action="store_const", const="paper", help="shorthand for --preset paper")
     p.add_argument("--soak", type=int, metavar="N", help="shorthand for --preset soak --frames N")
-    add_deprecated(p, "--bundle", "--model", "model")
 
 
 def apply_preset(args):

@@ -96,7 +96,7 @@ def check_pixels(path: str, data, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS
         return
     size = header_size(data)
     if size is not None and int(size[0]) * int(size[1]) >= int(max_pixels):
-        raise UserError("image %s declares %dx%d = %.0f MP, over the %.0f MP limit (a decompression bomb or a "
+        raise UserError("image %s declares %dx%d = %d pixels, over the limit of %d (a decompression bomb or a "
                         "huge scan); it was not decoded. Downscale it, or raise the limit with --max-pixels %d"
-                        % (path, size[0], size[1], size[0] * size[1] / 1e6, max_pixels / 1e6,
+                        % (path, size[0], size[1], int(size[0]) * int(size[1]), max_pixels,
                            int(size[0]) * int(size[1]) + 1))

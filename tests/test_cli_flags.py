@@ -104,7 +104,7 @@ def _bench_args(argv):
     return bench.apply_preset(build_parser(only="benchmark").parse_args(["benchmark"] + argv))
 
 
-def test_benchmark_presets_fill_only_what_was_not_given(capsys):
+def test_benchmark_presets_fill_only_what_was_not_given():
     a = _bench_args(["--preset", "stages"])
     assert (a.backends, a.precisions, a.prompts, a.imgsz, a.threads, a.flops) == (
         "torch,ort,openvino", "fp32", [1, 16, 64], [512], 2, True)
@@ -117,9 +117,8 @@ def test_benchmark_presets_fill_only_what_was_not_given(capsys):
     assert (a.preset, a.frames) == ("soak", 70)
     assert _bench_args(["--preset", "soak"]).frames == 1000 and _bench_args(["--preset", "demo"]).frames == 30
     assert _bench_args(["--paper"]).preset == "paper"
-    a = _bench_args(["--bundle", "b", "--preset", "quantize"])
-    assert a.model == "b" and a.precisions == "fp32,fp16,int8"
-    assert "--bundle is deprecated; use --model" in capsys.readouterr().err
+    a = _bench_args(["--model", "b", "--preset", "quantize"])
+    assert a.model == ["b"] and a.precisions == "fp32,fp16,int8" and a.backends == "ort,openvino"
 
 
 def test_old_harness_modules_are_gone():
@@ -135,3 +134,10 @@ def test_demo_harness_import_leaves_the_environment_alone(monkeypatch):
     monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
     importlib.reload(demo_targets)
     assert "OPENBLAS_NUM_THREADS" not in os.environ
+
+
+def test_every_benchmark_preset_is_documented():
+    from rmpsam_edge.benchmarks.cli import PRESETS
+    doc = open(os.path.join(ROOT, "docs", "benchmark_demo.md")).read()
+    rows = [l for l in doc.splitlines() if l.startswith("| `")]
+    assert sorted(l.split("`")[1] for l in rows if l.split("`")[1] in PRESETS) == sorted(PRESETS)

@@ -5,6 +5,7 @@ import json
 import os
 
 import cv2
+import numpy as np
 import pytest
 
 from rmpsam_edge.cli import main
@@ -89,3 +90,46 @@ def test_predict_imwrite_false_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(cv2, "imwrite", lambda *a, **k: False)
     with pytest.raises(OSError):
         predict_cmd.imwrite(str(tmp_path / "x.png"), __import__("numpy").zeros((4, 4), "uint8"))
+
+
+def test_video_frames_opencv_drops_silently_are_an_error(tmp_path, capsys, monkeypatch, fake_model):  # noqa: F811
+    real = cv2.VideoWriter
+
+    class DroppingWriter(object):  # like OpenCV on a full disk: write() returns, nothing reaches the file
+        def __init__(self, *a):
+            self.w, self.n = real(*a), 0
+
+        def isOpened(self):
+            return self.w.isOpened()
+
+        def write(self, frame):
+            self.n += 1
+            if self.n <= 2:
+                self.w.write(frame)
+
+        def release(self):
+            self.w.release()
+
+    monkeypatch.setattr(writer.cv2, "VideoWriter", DroppingWriter)
+    out = tmp_path / "d.avi"
+    rc = main(["demo", "--mode", "panoptic", "--max-frames", "5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == ("error: only 2 of 5 frames reached %s (disk full or not writable?); "
+                                            "free space or choose another --out" % out)
+
+
+def test_demo_max_pixels_for_videos_and_images(tmp_path, capsys, fake_model):  # noqa: F811
+    rc = main(["demo", "--max-pixels", "100000", "--max-frames", "1", "--out", str(tmp_path / "v.avi")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "has 384x288 frames (110592 pixels), over the limit of 100000; pass --max-pixels" in err
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a_small.png"), np.zeros((40, 50, 3), np.uint8))
+    cv2.imwrite(str(folder / "b_big.png"), np.zeros((400, 500, 3), np.uint8))
+    rc = main(["demo", "--source", str(folder), "--max-pixels", "10000", "--out", str(tmp_path / "i.avi")])
+    err = capsys.readouterr().err
+    assert rc == 0 and "skipped %s: image %s declares 500x400 = 200000 pixels, over the limit of 10000" % (
+        folder / "b_big.png", folder / "b_big.png") in err
+    assert main(["demo", "--max-pixels", "-1"]) == 2
+    assert "--max-pixels must be >= 0" in capsys.readouterr().err

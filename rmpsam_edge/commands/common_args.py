@@ -61,6 +61,21 @@ def add_runs(p, key="runs", help_text="timed rounds"):
     p.add_argument("--runs", type=int, default=DEFAULTS[key], help="%s (default %d)" % (help_text, DEFAULTS[key]))
 
 
+def add_max_pixels(p):
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images (and video frames) of N pixels or more, from the header, before decoding "
+                        "(default 8192*8192 = 67108864; 0 = no limit)")
+
+
+def max_pixels(args):
+    """``--max-pixels`` -> the limit for ``image_header.check_pixels`` (None: no limit)."""
+    from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS
+    value = getattr(args, "max_pixels", None)
+    if value is not None and value < 0:
+        raise UserError("--max-pixels must be >= 0 (0 = no limit), got %d" % value)
+    return DEFAULT_MAX_PIXELS if value is None else (value or None)
+
+
 def add_force(p, what):
     p.add_argument("--force", action="store_true", help="overwrite %s" % what)
 

@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from rmpsam_edge.commands.common_args import add_force, add_weights_arguments, input_size
+from rmpsam_edge.commands.common_args import add_force, add_max_pixels, add_weights_arguments, input_size, max_pixels
 from rmpsam_edge.errors import UserError
 
 
@@ -23,9 +23,7 @@ def add_arguments(p):
     p.add_argument("--task", choices=["prompts", "panoptic", "instances"],
                    help="default: prompts when --points/--boxes are given, else panoptic")
     p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
-    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
-                   help="refuse images whose header declares N pixels or more, before decoding "
-                        "(default 8192*8192 = 67108864; 0 = no limit)")
+    add_max_pixels(p)
     p.add_argument("--out", default="out", help="output folder (default: out)")
     add_force(p, "(write into) an existing non-empty output folder")
 
@@ -113,10 +111,8 @@ def run(args):
     task = args.task or ("prompts" if len(points) or len(boxes) else "panoptic")
     if task == "prompts" and not (len(points) or len(boxes)):
         raise UserError("no prompts: give --points X,Y and/or --boxes X1,Y1,X2,Y2, or --task panoptic")
-    from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS
     from rmpsam_edge.preprocess import load_image
-    limit = DEFAULT_MAX_PIXELS if args.max_pixels is None else (args.max_pixels or None)
-    image = load_image(args.image, max_pixels=limit)
+    image = load_image(args.image, max_pixels=max_pixels(args))
     prepare_out(args.out, args.force)
     predictor, info = build_predictor(args)
     t0 = time.perf_counter()

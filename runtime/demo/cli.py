@@ -37,7 +37,7 @@ def add_arguments(p):
     p.add_argument("--mode", default="panoptic", choices=MODES,
                    help="panoptic (default), track (video instances, stable ids), points/boxes (prompts; with "
                         "--show a click adds a point), everything (grid of prompts + mask NMS)")
-    from rmpsam_edge.commands.common_args import add_deprecated, add_force, add_weights_arguments  # torch-free
+    from rmpsam_edge.commands.common_args import add_deprecated, add_force, add_max_pixels, add_weights_arguments
     add_weights_arguments(p)
     p.add_argument("--points", nargs="*", default=[], metavar="X,Y", help="click prompts in frame pixels")
     p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in frame pixels")
@@ -52,6 +52,7 @@ def add_arguments(p):
                                  "Default without --show: runs/demo/<source>_<mode>.avi")
     p.add_argument("--no-json", action="store_true", help="do not write the per-frame JSON Lines file")
     p.add_argument("--max-frames", type=int, help="stop after this many frames")
+    add_max_pixels(p)
     p.add_argument("--retries", type=int, default=5, help="reconnect attempts when a camera/stream drops "
                                                            "(backoff 0.5 s doubling to 8 s; files: none)")
     p.add_argument("--queue", type=int, default=4, help="pipeline queue length (frames)")
@@ -195,7 +196,8 @@ def run(args) -> int:
     source_text = args.source if args.source is not None else default_source()
     if args.retries < 0:
         raise UserError("--retries must be >= 0")
-    source = open_source(source_text, retries=args.retries)
+    from rmpsam_edge.commands.common_args import max_pixels
+    source = open_source(source_text, retries=args.retries, max_pixels=max_pixels(args))
     try:
         from rmpsam_edge.commands.predict import build_predictor
         predictor, info = build_predictor(args)

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 
 from rmpsam_edge.errors import UserError, warn
-from rmpsam_edge.image_header import check_pixels
+from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS, check_pixels
+from rmpsam_edge.media import IMAGE_EXTS, is_image as _is_image
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 CSI_RE = re.compile(r"^csi://(\d+)(?:\?(.*))?$")
 
@@ -179,9 +179,10 @@ class CaptureSource(Source):
 class ImageListSource(Source):
     """Images read one by one (sorted). An unreadable file in the list is skipped with a warning."""
 
-    def __init__(self, paths: List[str], name: str):
+    def __init__(self, paths: List[str], name: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS):
         Source.__init__(self, name)
         self.paths = list(paths)
+        self.max_pixels = max_pixels
         self.frame_count = len(self.paths)
         self.skipped = []  # type: List[str]
         self._i = 0
@@ -192,7 +193,7 @@ class ImageListSource(Source):
             self._i += 1
             try:  # a header over the pixel limit (decompression bomb) is skipped before decoding
                 with open(path, "rb") as f:
-                    check_pixels(path, f.read(65536))
+                    check_pixels(path, f.read(65536), self.max_pixels)
             except (OSError, UserError) as exc:
                 warn("skipped %s: %s" % (path, exc))
                 self.skipped.append(path)
@@ -202,10 +203,6 @@ class ImageListSource(Source):
                 return frame
             self.skipped.append(path)
         return None
-
-
-def _is_image(path: str) -> bool:
-    return path.lower().endswith(IMAGE_EXTS)
 
 
 def _open_capture(target, name: str, live: bool, api=None, retries: int = 5) -> CaptureSource:
@@ -266,21 +263,21 @@ def open_stream(url: str, retries: int = 5) -> Source:
     return src
 
 
-def open_glob(pattern: str) -> Source:
+def open_glob(pattern: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
     paths = sorted(p for p in glob.glob(pattern) if _is_image(p) and os.path.isfile(p))
     if not paths:
         raise UserError("no images match %r (extensions %s); check the pattern and quote it so the shell "
                         "does not expand it" % (pattern, ", ".join(IMAGE_EXTS)))
-    return ImageListSource(paths, pattern)
+    return ImageListSource(paths, pattern, max_pixels)
 
 
-def open_folder(folder: str) -> Source:
+def open_folder(folder: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_image(f))
     paths = [p for p in paths if os.path.isfile(p)]
     if not paths:
         raise UserError("folder %s has no images (%s); give a video file or an image glob instead"
                         % (folder, ", ".join(IMAGE_EXTS)))
-    return ImageListSource(paths, folder)
+    return ImageListSource(paths, folder, max_pixels)
 
 
 def open_video(path: str) -> Source:
@@ -291,10 +288,11 @@ def open_video(path: str) -> Source:
     return src
 
 
-def open_source(text: str, retries: int = 5) -> Source:
+def open_source(text: str, retries: int = 5, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
     """Open a ``--source``: '0' (camera index), 'csi://0', 'rtsp://...' / 'http://...' / 'file://...',
     'frames/*.jpg' (glob), a folder of images, an image file or a video file. ``retries``: reconnect attempts
-    of a live source that drops (files are not retried)."""
+    of a live source that drops (files are not retried). ``max_pixels``: images over it are refused from their
+    header, video/camera frames from the size the capture reports (None: no limit)."""
     text = str(text).strip()
     if not text:
         raise UserError("empty --source; give a camera index, a video, an image folder/glob or a URL")
@@ -305,16 +303,28 @@ def open_source(text: str, retries: int = 5) -> Source:
     if text.lower().startswith(STREAM_SCHEMES + ("file://",)):
         return open_stream(text, retries)
     if any(c in text for c in "*?["):
-        return open_glob(text)
+        return open_glob(text, max_pixels)
     if os.path.isdir(text):
-        return open_folder(text)
+        return open_folder(text, max_pixels)
     if not os.path.exists(text):
         raise UserError("source %s does not exist; give a camera index, a video, an image folder/glob or a URL"
                         % text)
     if _is_image(text):
         with open(text, "rb") as f:
-            check_pixels(text, f.read(65536))  # refuse a decompression bomb before decoding it
+            check_pixels(text, f.read(65536), max_pixels)  # refuse a decompression bomb before decoding it
         if cv2.imread(text, cv2.IMREAD_COLOR) is None:
             raise UserError("%s is not a readable image" % text)
-        return ImageListSource([text], text)
-    return open_video(text)
+        return ImageListSource([text], text, max_pixels)
+    return _frame_size_checked(open_video(text), max_pixels)
+
+
+def _frame_size_checked(src: Source, max_pixels: Optional[int]) -> Source:
+    """Refuse a video whose frames (as the capture reports them) reach ``max_pixels``."""
+    cap = getattr(src, "cap", None)
+    if max_pixels and cap is not None:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if w * h >= max_pixels:
+            src.close()
+            raise UserError("%s has %dx%d frames (%d pixels), over the limit of %d; pass --max-pixels N to "
+                            "allow it (0 = no limit)" % (src.name, w, h, w * h, max_pixels))
+    return src

@@ -74,9 +74,18 @@ class VideoOut(object):
         self.frames += 1
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._writer.release()
-            self._writer = None
+        """Release the writer, then check the file holds every frame written: OpenCV only warns when a frame
+        cannot be written (a full disk, a lost mount), so the count is read back from the file."""
+        if self._writer is None:
+            return
+        self._writer.release()
+        self._writer = None
+        cap = cv2.VideoCapture(self.path)
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
+        cap.release()
+        if n < self.frames:
+            raise UserError("only %d of %d frames reached %s (disk full or not writable?); free space or choose "
+                            "another --out" % (n, self.frames, self.path))
 
 
 class JsonlOut(object):
