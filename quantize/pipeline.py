@@ -35,7 +35,7 @@ class Options(object):
     def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
                  fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
-                 rest="fp32"):
+                 rest="fp32", argv=None):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
@@ -325,7 +325,7 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
         info["rest"] = "bf16"
         for g in src.manifest["graphs"]:
             info["graphs"].setdefault(g, {"precision": "bf16", "kept_fp32": [], "fallback_fp32": []})
-    return bundle_out.write_manifest(src, staging, entries, label(opts), info)
+    return bundle_out.write_manifest(src, staging, entries, label(opts), info, getattr(opts, "argv", None))
 
 
 def _auto_fallback(job, src, staging, graphs, feeds, pieces, frames, backend, thresholds, gate, measure):

@@ -160,6 +160,46 @@ def random_model(variant: str = "r18", seed: int = 0, class_embed: Optional[np.n
     return model.eval(), info
 
 
+def weights_record(info: dict, vocab: Optional[str] = None) -> dict:
+    """The manifest's "weights" for a model from ``load_checkpoint`` / ``random_model`` (its ``info``) and the
+    vocabulary file ``vocab`` (read back with ``rmpsam_edge.runtime.bundle.weights_info``)."""
+    if info.get("path") is None:
+        kind = "random-init"
+    else:
+        kind = "demo" if os.path.abspath(info["path"]) == os.path.abspath(DEFAULT_WEIGHTS) else "checkpoint"
+    return {"kind": kind, "file": os.path.basename(info["path"]) if info.get("path") else None,
+            "sha256": info.get("sha256"), "seed": info.get("seed") if kind == "random-init" else None,
+            "variant": info["variant"], "note": info.get("weights_note"),
+            "vocabulary_source": os.path.basename(vocab) if vocab else None}
+
+
+def model_for_bundle(weights: dict, variant: str, checkpoint: Optional[str] = None):
+    """The PyTorch model with the weights a bundle was exported from -> (model in eval mode, None), or
+    (None, why: one line) when they cannot be reproduced here.
+
+    weights: ``Bundle.weights_info()``; variant: the bundle's. random-init: the same variant and seed; weights
+    whose sha256 is the shipped demo weights': those; ``checkpoint``: that file, when its sha256 is the
+    bundle's (or the bundle records none)."""
+    sha, kind = weights.get("sha256"), weights.get("kind")
+    if checkpoint:
+        model, info = load_checkpoint(checkpoint)
+        if sha and info["sha256"] != sha:
+            return None, ("%s (sha256 %s...) is not the checkpoint the bundle was exported from (%s, sha256 %s...)"
+                          % (checkpoint, info["sha256"][:12], weights.get("file") or kind, sha[:12]))
+    elif kind == "random-init":
+        if weights.get("seed") is None:
+            return None, "the bundle's random-init weights record no seed; re-export it with --random-init --seed N"
+        model, _ = random_model(variant, seed=int(weights["seed"]))
+    elif sha and os.path.isfile(DEFAULT_WEIGHTS) and sha256_file(DEFAULT_WEIGHTS) == sha:
+        model, _ = load_checkpoint(None)
+    else:
+        what = "%s %s" % (kind, weights.get("file") or "") if kind else "unrecorded weights"
+        return None, "the bundle's weights (%s) are not installed here; pass --checkpoint with them" % what.strip()
+    if model.variant != variant:
+        return None, "the weights are %s but the bundle is %s" % (model.variant, variant)
+    return model, None
+
+
 # ---------------------------------------------------------------------------------------------- vocabulary
 def load_vocabulary(path: Optional[str] = None):
     """A CLIP text-embedding file -> (class_embed (K, P, 768) float32, class_names, num_things).
