@@ -19,6 +19,8 @@ import sys
 import tempfile
 import time
 
+from rmpsam_edge.media import repo_path
+
 
 def _parser():
     p = argparse.ArgumentParser(prog="python -m rmpsam_edge.runtime.demo.targets", description=__doc__.split("\n")[0])
@@ -121,7 +123,7 @@ def main(argv=None) -> int:
     out = {
         "command": "python -m rmpsam_edge.runtime.demo.targets " + " ".join(sys.argv[1:] if argv is None else argv),
         "backend": runner.describe(), "threads": args.threads, "thread_env": env,
-        "weights_note": predictor.spec.weights_note, "source": src_path,
+        "weights_note": predictor.spec.weights_note, "source": repo_path(src_path),
         "frame_size": [h, w], "input_shape": list(meta.pad_shape), "frames_per_run": args.frames,
         "rounds": rounds, "ratio_pipelined_vs_encoder": ratio,
         "single_prompt_frame_ms_p50": t["single"].p50, "everything_frame_ms_p50": t["everything"].p50,
