@@ -122,7 +122,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 def load_checkpoint(path: Optional[str] = None, class_embed: Optional[np.ndarray] = None):
     """Build the model a checkpoint describes and load it strictly. ``path=None`` -> the shipped demo weights.
 
-    Returns (model in eval mode, float32, info dict: path, variant, parameters, sha256, weights_note, input_size).
+    Returns (model in eval mode, float32, info dict: path, variant, parameters, sha256, weights_note, input_size,
+    training: the run's steps / train_seconds / train_config when the checkpoint records them, else None).
     """
     path = DEFAULT_WEIGHTS if path is None else path
     if path == DEFAULT_WEIGHTS and not os.path.isfile(path):
@@ -145,8 +146,19 @@ def load_checkpoint(path: Optional[str] = None, class_embed: Optional[np.ndarray
         model.set_vocabulary(torch.from_numpy(np.asarray(class_embed, dtype=np.float32)))
     info = {"path": os.path.abspath(path), "variant": variant, "parameters": count_parameters(model),
             "sha256": sha256_file(path), "weights_note": meta.get("weights_note"),
-            "input_size": meta.get("input_size")}
+            "input_size": meta.get("input_size"), "training": _training_record(meta)}
     return model.eval(), info
+
+
+def _training_record(meta: dict) -> Optional[dict]:
+    """What a checkpoint written by ``rmpsam-edge train`` says about its run: steps, seconds, settings."""
+    rec = {k: meta[k] for k in ("steps", "train_seconds", "train_config") if k in meta}
+    if isinstance(rec.get("train_config"), str):
+        try:
+            rec["train_config"] = json.loads(rec["train_config"])
+        except ValueError:
+            pass
+    return rec or None
 
 
 def random_model(variant: str = "r18", seed: int = 0, class_embed: Optional[np.ndarray] = None):

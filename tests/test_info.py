@@ -30,3 +30,18 @@ def test_info_reads_an_old_manifest(tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["weights"]["kind"] == "random-init" and d["weights"]["seed"] == 4
     assert d["provenance"][0]["command"] == "rmpsam-edge export --random-init --seed 4"
+
+
+def test_info_shows_the_demo_weights_training_record(capsys):
+    import pytest
+    pytest.importorskip("torch")
+    from rmpsam_edge.checkpoint import DEFAULT_WEIGHTS
+    if not os.path.isfile(DEFAULT_WEIGHTS):
+        pytest.skip("no demo weights installed")
+    assert main(["info", "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["path"] == os.path.join("rmpsam_edge", "assets", "weights", "rmpsam_r18_demo.pth")
+    assert d["training"]["steps"] > 0 and d["training"]["train_config"]["imgsz"] == 192
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(root, "benchmarks", "results", "demo_weights_info.json")) as f:
+        assert json.load(f) == d  # docs/training.md's figures: `rmpsam-edge info --json > that file`

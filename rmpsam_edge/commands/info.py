@@ -1,6 +1,7 @@
 """``rmpsam-edge info PATH``: what a checkpoint, a vocabulary file or a bundle holds.
 
-Checkpoint: variant, parameter count per part, keys, sha256, weights note, input policy. Vocabulary: classes,
+Checkpoint: variant, parameter count per part, keys, sha256, weights note, input policy, and the training record
+(steps, seconds, settings) of weights made by ``rmpsam-edge train``. Vocabulary: classes,
 prototypes, names. Bundle folder: variant, precision, graphs and their hashes, the weights it was exported from,
 parity, and its provenance (one step per command that wrote it: export, quantize, ...).
 """
@@ -23,10 +24,11 @@ def describe_checkpoint(path):
     model, info = load_checkpoint(path)
     parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("backbone", "neck", "panoptic_head")}
     policy = info.get("input_size")
-    return {"kind": "checkpoint", "path": info["path"], "variant": info["variant"],
+    from rmpsam_edge.media import repo_path
+    return {"kind": "checkpoint", "path": repo_path(info["path"]), "variant": info["variant"],
             "parameters": info["parameters"], "parameters_by_part": parts,
             "state_dict_keys": len(model.state_dict()), "sha256": info["sha256"],
-            "weights_note": info.get("weights_note"),
+            "weights_note": info.get("weights_note"), "training": info.get("training"),
             "input_policy": ("long side %d px, pad to /32" % policy) if policy else
                             "official: short side 800, long side <= 1333, pad to /32"}
 
