@@ -254,7 +254,7 @@ def weights_info(manifest: dict) -> dict:
 def provenance(manifest: dict) -> List[dict]:
     """The steps that wrote the bundle, oldest first: [{"tool", "argv", "created", "versions"}, ...] (one per
     export, quantize, fp16_storage, ...). An old manifest's free-text "command" is read as one step
-    {"tool": None, "argv": None, "command": text, "created": the manifest's "created"}."""
+    {"tool": None, "argv": None, "command": text, "created": the manifest's "created", "versions": its "tools"}."""
     steps = manifest.get("provenance")
     if isinstance(steps, list):
         return [dict(s) for s in steps if isinstance(s, dict)]
