@@ -16,6 +16,8 @@ import shutil
 import tempfile
 import time
 
+from rmpsam_edge.media import repo_path
+
 
 def _sequential(source, mode, sink, max_frames):
     """The same work without a pipeline: read, model, draw+write one frame after the other -> FPS."""
@@ -102,7 +104,7 @@ def run(args):
     out = {
         "command": " ".join(args.command_argv),
         "backend": runner.describe(), "threads": args.threads, "thread_env": env,
-        "weights_note": predictor.spec.weights_note, "source": src_path,
+        "weights_note": predictor.spec.weights_note, "source": repo_path(src_path),
         "frame_size": [h, w], "input_shape": list(meta.pad_shape), "frames_per_run": args.frames,
         "rounds": rounds, "ratio_pipelined_vs_encoder": ratio,
         "single_prompt_frame_ms_p50": t["single"].p50, "everything_frame_ms_p50": t["everything"].p50,

@@ -61,20 +61,19 @@ def run(args) -> int:
     class_embed, names, num_things = ck.load_vocabulary(vocab) if vocab else (None, None, None)
     if args.random_init:
         model, info = ck.random_model(args.variant, seed=args.seed)
-        weights = {"source": "random-init (seed %d)" % args.seed, "sha256": None, "note": "random weights"}
     else:
         model, info = ck.load_checkpoint(args.checkpoint)
-        weights = {"source": os.path.basename(info["path"]), "sha256": info["sha256"], "note": info.get("weights_note")}
-    if vocab:
-        weights["vocabulary_source"] = os.path.basename(vocab)
+    weights = ck.weights_record(info, vocab)
     from rmpsam_edge.commands.common_args import input_size
     imgsz = input_size(args.imgsz) if args.imgsz is not None else (info.get("input_size") or 640)
     out = args.out or os.path.join("bundles", "rmpsam_%s_%s%s" % (info["variant"], imgsz or "official",
                                                                   "_static" if args.static else ""))
-    print("exporting RMP-SAM %s (%s) at input size %s -> %s" % (info["variant"], weights["source"],
-                                                                imgsz or "official keep-ratio", out))
+    print("exporting RMP-SAM %s (%s) at input size %s -> %s" % (
+        info["variant"], weights["file"] or "%s, seed %s" % (weights["kind"], weights["seed"]),
+        imgsz or "official keep-ratio", out))
     export_bundle(model, out, input_size=imgsz, class_embed=class_embed, class_names=names, num_things=num_things,
                   weights=weights, force=args.force, static=args.static, static_prompts=args.static_prompts,
                   opset=args.opset, min_size=args.min_size, max_size=args.max_size,
-                  many_prompts=not args.no_many_prompts_graph, per_tap=args.dcn_form == "per-tap")
+                  many_prompts=not args.no_many_prompts_graph, per_tap=args.dcn_form == "per-tap",
+                  argv=getattr(args, "_argv", None))
     return 0

@@ -6,20 +6,17 @@ leftover) and an existing bundle is replaced only with ``force``.
 """
 import datetime
 import os
-import platform
-import sys
 import time
 from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 
-import rmpsam_edge
 from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime.base import GRAPHS
-from rmpsam_edge.runtime.bundle import (FORMAT, FORMAT_VERSION, MANIFEST, VOCAB_FILE, is_bundle, sha256_file,
-                                        write_manifest)
+from rmpsam_edge.runtime.bundle import (FORMAT, FORMAT_VERSION, VOCAB_FILE, is_bundle, provenance_step,
+                                        sha256_file, write_manifest)
 from rmpsam_edge.spec import IMAGENET_MEAN, IMAGENET_STD
 
 from .graphs import build_graphs
@@ -70,18 +67,6 @@ def _io_shapes(path: str) -> dict:
     return {"inputs": desc(model.graph.input), "outputs": desc(model.graph.output), "opset": opsets.get("ai.onnx")}
 
 
-def _tool_versions(runtime_name: str) -> dict:
-    import onnx
-    tools = {"rmpsam_edge": rmpsam_edge.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-             "numpy": np.__version__, "python": platform.python_version(), "parity_runtime": runtime_name}
-    try:
-        import onnxslim
-        tools["onnxslim"] = getattr(onnxslim, "__version__", "?")
-    except ImportError:
-        pass
-    return tools
-
-
 def _check_out(out: str, force: bool) -> None:
     """Refuse to overwrite without force; refuse to replace something that is not a bundle."""
     if os.path.exists(out):
@@ -97,13 +82,15 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
                   num_things: Optional[int] = None, weights: Optional[dict] = None, force: bool = False,
                   static: bool = False, static_prompts: int = 1, opset: int = DEFAULT_OPSET,
                   min_size: int = 32, max_size: Optional[int] = None, many_prompts: bool = True,
-                  per_tap: bool = True, log: Callable[[str], None] = print) -> dict:
+                  per_tap: bool = True, argv: Optional[List[str]] = None,
+                  log: Callable[[str], None] = print) -> dict:
     """Export ``model`` (an ``RMPSAM`` in eval mode) as a bundle at ``out``; returns the manifest.
 
     input_size: the input-size policy (long side in pixels; None = the official keep-ratio rule), also the
     parity/trace size. class_embed (K, P, 768): the vocabulary stored as vocab.npy (None: no vocabulary; the
-    object decoder still takes class embeddings as input). weights: {'source', 'sha256', 'note'} for the
-    manifest. static: fixed H = W = input_size rounded up to 32, fixed prompt batch ``static_prompts`` and the
+    object decoder still takes class embeddings as input). weights: the manifest's weights record
+    (``rmpsam_edge.checkpoint.weights_record``). argv: the command line for the provenance step (default: this
+    process's). static: fixed H = W = input_size rounded up to 32, fixed prompt batch ``static_prompts`` and the
     vocabulary's K x P. min_size/max_size: the declared H/W range (multiples of 32) of a dynamic bundle.
     Raises UserError when an output is over the parity tolerance (the bundle is then not written)."""
     t0 = time.time()
@@ -131,7 +118,8 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
     _check_out(out, force)
     with atomic_dir(out, force=force) as partial:  # a hidden sibling, renamed to ``out`` when complete
         manifest = _write(model.eval(), partial, input_size, class_embed, class_names, num_things, weights, st,
-                          opset, (min_size, max_size), many_prompts and not static, per_tap, parity_embed, log)
+                          opset, (min_size, max_size), many_prompts and not static, per_tap, parity_embed, argv,
+                          log)
         manifest["export_seconds"] = round(time.time() - t0, 1)
         write_manifest(partial, manifest)
     log("bundle written: %s (%.1f s)" % (out, time.time() - t0))
@@ -146,7 +134,7 @@ def _random_vocab(k: int = 8, p: int = 2, seed: int = 0) -> np.ndarray:
 
 @torch.no_grad()
 def _write(model, folder, input_size, class_embed, class_names, num_things, weights, st, opset, hw_range,
-           many_prompts, per_tap, parity_embed, log) -> dict:
+           many_prompts, per_tap, parity_embed, argv, log) -> dict:
     graphs = build_graphs(model, per_tap=per_tap)
     if not many_prompts:
         graphs.pop("prompt_decoder_many")
@@ -212,7 +200,6 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         "static": st,
         "vocabulary": vocab,
         "weights": dict(weights or {}),
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]) if sys.argv else None,
     }
     write_manifest(folder, manifest)  # parity runs the staged bundle through the real runtime
     parity = check_parity(model, folder, parity_embed, input_size)
@@ -224,5 +211,7 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
             for run in parity["runs"] for r in run["outputs"] if not r["ok"]]
         raise UserError("export failed parity against PyTorch: %s; nothing was written (report this with "
                         "`rmpsam-edge info` output)" % "; ".join(bad[:4]))
-    manifest.update(tools=_tool_versions(parity["runtime"]), parity=parity)
+    step = provenance_step("rmpsam-edge export", argv, modules=("torch", "onnx", "onnxslim"),
+                           versions={"parity_runtime": parity["runtime"]})
+    manifest.update(provenance=[step], parity=parity)
     return manifest

@@ -45,7 +45,7 @@ def store_fp16(model, min_elements: int = MIN_ELEMENTS) -> int:
 def convert_bundle(src: str, out: str, drop=("prompt_decoder_many",), force: bool = False) -> dict:
     """FP32 bundle folder ``src`` -> ``out`` with FP16-stored weights (graphs in ``drop`` left out). -> manifest."""
     import onnx
-    from rmpsam_edge.runtime.bundle import Bundle, sha256_file, write_manifest
+    from rmpsam_edge.runtime.bundle import Bundle, add_step, sha256_file, write_manifest
     b = Bundle.open(src)
     if b.manifest.get("precision", "fp32") != "fp32" or b.static:
         raise UserError("%s: fp16 storage starts from a dynamic FP32 export" % src)
@@ -66,7 +66,8 @@ def convert_bundle(src: str, out: str, drop=("prompt_decoder_many",), force: boo
         if voc:
             shutil.copy2(os.path.join(b.path, voc.get("file", "vocab.npy")), tmp)
         manifest["weights_storage"] = "fp16 initializers + Cast to fp32 (computes in fp32)"
-        manifest["command"] = "%s; then python -m rmpsam_edge.export.fp16_storage SRC OUT" % manifest.get("command")
+        argv = ["python", "-m", "rmpsam_edge.export.fp16_storage", src, out, "--drop", ",".join(drop)]
+        add_step(manifest, "rmpsam_edge.export.fp16_storage", argv + (["--force"] if force else []), modules=("onnx",))
         write_manifest(tmp, manifest)
     return manifest
 

@@ -10,6 +10,7 @@ Manifest changes against the source bundle:
         "format": "openvino-ir", "weights": {"file": "<name>.bin", "sha256": ...}
     "quantization": {"tool", "precision", "backend", "source_bundle", "source_manifest_sha256",
                      "calibration": {...}, "graphs": {name: {"precision", "kept_fp32": [...]}}}
+    "provenance": the source's steps + {"tool": "rmpsam-edge quantize", "argv", "created", "versions"}
 """
 import os
 import shutil
@@ -80,8 +81,11 @@ def graph_entry(old: dict, staging: str, file: str, precision: str, weights: Opt
     return entry
 
 
-def write_manifest(src_bundle, staging: str, entries: Dict[str, dict], precision: str, info: dict) -> dict:
-    from rmpsam_edge.runtime.bundle import MANIFEST, sha256_file, write_manifest as _write
+def write_manifest(src_bundle, staging: str, entries: Dict[str, dict], precision: str, info: dict,
+                   argv=None) -> dict:
+    """The quantized bundle's manifest (written into ``staging``), with a provenance step for ``argv``."""
+    from rmpsam_edge.media import repo_path
+    from rmpsam_edge.runtime.bundle import MANIFEST, add_step, sha256_file, write_manifest as _write
     m = dict(src_bundle.manifest)
     graphs = {}
     for name, entry in m["graphs"].items():
@@ -89,8 +93,9 @@ def write_manifest(src_bundle, staging: str, entries: Dict[str, dict], precision
     m["graphs"] = graphs
     m["precision"] = precision
     info = dict(info)
-    info["source_bundle"] = os.path.abspath(src_bundle.path)
+    info["source_bundle"] = repo_path(os.path.abspath(src_bundle.path))
     info["source_manifest_sha256"] = sha256_file(os.path.join(src_bundle.path, MANIFEST))
     m["quantization"] = info
+    add_step(m, "rmpsam-edge quantize", argv, modules=("onnx", "onnxruntime", "openvino", "nncf"))
     _write(staging, m)
     return m

@@ -57,5 +57,5 @@ def run(args) -> int:
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,
                    threads=args.threads, runs=args.runs, imgsz=args.imgsz,
-                   rest=args.rest)
+                   rest=args.rest, argv=getattr(args, "_argv", None))
     return quantize_bundle(opts)

@@ -19,6 +19,7 @@ import numpy as np
 
 from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import repo_path
 from rmpsam_edge.runtime import compare
 
 from . import bundle_out, fidelity, ort_quant, report, sensitivity
@@ -35,7 +36,7 @@ class Options(object):
     def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
                  fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
-                 rest="fp32"):
+                 rest="fp32", argv=None):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
@@ -281,12 +282,12 @@ def quantize_bundle(opts: Options, stream=None) -> int:
                         r.deactivate()
             failed = fidelity.failed(verdict)
             rep = {
-                "bundle": os.path.abspath(opts.out), "quantization": manifest["quantization"], "metrics": metrics,
+                "bundle": repo_path(os.path.abspath(opts.out)), "quantization": manifest["quantization"], "metrics": metrics,
                 "verdicts": verdict, "thresholds": {k: list(v) for k, v in thresholds.items()}, "pass": not failed,
                 "failed": failed, "gate": gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
                 "latency": lat, "weights_note": spec.weights_note,
                 "size_mb": {"fp32": _bundle_mb(src.path, src.manifest), "quantized": _bundle_mb(staging, manifest)},
-                "held_out": [n for n, _ in frames.holdout],
+                "held_out": [repo_path(n) for n, _ in frames.holdout],
                 "prompts_note": "%dx%d click grid + %d boxes per image" % (PROMPT_GRID, PROMPT_GRID, PROMPT_BOXES),
             }
             if fallback:
@@ -313,9 +314,9 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
             entries[g] = dict(entries.get(g) or dict(old, precision="bf16"), inference_precision="bf16")
     calib = None
     if opts.precision == "int8":
-        calib = {"source": frames.source, "count": len(frames.calib), "available": frames.available,
+        calib = {"source": repo_path(frames.source), "count": len(frames.calib), "available": frames.available,
                  "default_samples": frames.is_default, "method": opts.calib_method if backend == "onnxruntime"
-                 else "nncf (min-max / mixed preset)", "images": [n for n, _ in frames.calib]}
+                 else "nncf (min-max / mixed preset)", "images": [repo_path(n) for n, _ in frames.calib]}
     info = {"tool": "rmpsam-edge quantize", "precision": label(opts), "backend": backend, "calibration": calib,
             "graphs": {g: dict({"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
                                 "fallback_fp32": p.get("fallback", [])},
@@ -325,7 +326,7 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
         info["rest"] = "bf16"
         for g in src.manifest["graphs"]:
             info["graphs"].setdefault(g, {"precision": "bf16", "kept_fp32": [], "fallback_fp32": []})
-    return bundle_out.write_manifest(src, staging, entries, label(opts), info)
+    return bundle_out.write_manifest(src, staging, entries, label(opts), info, getattr(opts, "argv", None))
 
 
 def _auto_fallback(job, src, staging, graphs, feeds, pieces, frames, backend, thresholds, gate, measure):

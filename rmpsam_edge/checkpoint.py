@@ -122,7 +122,8 @@ def count_parameters(model: torch.nn.Module) -> int:
 def load_checkpoint(path: Optional[str] = None, class_embed: Optional[np.ndarray] = None):
     """Build the model a checkpoint describes and load it strictly. ``path=None`` -> the shipped demo weights.
 
-    Returns (model in eval mode, float32, info dict: path, variant, parameters, sha256, weights_note, input_size).
+    Returns (model in eval mode, float32, info dict: path, variant, parameters, sha256, weights_note, input_size,
+    training: the run's steps / train_seconds / train_config when the checkpoint records them, else None).
     """
     path = DEFAULT_WEIGHTS if path is None else path
     if path == DEFAULT_WEIGHTS and not os.path.isfile(path):
@@ -145,8 +146,19 @@ def load_checkpoint(path: Optional[str] = None, class_embed: Optional[np.ndarray
         model.set_vocabulary(torch.from_numpy(np.asarray(class_embed, dtype=np.float32)))
     info = {"path": os.path.abspath(path), "variant": variant, "parameters": count_parameters(model),
             "sha256": sha256_file(path), "weights_note": meta.get("weights_note"),
-            "input_size": meta.get("input_size")}
+            "input_size": meta.get("input_size"), "training": _training_record(meta)}
     return model.eval(), info
+
+
+def _training_record(meta: dict) -> Optional[dict]:
+    """What a checkpoint written by ``rmpsam-edge train`` says about its run: steps, seconds, settings."""
+    rec = {k: meta[k] for k in ("steps", "train_seconds", "train_config") if k in meta}
+    if isinstance(rec.get("train_config"), str):
+        try:
+            rec["train_config"] = json.loads(rec["train_config"])
+        except ValueError:
+            pass
+    return rec or None
 
 
 def random_model(variant: str = "r18", seed: int = 0, class_embed: Optional[np.ndarray] = None):
@@ -158,6 +170,46 @@ def random_model(variant: str = "r18", seed: int = 0, class_embed: Optional[np.n
     info = {"path": None, "variant": variant, "parameters": count_parameters(model), "sha256": None,
             "weights_note": "random weights", "input_size": None, "seed": seed}
     return model.eval(), info
+
+
+def weights_record(info: dict, vocab: Optional[str] = None) -> dict:
+    """The manifest's "weights" for a model from ``load_checkpoint`` / ``random_model`` (its ``info``) and the
+    vocabulary file ``vocab`` (read back with ``rmpsam_edge.runtime.bundle.weights_info``)."""
+    if info.get("path") is None:
+        kind = "random-init"
+    else:
+        kind = "demo" if os.path.abspath(info["path"]) == os.path.abspath(DEFAULT_WEIGHTS) else "checkpoint"
+    return {"kind": kind, "file": os.path.basename(info["path"]) if info.get("path") else None,
+            "sha256": info.get("sha256"), "seed": info.get("seed") if kind == "random-init" else None,
+            "variant": info["variant"], "note": info.get("weights_note"),
+            "vocabulary_source": os.path.basename(vocab) if vocab else None}
+
+
+def model_for_bundle(weights: dict, variant: str, checkpoint: Optional[str] = None):
+    """The PyTorch model with the weights a bundle was exported from -> (model in eval mode, None), or
+    (None, why: one line) when they cannot be reproduced here.
+
+    weights: ``Bundle.weights_info()``; variant: the bundle's. random-init: the same variant and seed; weights
+    whose sha256 is the shipped demo weights': those; ``checkpoint``: that file, when its sha256 is the
+    bundle's (or the bundle records none)."""
+    sha, kind = weights.get("sha256"), weights.get("kind")
+    if checkpoint:
+        model, info = load_checkpoint(checkpoint)
+        if sha and info["sha256"] != sha:
+            return None, ("%s (sha256 %s...) is not the checkpoint the bundle was exported from (%s, sha256 %s...)"
+                          % (checkpoint, info["sha256"][:12], weights.get("file") or kind, sha[:12]))
+    elif kind == "random-init":
+        if weights.get("seed") is None:
+            return None, "the bundle's random-init weights record no seed; re-export it with --random-init --seed N"
+        model, _ = random_model(variant, seed=int(weights["seed"]))
+    elif sha and os.path.isfile(DEFAULT_WEIGHTS) and sha256_file(DEFAULT_WEIGHTS) == sha:
+        model, _ = load_checkpoint(None)
+    else:
+        what = "%s %s" % (kind, weights.get("file") or "") if kind else "unrecorded weights"
+        return None, "the bundle's weights (%s) are not installed here; pass --checkpoint with them" % what.strip()
+    if model.variant != variant:
+        return None, "the weights are %s but the bundle is %s" % (model.variant, variant)
+    return model, None
 
 
 # ---------------------------------------------------------------------------------------------- vocabulary

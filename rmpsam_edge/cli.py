@@ -50,6 +50,7 @@ def main(argv=None):
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)
     args = parser.parse_args(argv)
+    args._argv = ["rmpsam-edge"] + argv  # the command line, for the provenance a bundle records
     if not args.command:
         parser.print_help()
         return 2

@@ -15,6 +15,16 @@ def is_video(path: str) -> bool:
     return str(path).lower().endswith(VIDEO_EXTS)
 
 
+def repo_path(path: str) -> str:
+    """``path`` relative to the source checkout rmpsam_edge runs from (the folder with pyproject.toml above the
+    package) when it lies inside it, else unchanged: results files name no machine's checkout folder."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    full = os.path.abspath(str(path))
+    if os.path.isfile(os.path.join(root, "pyproject.toml")) and full.startswith(root + os.sep):
+        return os.path.relpath(full, root)
+    return path
+
+
 def asset_path(*parts: str) -> str:
     """A path inside the package's ``assets`` folder: ``asset_path("images", "astronaut.jpg")``; no parts:
     the folder itself."""

@@ -12,10 +12,14 @@ A bundle is a folder::
 
 Every problem is one ``UserError`` line naming the file and the fix.
 """
+import datetime
 import hashlib
 import json
 import os
-from typing import Dict, Optional
+import platform
+import re
+import sys
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -29,6 +33,8 @@ VOCAB_FILE = "vocab.npy"
 REQUIRED_GRAPHS = ("encoder", "prompt_decoder", "object_decoder")
 OPTIONAL_GRAPHS = ("prompt_decoder_many",)
 EXPORT_HINT = "export one with: rmpsam-edge export --out %s"
+DEMO_WEIGHTS_FILE = "rmpsam_r18_demo.pth"  # the shipped demo weights (rmpsam_edge/assets/weights)
+WEIGHTS_KEYS = ("kind", "file", "sha256", "seed", "variant", "note", "vocabulary_source")
 
 
 def sha256_file(path: str, chunk: int = 1 << 20) -> str:
@@ -206,7 +212,15 @@ class Bundle(object):
                          std=inp.get("std", IMAGENET_STD), class_embed=embed,
                          class_names=voc.get("names") if embed is not None else None,
                          num_things=voc.get("num_things") if embed is not None else None,
-                         weights_note=m.get("weights", {}).get("note"))
+                         weights_note=self.weights_info()["note"])
+
+    def weights_info(self) -> dict:
+        """The weights this bundle was exported from; see ``weights_info``."""
+        return weights_info(self.manifest)
+
+    def provenance(self) -> List[dict]:
+        """The steps that wrote this bundle, oldest first; see ``provenance``."""
+        return provenance(self.manifest)
 
     def describe(self) -> str:
         m = self.manifest
@@ -214,6 +228,67 @@ class Bundle(object):
         return "%s bundle %s (%s, input %s, opset %s)" % (self.variant, self.path, shapes,
                                                          m.get("input", {}).get("size") or "official keep-ratio",
                                                          m.get("opset"))
+
+
+def weights_info(manifest: dict) -> dict:
+    """The manifest's ``weights`` as {"kind": "checkpoint" | "random-init" | "demo" | None (not recorded),
+    "file": checkpoint basename or None, "sha256", "seed": int or None, "variant", "note", "vocabulary_source"}.
+
+    The one reader of ``manifest["weights"]``. Bundles written before these fields (format_version 1 with
+    {"source": "random-init (seed N)" | "<checkpoint>.pth", ...}) are read here for backward compatibility:
+    this is the only place that parses the old "random-init (seed N)" string."""
+    w = manifest.get("weights") if isinstance(manifest.get("weights"), dict) else {}
+    out = {k: w.get(k) for k in WEIGHTS_KEYS}
+    out["variant"] = out["variant"] or manifest.get("variant")
+    source = w.get("source")
+    if out["kind"] is None and isinstance(source, str) and source:  # an old manifest
+        old = re.match(r"random-init(?: \(seed (-?\d+)\))?$", source)
+        if old:
+            out.update(kind="random-init", file=None, seed=int(old.group(1) or 0))
+        else:
+            out["file"] = os.path.basename(source)
+            out["kind"] = "demo" if out["file"] == DEMO_WEIGHTS_FILE else "checkpoint"
+    return out
+
+
+def provenance(manifest: dict) -> List[dict]:
+    """The steps that wrote the bundle, oldest first: [{"tool", "argv", "created", "versions"}, ...] (one per
+    export, quantize, fp16_storage, ...). An old manifest's free-text "command" is read as one step
+    {"tool": None, "argv": None, "command": text, "created": the manifest's "created", "versions": its "tools"}."""
+    steps = manifest.get("provenance")
+    if isinstance(steps, list):
+        return [dict(s) for s in steps if isinstance(s, dict)]
+    if manifest.get("command"):
+        return [{"tool": None, "argv": None, "command": str(manifest["command"]), "created": manifest.get("created"),
+                 "versions": manifest.get("tools")}]
+    return []
+
+
+def provenance_step(tool: str, argv: Optional[Sequence[str]] = None, modules: Sequence[str] = (),
+                    versions: Optional[dict] = None) -> dict:
+    """One provenance entry: ``tool`` (e.g. "rmpsam-edge export"), the full command line ``argv`` (default: this
+    process's), the UTC time, and the versions of rmpsam_edge, python, numpy, the ``modules`` that are imported,
+    and ``versions``."""
+    from rmpsam_edge import __version__
+    if argv is None:
+        argv = [os.path.basename(sys.argv[0])] + sys.argv[1:]
+    v = {"rmpsam_edge": __version__, "python": platform.python_version(), "numpy": np.__version__}
+    for name in modules:
+        if sys.modules.get(name) is not None:
+            v[name] = str(getattr(sys.modules[name], "__version__", "?"))
+    v.update(versions or {})
+    return {"tool": tool, "argv": [str(a) for a in argv], "versions": v,
+            "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def add_step(manifest: dict, tool: str, argv: Optional[Sequence[str]] = None, modules: Sequence[str] = (),
+             versions: Optional[dict] = None) -> dict:
+    """``manifest`` (changed in place and returned) with a provenance step appended for a bundle written from
+    it; an old free-text "command" (and its "tools") becomes the first step."""
+    manifest["provenance"] = provenance(manifest) + [provenance_step(tool, argv, modules, versions)]
+    manifest.pop("command", None)
+    manifest.pop("tools", None)
+    return manifest
 
 
 def inside(bundle_dir: str, rel, mpath: str) -> str:

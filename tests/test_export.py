@@ -8,7 +8,7 @@ import onnx
 import pytest
 import torch
 
-from _bundle_fixture import IMGSZ, VOCAB_NAMES, shared_bundle, torch_model, vocab_embed
+from _bundle_fixture import IMGSZ, SEED, VOCAB_NAMES, shared_bundle, torch_model, vocab_embed
 from rmpsam_edge.cli import main
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.export import exporter
@@ -33,9 +33,15 @@ def test_bundle_files_and_manifest(bundle, manifest):
     assert manifest["variant"] == "r18" and manifest["opset"] == 17
     assert manifest["input"]["size"] == IMGSZ and manifest["input"]["mean"] == [123.675, 116.28, 103.53]
     assert manifest["vocabulary"]["names"] == VOCAB_NAMES and manifest["vocabulary"]["num_things"] == 2
-    assert manifest["weights"]["note"] == "random weights"
-    for tool in ("torch", "onnx", "onnxslim", "rmpsam_edge", "parity_runtime"):
-        assert manifest["tools"][tool]
+    assert manifest["weights"] == {"kind": "random-init", "file": None, "sha256": None, "seed": SEED,
+                                   "variant": "r18", "note": "random weights", "vocabulary_source": "tiny_vocab.npy"}
+    assert "command" not in manifest and "tools" not in manifest
+    (step,) = manifest["provenance"]
+    assert step["tool"] == "rmpsam-edge export" and step["argv"][:4] == ["rmpsam-edge", "export", "--random-init",
+                                                                          "--seed"]
+    assert step["argv"][-2:] == ["--out", bundle] and step["created"][:4] == manifest["created"][:4]
+    for tool in ("torch", "onnx", "onnxslim", "rmpsam_edge", "parity_runtime", "numpy", "python"):
+        assert step["versions"][tool]
     files = {"encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder"}
     assert set(manifest["graphs"]) == files
     for name, entry in manifest["graphs"].items():
@@ -155,3 +161,16 @@ def test_bad_export_arguments_are_one_line_errors(tmp_path, capsys, argv, messag
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1
     assert not os.path.exists(str(tmp_path / "b"))
+
+
+def test_fp16_storage_manifest_appends_a_step(bundle, manifest, tmp_path):
+    from rmpsam_edge.export.fp16_storage import convert_bundle
+    out = str(tmp_path / "fp16")
+    m = convert_bundle(bundle, out)
+    with open(os.path.join(out, "manifest.json")) as f:
+        assert json.load(f) == m
+    assert m["provenance"][:-1] == manifest["provenance"] and m["weights"] == manifest["weights"]
+    step = m["provenance"][-1]
+    assert step["tool"] == "rmpsam_edge.export.fp16_storage" and step["versions"]["onnx"]
+    assert step["argv"] == ["python", "-m", "rmpsam_edge.export.fp16_storage", bundle, out, "--drop",
+                            "prompt_decoder_many"]

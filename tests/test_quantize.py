@@ -141,14 +141,20 @@ def test_refusals_force_and_already_quantized(bundle, gated, capsys):
     assert not os.path.exists(str(out) + "_again")
 
 
-def test_fp16_bundle(bundle, work, capsys):
+def test_fp16_bundle_and_its_provenance_step(bundle, work, capsys):
     out = work / "fp16"
     capsys.readouterr()
     assert _quantize(bundle, out, "--precision", "fp16") == 0
     err = capsys.readouterr().err
     assert "no calibration needed" in err and "tiny set" not in err
-    m = _manifest(out)
+    m, src = _manifest(out), _manifest(bundle)
     assert m["precision"] == "fp16" and m["quantization"]["calibration"] is None
+    assert m["weights"] == src["weights"] and "command" not in m
+    assert m["provenance"][:-1] == src["provenance"] and len(m["provenance"]) == 2  # export, then quantize
+    step = m["provenance"][-1]
+    assert step["tool"] == "rmpsam-edge quantize" and step["versions"]["onnx"] and step["versions"]["onnxruntime"]
+    assert step["argv"] == ["rmpsam-edge", "quantize", "--model", bundle, "--out", str(out)] + FAST + [
+        "--precision", "fp16"]
     g = onnx.load(os.path.join(str(out), "encoder.onnx")).graph
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in g.initializer)
     assert all(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT for i in g.input)  # FP32 I/O

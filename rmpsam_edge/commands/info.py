@@ -1,7 +1,9 @@
 """``rmpsam-edge info PATH``: what a checkpoint, a vocabulary file or a bundle holds.
 
-Checkpoint: variant, parameter count per part, keys, sha256, weights note, input policy. Vocabulary: classes,
-prototypes, names. Bundle folder: its manifest (variant, precision, graphs and their hashes, parity).
+Checkpoint: variant, parameter count per part, keys, sha256, weights note, input policy, and the training record
+(steps, seconds, settings) of weights made by ``rmpsam-edge train``. Vocabulary: classes,
+prototypes, names. Bundle folder: variant, precision, graphs and their hashes, the weights it was exported from,
+parity, and its provenance (one step per command that wrote it: export, quantize, ...).
 """
 import json
 import os
@@ -22,10 +24,11 @@ def describe_checkpoint(path):
     model, info = load_checkpoint(path)
     parts = {name: sum(p.numel() for p in getattr(model, name).parameters()) for name in ("backbone", "neck", "panoptic_head")}
     policy = info.get("input_size")
-    return {"kind": "checkpoint", "path": info["path"], "variant": info["variant"],
+    from rmpsam_edge.media import repo_path
+    return {"kind": "checkpoint", "path": repo_path(info["path"]), "variant": info["variant"],
             "parameters": info["parameters"], "parameters_by_part": parts,
             "state_dict_keys": len(model.state_dict()), "sha256": info["sha256"],
-            "weights_note": info.get("weights_note"),
+            "weights_note": info.get("weights_note"), "training": info.get("training"),
             "input_policy": ("long side %d px, pad to /32" % policy) if policy else
                             "official: short side 800, long side <= 1333, pad to /32"}
 
@@ -39,8 +42,15 @@ def describe_vocab(path):
 
 
 def describe_bundle(path):
-    from rmpsam_edge.runtime.bundle import read_bundle
-    return dict(kind="bundle", **read_bundle(path).describe())
+    from rmpsam_edge.runtime.bundle import Bundle
+    b = Bundle.open(path)
+    m, voc = b.manifest, b.manifest.get("vocabulary") or {}
+    return {"kind": "bundle", "path": os.path.abspath(path), "variant": b.variant,
+            "precision": m.get("precision", "fp32"), "input_size": m.get("input", {}).get("size"),
+            "static": b.static, "graphs": {g: {"file": e["file"], "sha256": e["sha256"], "bytes": e.get("bytes")}
+                                           for g, e in m["graphs"].items()},
+            "vocabulary": voc.get("names"), "weights": b.weights_info(),
+            "parity_ok": (m.get("parity") or {}).get("ok"), "provenance": b.provenance()}
 
 
 def run(args):
@@ -68,10 +78,19 @@ def run(args):
     return 0
 
 
+def _step(i, s):
+    import shlex
+    cmd = " ".join(shlex.quote(a) for a in s["argv"]) if s.get("argv") else s.get("command")
+    return "  %d. %s (%s): %s" % (i, s.get("tool") or "command", s.get("created") or "?", cmd)
+
+
 def _text(d, indent=""):
     lines = []
     for k, v in d.items():
-        if isinstance(v, dict):
+        if k == "provenance" and isinstance(v, list):
+            lines.append("%sprovenance:" % indent)
+            lines += [indent + _step(i + 1, s) for i, s in enumerate(v)]
+        elif isinstance(v, dict):
             lines.append("%s%s:" % (indent, k))
             lines.append(_text(v, indent + "  ").rstrip("\n"))
         elif isinstance(v, list) and len(v) > 12:

@@ -1,9 +1,11 @@
 """``rmpsam-edge eval``: measure weights on the held-out synthetic set (1-click / box mIoU, PQ, track identity)."""
 import json
 import os
+import shlex
 import sys
 
 from ..errors import UserError
+from ..media import repo_path
 
 
 def add_arguments(parser):
@@ -66,8 +68,10 @@ def run(args) -> int:
     model, info = load_checkpoint(path, class_embed=np.asarray(embed))
     imgsz = args.imgsz or _train_size(path) or 192
     res = evaluate(model, imgsz, num_images=args.images, num_clips=args.clips, split=args.split)
-    res["checkpoint"] = info["path"]
+    res["checkpoint"] = repo_path(info["path"])
     res["weights_note"] = info.get("weights_note")
+    res["split"] = args.split
+    res["command"] = " ".join(shlex.quote(a) for a in getattr(args, "_argv", ["rmpsam-edge", "eval"]))
     for k in ("click_mIoU", "box_mIoU", "PQ", "PQ_things", "PQ_stuff", "SQ", "RQ", "identity_kept", "detected"):
         sys.stdout.write("%-14s %.4f\n" % (k, res[k]))
     sys.stdout.write("(%d images, %d prompts, %d clips x %d frames, %d object-frames, %dx%d, split %s)\n"
