@@ -75,30 +75,13 @@ def _bundle_mb(path: str) -> float:
 
 
 def _torch_model_factory(args, bundle):
-    """-> a function returning (model or None, why) with the weights of ``bundle``."""
+    """-> a function returning (model or None, why) with the weights of ``bundle`` (made once, on first use)."""
     cache = {}
 
     def make():
-        if "m" in cache:
-            return cache["m"]
-        from rmpsam_edge import checkpoint as ck
-        weights = bundle.manifest.get("weights") or {}
-        source = str(weights.get("source") or "")
-        if args.checkpoint:
-            model, _ = ck.load_checkpoint(args.checkpoint)
-        elif source.startswith("random-init"):
-            seed = int(source.split("seed")[-1].strip(" )")) if "seed" in source else 0
-            model, _ = ck.random_model(bundle.variant, seed=seed)
-        elif weights.get("sha256") and os.path.isfile(ck.DEFAULT_WEIGHTS) and \
-                ck.sha256_file(ck.DEFAULT_WEIGHTS) == weights["sha256"]:
-            model, _ = ck.load_checkpoint(None)
-        else:
-            cache["m"] = (None, "pass --checkpoint with the weights of %s for the torch row" % bundle.path)
-            return cache["m"]
-        if model.variant != bundle.variant:
-            cache["m"] = (None, "--checkpoint is %s but the bundle is %s" % (model.variant, bundle.variant))
-        else:
-            cache["m"] = (model, None)
+        if "m" not in cache:
+            from rmpsam_edge.checkpoint import model_for_bundle
+            cache["m"] = model_for_bundle(bundle.weights_info(), bundle.variant, args.checkpoint)
         return cache["m"]
     return make
 
