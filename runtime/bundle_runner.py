@@ -33,7 +33,6 @@ class BundleRunner(Runner):
         self.bundle = Bundle.open(bundle)
         self.threads = threads
         self.active = False
-        self._last = None  # static bundles: (features view returned by the encoder, full static features)
 
     # ------------------------------------------------------------------ backend hooks
     def _load(self, graph: str, path: str) -> None:
@@ -56,7 +55,6 @@ class BundleRunner(Runner):
 
     def deactivate(self) -> None:
         self._unload()
-        self._last = None
         self.active = False
 
     def infer(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -84,18 +82,21 @@ class BundleRunner(Runner):
         full_in = np.zeros((b, c, hs, ws), dtype=np.float32)
         full_in[:, :, :h, :w] = image
         full = self._run("encoder", {"image": full_in})["features"]
-        view = full[:, :, :h // 4, :w // 4]
-        self._last = (view, full)
-        return {"features": view}
+        if full.base is not None:  # own the buffer, so the view below leads back to exactly this array
+            full = full.copy()
+        return {"features": full[:, :, :h // 4, :w // 4]}
 
     def _static_features(self, features: np.ndarray) -> np.ndarray:
-        """The full static-size features behind ``features`` (exact when they came from ``_encode``; other
-        features are zero-padded, which changes results slightly near the padding)."""
+        """The full static-size features behind ``features``: the array the encoder's view was cut from
+        (``features.base``, carried by the features themselves, so any number of images may be encoded in
+        between), else ``features`` zero-padded (other features: results change slightly near the padding)."""
         st = self.bundle.static
-        if self._last is not None and features is self._last[0]:
-            return self._last[1]
         hs, ws = st["height"] // 4, st["width"] // 4
         b, c, h, w = features.shape
+        base = features.base
+        if isinstance(base, np.ndarray) and base.shape == (b, c, hs, ws) and base.dtype == np.float32 and \
+                base.__array_interface__["data"][0] == features.__array_interface__["data"][0]:
+            return base
         if h > hs or w > ws:
             raise UserError("features %dx%d are larger than this static bundle's %dx%d" % (w, h, ws, hs))
         full = np.zeros((b, c, hs, ws), dtype=np.float32)

@@ -161,6 +161,13 @@ def test_static_bundle_pads_chunks_and_crops(tmp_path_factory, torch_runner):
     assert np.abs(iou - iou_ref).max() <= 1e-4
     cls, masks, _ = r.decode_objects(f, vocab_embed())
     assert masks.shape == (1, 100, 24, 32)
+    # no hidden state links encode and decode: the features carry their full static array with them, so a
+    # second image encoded in between changes nothing; a copy of the features is zero-padded instead
+    r.encode(np.random.RandomState(0).rand(1, 3, 128, 128).astype(np.float32))
+    m2, iou2 = r.decode_prompts(f, boxes)
+    assert np.array_equal(m2, m) and np.array_equal(iou2, iou)
+    m3, _ = r.decode_prompts(f.copy(), boxes)
+    assert m3.shape == m.shape and not np.array_equal(m3, m)
     with pytest.raises(UserError, match="static bundle"):
         r.decode_objects(f, vocab_embed()[:3])
     with pytest.raises(UserError, match="larger than this static bundle"):
