@@ -31,8 +31,8 @@ def run(args) -> int:
     from rmpsam_edge.runtime.triton.repository import write_repository
     from rmpsam_edge.runtime.triton.server import TritonServer, find_pytriton
 
-    bundle = Bundle.open(args.model)
     check_device(args.backend, args.device)
+    bundle = Bundle.open(args.model)
     if args.tritonserver is None:
         find_pytriton()  # one line naming the pip install, before anything is written
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -14,9 +14,11 @@ from rmpsam_edge.commands.common_args import image_sizes, input_size
 from rmpsam_edge.errors import UserError
 
 from . import compat as compat_mod
+from . import gpu_index
 from . import profiles
 from .cuda_context import CudaContext
 from ..bundle import Bundle
+from ..bundle_runner import BackendUnavailable
 from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
 
 
@@ -44,7 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    % ",".join(GRAPH_ORDER))
     add_force(p, "the cached engine files (rebuilt even when usable)")
     p.add_argument("--no-build", action="store_true", help="only check the cached engines; never build")
-    add_device(p, help_text="CUDA device index (default 0)", type=int, default=0)
+    add_device(p, help_text="the CUDA GPU: N or cuda:N (default 0)")
     p.add_argument("--verbose", action="store_true", help="show TensorRT's builder log")
 
 
@@ -112,9 +114,13 @@ def run(args) -> int:
     trt = compat_mod.import_tensorrt()
     cuda = compat_mod.import_pycuda()
     compat = compat_mod.Compat(trt)
-    device = compat.device_info(cuda, args.device)
+    try:
+        index = gpu_index(args.device)
+    except BackendUnavailable as exc:
+        raise UserError("--device %s: %s" % (args.device, exc))
+    device = compat.device_info(cuda, index)
     dla = _dla(args.dla)
-    ctx = CudaContext(cuda, args.device)
+    ctx = CudaContext(cuda, index)
     held = {}  # the runtime is released inside the context, before it is popped and detached
     ctx.own(held.clear)
     try:
