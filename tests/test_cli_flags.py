@@ -33,6 +33,14 @@ def test_readme_command_table_is_the_help_text():
     assert rows == {name: text for name, (_, text) in COMMANDS.items()}
 
 
+def test_readme_shared_options_name_the_commands_with_device():
+    text = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+    listed = text[text.index("`--device` ("):text.index("`--threads`")]
+    for name in COMMANDS:
+        has = "--device" in _actions(name)
+        assert has == bool(re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(name), listed)), name
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_shared_flags_mean_one_thing(name):
     acts = _actions(name)
