@@ -13,7 +13,7 @@ OPSETS = (17, 18, 19, 20)
 
 
 def add_arguments(p) -> None:
-    from rmpsam_edge.commands.common_args import IMGSZ_HELP, add_force, add_imgsz
+    from rmpsam_edge.commands.common_args import IMGSZ_HELP, add_force, add_imgsz, add_size
     src = p.add_argument_group("weights")
     src.add_argument("--checkpoint", metavar="PTH", help="RMP-SAM checkpoint (.pth); default: the shipped demo weights")
     src.add_argument("--vocab", metavar="FILE", help="class-embedding file (K, P, 768) stored in the bundle for "
@@ -30,16 +30,17 @@ def add_arguments(p) -> None:
     p.add_argument("--static-prompts", type=int, default=1, metavar="N", help="prompt batch of a --static bundle "
                    "(default 1; more prompts run in chunks)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 17-20)")
-    p.add_argument("--min-size", type=int, default=32, metavar="PX", help="smallest padded H/W the dynamic graphs "
-                   "declare (default 32)")
-    p.add_argument("--max-size", type=int, metavar="PX", help="largest padded H/W the dynamic graphs declare "
-                   "(default: imgsz rounded up to 32; 1344 for 'official')")
+    add_size(p, "--min-size", "smallest padded image the dynamic graphs declare (default 32)")
+    add_size(p, "--max-size", "largest padded image the dynamic graphs declare (default: imgsz rounded up to 32; "
+             "1344 for 'official'; e.g. 384x640 for landscape 16:9 at 640)")
     p.add_argument("--no-many-prompts-graph", action="store_true", help="do not write prompt_decoder_many.onnx "
                    "(the projected keys/values variant used for >= 48 prompts in one call; saves ~20 MB)")
     p.add_argument("--dcn-form", choices=("per-tap", "sample-first"), default="per-tap", help=argparse.SUPPRESS)
 
 
 def run(args) -> int:
+    from rmpsam_edge.commands.common_args import image_sizes, input_size
+    sizes = image_sizes(args, ("min_size", "max_size"))
     try:
         import torch  # noqa: F401
         import onnx  # noqa: F401
@@ -73,7 +74,7 @@ def run(args) -> int:
         imgsz or "official keep-ratio", out))
     export_bundle(model, out, input_size=imgsz, class_embed=class_embed, class_names=names, num_things=num_things,
                   weights=weights, force=args.force, static=args.static, static_prompts=args.static_prompts,
-                  opset=args.opset, min_size=args.min_size, max_size=args.max_size,
+                  opset=args.opset, min_size=sizes.get("min_size", (32, 32)), max_size=sizes.get("max_size"),
                   many_prompts=not args.no_many_prompts_graph, per_tap=args.dcn_form == "per-tap",
                   argv=getattr(args, "_argv", None))
     return 0

@@ -7,7 +7,7 @@ leftover) and an existing bundle is replaced only with ``force``.
 import datetime
 import os
 import time
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -81,8 +81,8 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
                   class_embed: Optional[np.ndarray] = None, class_names: Optional[List[str]] = None,
                   num_things: Optional[int] = None, weights: Optional[dict] = None, force: bool = False,
                   static: bool = False, static_prompts: int = 1, opset: int = DEFAULT_OPSET,
-                  min_size: int = 32, max_size: Optional[int] = None, many_prompts: bool = True,
-                  per_tap: bool = True, argv: Optional[List[str]] = None,
+                  min_size: Tuple[int, int] = (32, 32), max_size: Optional[Tuple[int, int]] = None,
+                  many_prompts: bool = True, per_tap: bool = True, argv: Optional[List[str]] = None,
                   log: Callable[[str], None] = print) -> dict:
     """Export ``model`` (an ``RMPSAM`` in eval mode) as a bundle at ``out``; returns the manifest.
 
@@ -91,7 +91,8 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
     object decoder still takes class embeddings as input). weights: the manifest's weights record
     (``rmpsam_edge.checkpoint.weights_record``). argv: the command line for the provenance step (default: this
     process's). static: fixed H = W = input_size rounded up to 32, fixed prompt batch ``static_prompts`` and the
-    vocabulary's K x P. min_size/max_size: the declared H/W range (multiples of 32) of a dynamic bundle.
+    vocabulary's K x P. min_size/max_size: the declared (H, W) range (multiples of 32) of a dynamic bundle;
+    max_size None: imgsz rounded up to 32 (1344 for the official policy) on both sides.
     Raises UserError when an output is over the parity tolerance (the bundle is then not written)."""
     t0 = time.time()
     if input_size is not None and int(input_size) < SIZE_DIVISOR:
@@ -99,11 +100,12 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
     if static and input_size is None:
         raise UserError("--static needs an integer --imgsz (the fixed input size), e.g. --imgsz 640")
     trace_max = _ceil32(input_size) if input_size else 1344
-    min_size = _ceil32(max(SIZE_DIVISOR, int(min_size)))
-    max_size = _ceil32(max_size) if max_size else max(trace_max, min_size)
-    if not static and not (min_size <= trace_max <= max_size):
-        raise UserError("--imgsz %s is outside the declared range --min-size %d .. --max-size %d"
-                        % (input_size, min_size, max_size))
+    lo = tuple(min_size)
+    hi = tuple(max_size) if max_size else (max(trace_max, lo[0]), max(trace_max, lo[1]))
+    # each side reaches its min at this long side, and the long side fits one side's max (either orientation)
+    if not static and not (max(lo) <= trace_max <= max(hi) and lo[0] <= hi[0] and lo[1] <= hi[1]):
+        raise UserError("--imgsz %s is outside the declared range --min-size %dx%d .. --max-size %dx%d"
+                        % (input_size, lo[0], lo[1], hi[0], hi[1]))
     if class_embed is not None:
         class_embed = np.ascontiguousarray(class_embed, dtype=np.float32)
         if class_embed.ndim != 3 or class_embed.shape[-1] != 768:
@@ -118,8 +120,7 @@ def export_bundle(model: torch.nn.Module, out: str, input_size: Optional[int] = 
     _check_out(out, force)
     with atomic_dir(out, force=force) as partial:  # a hidden sibling, renamed to ``out`` when complete
         manifest = _write(model.eval(), partial, input_size, class_embed, class_names, num_things, weights, st,
-                          opset, (min_size, max_size), many_prompts and not static, per_tap, parity_embed, argv,
-                          log)
+                          opset, (lo, hi), many_prompts and not static, per_tap, parity_embed, argv, log)
         manifest["export_seconds"] = round(time.time() - t0, 1)
         write_manifest(partial, manifest)
     log("bundle written: %s (%.1f s)" % (out, time.time() - t0))
@@ -189,8 +190,8 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         "many_prompts_from": MANY_PROMPTS_FROM if "prompt_decoder_many" in entries else None,
         "dynamic_axes": None if st else {
             "B": {"min": 1, "max": 1, "note": "encoder batch; the runtime sends one image"},
-            "H": {"min": lo, "max": hi, "opt": _ceil32(input_size or 800), "multiple_of": 32},
-            "W": {"min": lo, "max": hi, "opt": _ceil32(input_size or 1333), "multiple_of": 32},
+            "H": {"min": lo[0], "max": hi[0], "opt": min(hi[0], _ceil32(input_size or 800)), "multiple_of": 32},
+            "W": {"min": lo[1], "max": hi[1], "opt": min(hi[1], _ceil32(input_size or 1333)), "multiple_of": 32},
             "h": "H / 4", "w": "W / 4",
             "Np": {"min": DEFAULT_RANGES["Np"][0], "max": DEFAULT_RANGES["Np"][1], "opt": 1},
             "K": {"min": DEFAULT_RANGES["K"][0], "max": DEFAULT_RANGES["K"][1],

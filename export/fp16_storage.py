@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     p.add_argument("src")
     p.add_argument("out")
     p.add_argument("--drop", default="prompt_decoder_many", help="comma-separated graphs to leave out")
-    p.add_argument("--force", action="store_true")
+    from rmpsam_edge.commands.common_args import add_force
+    add_force(p, "an existing out bundle")
     a = p.parse_args(argv)
     try:
         m = convert_bundle(a.src, a.out, [d for d in a.drop.split(",") if d], a.force)

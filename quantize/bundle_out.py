@@ -1,7 +1,7 @@
 """Writing the quantized bundle: same manifest format as the FP32 bundle, precision recorded, new files hashed.
 
 The bundle is assembled in a temporary folder next to ``--out`` and moved into place only when complete, so a
-failed run never leaves a half-written bundle and never touches an existing one (``--force`` replaces it, and
+failed run never leaves a half-written bundle and never touches an existing one (``--force`` overwrites it, and
 only after the new one is complete).
 
 Manifest changes against the source bundle:
@@ -37,11 +37,11 @@ def check_output(out: str, force: bool, source_path: str) -> None:
         raise UserError("--out %s is the input bundle; write the quantized bundle to a new folder" % out)
     if os.path.exists(out):
         if not force:
-            raise UserError("%s already exists; pass --force to replace it or choose another --out" % out)
+            raise UserError("%s already exists; pass --force to overwrite it or choose another --out" % out)
         if not os.path.isdir(out):
             raise UserError("%s exists and is not a folder; remove it or choose another --out" % out)
         if os.listdir(out) and not os.path.isfile(os.path.join(out, "manifest.json")):
-            raise UserError("%s exists and is not a model bundle; refusing to replace it even with --force "
+            raise UserError("%s exists and is not a model bundle; refusing to overwrite it even with --force "
                             "(choose another --out)" % out)
 
 

@@ -11,7 +11,8 @@ from .ort_quant import METHODS
 
 
 def add_arguments(p) -> None:
-    from rmpsam_edge.commands.common_args import add_backend, add_force, add_model, add_runs, add_threads
+    from rmpsam_edge.commands.common_args import (DEVICE_HELP, add_backend, add_device, add_force, add_model, add_runs,
+                                                  add_threads)
     add_model(p, required=True, help_text="FP32 model bundle folder (from rmpsam-edge export)")
     p.add_argument("--out", required=True, help="new bundle folder to write (refused if it exists, unless --force)")
     p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8", help="target precision (default "
@@ -42,6 +43,7 @@ def add_arguments(p) -> None:
                    "most sensitive layers in FP32 until it passes")
     p.add_argument("--imgsz", type=int, default=None, metavar="PX", help="long side in pixels for calibration and "
                    "the report (default: the bundle's input size)")
+    add_device(p, help_text="device of the reference, calibration and fidelity runs: " + DEVICE_HELP + " (default: CPU)")
     add_threads(p, help_text="inference threads for fidelity/latency (default: backend default)")
     add_runs(p, help_text="timed runs per graph for the latency table")
     add_force(p, "an existing --out bundle")
@@ -56,6 +58,6 @@ def run(args) -> int:
                    calib_count=args.calib_count, holdout=args.holdout, calib_method=args.calib_method,
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,
-                   threads=args.threads, runs=args.runs, imgsz=args.imgsz,
-                   rest=args.rest, argv=getattr(args, "_argv", None))
+                   threads=args.threads, runs=args.runs, imgsz=args.imgsz, rest=args.rest, device=args.device,
+                   argv=getattr(args, "_argv", None))
     return quantize_bundle(opts)

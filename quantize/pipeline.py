@@ -36,7 +36,7 @@ class Options(object):
     def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
                  fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
-                 rest="fp32", argv=None):
+                 rest="fp32", device=None, argv=None):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
@@ -82,10 +82,12 @@ def check_bf16(backend: str) -> None:
                         "(or keep the FP32 bundle)" % detail)
 
 
-def _runner(bundle_path: str, backend: str, threads):
+def _runner(bundle_path: str, backend: str, threads, device=None):
+    """A runner of the reference, calibration-feature and fidelity runs (ONNX Runtime on the CPU unless --device)."""
     from rmpsam_edge.runtime import load_runner
-    runner, _, _ = load_runner(bundle_path, backend=backend, device="cpu" if backend == "onnxruntime" else None,
-                               threads=threads, verbose=False)
+    if device is None and backend == "onnxruntime":
+        device = "cpu"
+    runner, _, _ = load_runner(bundle_path, backend=backend, device=device, threads=threads, verbose=False)
     return runner
 
 
@@ -188,6 +190,8 @@ def quantize_bundle(opts: Options, stream=None) -> int:
     if backend is None:
         raise UserError("--backend must be ort (onnxruntime) or openvino, got %r" % opts.backend)
     opts.backend = backend
+    from rmpsam_edge.runtime.loader import check_device
+    check_device(backend, opts.device)
     rest = str(getattr(opts, "rest", None) or "fp32").lower()
     if rest not in ("fp32", "bf16"):
         raise UserError("--rest must be fp32 or bf16, got %r" % rest)
@@ -213,8 +217,9 @@ def quantize_bundle(opts: Options, stream=None) -> int:
         src.graph_path(g)
     spec = src.spec()
     if opts.imgsz:
-        h_max = ((src.manifest.get("dynamic_axes") or {}).get("H") or {}).get("max")
-        if h_max and -(-int(opts.imgsz) // 32) * 32 > int(h_max):
+        axes = src.manifest.get("dynamic_axes") or {}
+        h_max = max([int((axes.get(s) or {}).get("max") or 0) for s in ("H", "W")])  # the long side's max
+        if h_max and -(-int(opts.imgsz) // 32) * 32 > h_max:
             raise UserError("--imgsz %d is larger than the %d pixels %s was exported for; use --imgsz %d or less"
                             % (opts.imgsz, h_max, src.path, h_max))
         spec = spec.with_input_size(int(opts.imgsz))
@@ -232,7 +237,7 @@ def quantize_bundle(opts: Options, stream=None) -> int:
     hold_prompts = [sample_prompts(m.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=1000 + i)
                     for i, (_, m) in enumerate(hold_inputs)]
 
-    ref = _runner(src.path, backend, opts.threads)
+    ref = _runner(src.path, backend, opts.threads, opts.device)
     job = _Job(opts, src, stream)
     try:  # an atomic staging folder: the bundle appears complete or not at all (even after SIGKILL)
         with atomic_dir(opts.out, force=opts.force) as staging:
@@ -249,7 +254,7 @@ def quantize_bundle(opts: Options, stream=None) -> int:
             thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
 
             def measure():
-                test = _runner(staging, backend, opts.threads)
+                test = _runner(staging, backend, opts.threads, opts.device)
                 try:
                     m = compare.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
                                                 stream=stream)
@@ -266,10 +271,10 @@ def quantize_bundle(opts: Options, stream=None) -> int:
                 shutil.copytree(staging, before)
                 fallback, metrics, verdict, manifest = _auto_fallback(job, src, staging, graphs, feeds, pieces, frames,
                                                                       backend, thresholds, gate, measure)
-            test = _runner(staging, backend, opts.threads)
+            test = _runner(staging, backend, opts.threads, opts.device)
             runners = {"fp32": ref, "quantized": test}
             if before is not None:
-                runners["all_int8"] = _runner(before, backend, opts.threads)
+                runners["all_int8"] = _runner(before, backend, opts.threads, opts.device)
             try:
                 x = _square(hold_inputs[0][0])
                 one = hold_prompts[0][0][:1]

@@ -79,7 +79,7 @@ class Bundle(object):
             with open(mpath, "r") as f:
                 manifest = json.load(f)
         except ValueError as exc:
-            raise UserError("%s is not valid JSON (%s); re-export the bundle with --force" % (mpath, exc))
+            raise UserError("%s is not valid JSON (%s); re-export the bundle (--force overwrites it)" % (mpath, exc))
         except (OSError, IOError) as exc:
             raise UserError("cannot read %s: %s" % (mpath, exc))
         if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -88,18 +88,19 @@ class Bundle(object):
                                EXPORT_HINT % path))
         version = manifest.get("format_version")
         if not isinstance(version, int):
-            raise UserError("%s has no integer format_version; re-export the bundle with --force" % mpath)
+            raise UserError("%s has no integer format_version; re-export the bundle (--force overwrites it)" % mpath)
         if version > FORMAT_VERSION:
             raise UserError("%s has bundle format version %d, newer than this rmpsam_edge reads (%d); "
                             "upgrade rmpsam_edge (pip install -U rmpsam_edge) or re-export with this version"
                             % (path, version, FORMAT_VERSION))
         graphs = manifest.get("graphs")
         if not isinstance(graphs, dict):
-            raise UserError("%s lists no graphs; re-export the bundle with --force" % mpath)
+            raise UserError("%s lists no graphs; re-export the bundle (--force overwrites it)" % mpath)
         for name in REQUIRED_GRAPHS:
             entry = graphs.get(name)
             if not isinstance(entry, dict) or "file" not in entry or "sha256" not in entry:
-                raise UserError("%s has no %s graph entry; re-export the bundle with --force" % (mpath, name))
+                raise UserError("%s has no %s graph entry; re-export the bundle (--force overwrites it)"
+                                % (mpath, name))
         _check_declared(mpath, manifest)
         bundle = cls(path, manifest)
         for name in bundle.graph_names():
@@ -108,7 +109,7 @@ class Bundle(object):
                 inside(path, rel, mpath)
             f = os.path.join(path, graphs[name]["file"])
             if not os.path.isfile(f):
-                raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
+                raise UserError("bundle %s is incomplete: %s is missing; re-export it (--force overwrites it)"
                                 % (path, graphs[name]["file"]))
         return bundle
 
@@ -127,12 +128,13 @@ class Bundle(object):
         if p in self._verified:
             return p
         if not os.path.isfile(p):
-            raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force" % (self.path, rel))
+            raise UserError("bundle %s is incomplete: %s is missing; re-export it (--force overwrites it)"
+                            % (self.path, rel))
         if not sha256:
-            raise UserError("%s has no sha256 in %s; re-export the bundle with --force" % (rel, MANIFEST))
+            raise UserError("%s has no sha256 in %s; re-export the bundle (--force overwrites it)" % (rel, MANIFEST))
         if sha256_file(p) != sha256:
-            raise UserError("%s does not match its sha256 in %s (changed or corrupt); re-export the bundle "
-                            "with --force" % (p, MANIFEST))
+            raise UserError("%s does not match its sha256 in %s (changed or corrupt); re-export the bundle (--force "
+                            "overwrites it)" % (p, MANIFEST))
         self._verified.add(p)
         return p
 
@@ -197,7 +199,8 @@ class Bundle(object):
         try:
             arr = np.load(p, allow_pickle=False)
         except Exception as exc:  # noqa: BLE001 - any parse error means a broken file
-            raise UserError("%s is not a readable numpy array (%s); re-export the bundle with --force" % (p, exc))
+            raise UserError("%s is not a readable numpy array (%s); re-export the bundle (--force overwrites it)"
+                            % (p, exc))
         if arr.ndim != 3 or arr.shape[-1] != 768:
             raise UserError("%s has shape %s, expected (K, P, 768); re-export the bundle" % (p, arr.shape))
         return arr.astype(np.float32)

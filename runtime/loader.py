@@ -60,6 +60,19 @@ def parse_backend(backend, graphs: Optional[Dict[str, str]] = None):
     return "per-graph", [registry.get(n) for n in names], overrides
 
 
+def check_device(backend, device) -> None:
+    """One line when none of the backends ``backend`` names (every one for 'auto') can run on ``device`` here;
+    for a command to say so before it starts work (``--device``)."""
+    if device is None:
+        return
+    kind, rows, _ = parse_backend(backend)
+    rows = registry.BACKENDS if kind == "auto" else (rows if kind == "per-graph" else [rows])
+    why = [registry.probe(r, device) for r in rows]
+    if not any(ok for ok, _ in why):
+        raise UserError("--device %s: no backend of --backend %s can run on it here (%s)"
+                        % (device, backend, "; ".join(detail for _, detail in why)))
+
+
 def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, threads: Optional[int] = None,
                 verbose: bool = True, graphs: Optional[Dict[str, str]] = None):
     """-> (activated Runner, Bundle, the line describing the choice). See ``load``."""

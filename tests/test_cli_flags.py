@@ -1,11 +1,12 @@
 """One meaning per flag across commands (rmpsam_edge/commands/common_args.py) and the README's command table."""
 import argparse
 import os
+import re
 
 import pytest
 
 from rmpsam_edge.cli import COMMANDS, build_parser, main
-from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, input_size
+from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, image_size, input_size
 from rmpsam_edge.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +33,14 @@ def test_readme_command_table_is_the_help_text():
     assert rows == {name: text for name, (_, text) in COMMANDS.items()}
 
 
+def test_readme_shared_options_name_the_commands_with_device():
+    text = " ".join(open(os.path.join(ROOT, "README.md")).read().split())
+    listed = text[text.index("`--device` ("):text.index("`--threads`")]
+    for name in COMMANDS:
+        has = "--device" in _actions(name)
+        assert has == bool(re.search(r"(?<![\w-])%s(?![\w-])" % re.escape(name), listed)), name
+
+
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_shared_flags_mean_one_thing(name):
     acts = _actions(name)
@@ -48,9 +57,75 @@ def test_shared_flags_mean_one_thing(name):
         assert old not in acts
 
 
-@pytest.mark.parametrize("name", ["predict", "demo", "benchmark", "build-engine"])
+@pytest.mark.parametrize("name", ["predict", "demo", "benchmark", "build-engine", "quantize", "doctor", "serve",
+                                  "export-triton"])
 def test_device_wherever_a_backend_runs(name):
     assert "--device" in _actions(name)
+    need = {"quantize": ["--model", "m", "--out", "o"], "serve": ["--model", "m"], "export-triton": ["--model", "m",
+            "--out", "o"], "build-engine": ["--model", "m"], "predict": ["--image", "i"]}.get(name, [])
+    assert build_parser(only=name).parse_args([name, "--device", "cpu"] + need).device == "cpu"
+
+
+@pytest.mark.parametrize("argv", [["quantize", "--model", "m", "--out", "o"], ["serve", "--model", "m"]])
+def test_a_device_the_backend_cannot_use_is_one_line(capsys, argv):
+    assert main(argv + ["--device", "no-such-device"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --device no-such-device: no backend of --backend") and err.count("\n") == 1
+
+
+def test_doctor_checks_only_the_device_given(monkeypatch, tmp_path, capsys):
+    from rmpsam_edge.runtime import backends as registry
+    seen = []
+    monkeypatch.setattr(registry, "probe", lambda row, device=None: seen.append((row.name, device)) or (False, "no"))
+    assert main(["doctor", "--device", "cpu", "--json", str(tmp_path / "d.json")]) == 2
+    assert seen and all(d == "cpu" for _, d in seen)
+    assert "no backend can run on --device cpu here" in capsys.readouterr().err
+
+
+def test_size_grammar_is_one():
+    assert image_size("640", "--max-size") == (640, 640) and image_size(" 384 X 640 ", "--max-size") == (384, 640)
+    for bad, msg in (("630", "multiples of 32"), ("16x32", "multiples of 32"), ("abc", "give a size in pixels"),
+                     ("384x", "give a size in pixels"), ("384*640", "give a size in pixels")):
+        with pytest.raises(UserError, match=msg):
+            image_size(bad, "--max-size")
+
+
+@pytest.mark.parametrize("value", ["100", "big", "384x630"])
+def test_bad_size_is_the_same_line_in_export_and_build_engine(capsys, tmp_path, value):
+    errs = []
+    for argv in (["export", "--random-init", "--out", str(tmp_path / "b")], ["build-engine", "--model", "none"]):
+        assert main(argv + ["--max-size", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --max-size ") and err.count("\n") == 1 and "Traceback" not in err
+        errs.append(err)
+    assert errs[0] == errs[1]
+    assert not os.path.exists(str(tmp_path / "b"))
+
+
+def test_build_engine_size_flags_set_the_profile():
+    from rmpsam_edge.runtime.tensorrt import cli, profiles
+    base = profiles.make_ranges((640, 640), prompts=(1, 1, 64))
+    p = build_parser(only="build-engine")
+    args = p.parse_args(["build-engine", "--model", "m", "--max-size", "384x640", "--min-size", "64"])
+    r = cli.ranges_from_args(args, cli.image_flags(args), base)
+    assert (r["H"], r["W"]) == ((64, 384, 384), (64, 640, 640))
+    args = p.parse_args(["build-engine", "--model", "m", "--imgsz", "100", "--opt-size", "64x96"])
+    r = cli.ranges_from_args(args, cli.image_flags(args), base)
+    assert (r["H"], r["W"]) == ((32, 64, 128), (32, 96, 128))  # --imgsz is rounded up to 32, as in export
+
+
+def test_force_messages_say_overwrite():
+    bad = []
+    for top in ("rmpsam_edge", "runtime", "export", "quantize", "benchmarks"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for f in files:
+                if f.endswith(".py"):
+                    text = open(os.path.join(folder, f)).read()
+                    for m in re.finditer(r"(\w+) with --force|--force to (\w+)|--force`?`? (\w+)", text):
+                        if m.group(1) not in (None, "even") or m.group(2) not in (None, "overwrite") or \
+                                m.group(3) not in (None, "overwrites", "and"):
+                            bad.append("%s: %s" % (f, m.group(0)))
+    assert not bad
 
 
 def test_imgsz_grammar():

@@ -149,12 +149,30 @@ def test_failed_export_leaves_nothing(tmp_path, monkeypatch):
     assert os.listdir(str(tmp_path)) == []  # neither the bundle nor its staging folder
 
 
+def test_export_takes_separate_h_and_w_bounds(tmp_path, monkeypatch):
+    seen = {}
+
+    def stop(*args):
+        seen["hw_range"] = args[9]
+        raise UserError("stopped before tracing")
+
+    monkeypatch.setattr(exporter, "_write", stop)
+    argv = ["export", "--random-init", "--imgsz", "64", "--out", str(tmp_path / "b")]
+    assert main(argv + ["--max-size", "64x128", "--min-size", "64"]) == 2
+    assert seen["hw_range"] == ((64, 64), (64, 128))  # (min H, W), (max H, W): the manifest's dynamic_axes H / W
+    assert main(argv) == 2
+    assert seen["hw_range"] == ((32, 32), (64, 64))  # default: 32 .. imgsz on both sides
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--imgsz", "16"], "too small"),
     (["--imgsz", "big"], "--imgsz"),
     (["--opset", "13"], "--opset"),
     (["--static", "--imgsz", "official"], "--static needs"),
     (["--imgsz", "640", "--max-size", "320"], "outside the declared range"),
+    (["--imgsz", "640", "--max-size", "320x320"], "outside the declared range"),
+    (["--imgsz", "64", "--min-size", "96x32"], "outside the declared range"),
+    (["--max-size", "100"], "--max-size 100: sides must be multiples of 32"),
 ])
 def test_bad_export_arguments_are_one_line_errors(tmp_path, capsys, argv, message):
     rc = main(["export", "--random-init", "--out", str(tmp_path / "b")] + argv)

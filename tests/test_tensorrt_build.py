@@ -93,10 +93,6 @@ def test_unknown_dynamic_axis_is_named(tmp_path):
 
 
 def test_profile_helpers():
-    assert profiles.parse_size("640") == (640, 640) and profiles.parse_size("384x640") == (384, 640)
-    for bad in ("630", "abc", "16x32"):
-        with pytest.raises(UserError, match="--imgsz"):
-            profiles.parse_size(bad)
     with pytest.raises(UserError, match=r"prompts \(--max-prompts\) must satisfy 1 <= min <= opt <= max, got 1 / 9 / 8"):
         profiles.make_ranges((64, 64), prompts=(1, 9, 8))
     # (1, Np, 4) matches the (Np, 4) row from the right; static axes keep their value

@@ -73,8 +73,11 @@ def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_p
     (["--precision", "fp16", "--calib", "x"], "--calib is for --precision int8"),
     (["--graphs", "encoder,decoder"], "--graphs: unknown graph decoder"),
     (["--force", "--no-build"], "--force and --no-build contradict each other"),
-    (["--imgsz", "100"], "--imgsz 100: sides must be multiples of 32"),
+    (["--imgsz", "big"], "--imgsz must be a number of pixels (e.g. 640) or 'official'"),
+    (["--max-size", "100"], "--max-size 100: sides must be multiples of 32"),
+    (["--opt-size", "384by640"], "--opt-size '384by640': give a size in pixels like 640, or HxW like 384x640"),
     (["--dla", "x"], "--dla x: give a DLA core number"),
+    (["--device", "cpu"], "--device cpu: tensorrt runs on a CUDA GPU"),
     (["--precision", "fp32", "--dla", "0"], "--dla runs FP16 or INT8 only"),
     (["--max-prompts", "0"], "prompts (--max-prompts) must satisfy 1 <= min <= opt <= max"),
 ])

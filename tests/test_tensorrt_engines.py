@@ -112,7 +112,7 @@ def test_foreign_engine_needs_force(bundle):
     with open(eng, "wb") as f:
         f.write(b"made with trtexec")
     with pytest.raises(UserError, match=r"encoder.fp16.engine has no sidecar key \(not built by rmpsam-edge\); "
-                                        r"pass --force to replace it"):
+                                        r"pass --force to overwrite it"):
         s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
     with open(eng, "rb") as f:
         assert f.read() == b"made with trtexec"

@@ -2,10 +2,12 @@
 
 One meaning per flag: ``--model`` is always the bundle folder (or a Triton URL), ``--backend`` the runtime
 backend (default ``auto``), ``--device`` the backend's device, ``--imgsz`` the long side in pixels or
-``official`` (short side 800, long side at most 1333), ``--runs`` timed rounds, ``--force`` "overwrite what is
+``official`` (short side 800, long side at most 1333), ``--min-size/--opt-size/--max-size`` a padded image
+size ``PX`` (square) or ``HxW``, ``--runs`` timed rounds, ``--force`` "overwrite what is
 there". Old spellings are hidden aliases that print one warning line. Torch-free, numpy-free, Python 3.8.
 """
 import argparse
+import re
 import sys
 
 from rmpsam_edge.errors import UserError
@@ -35,6 +37,28 @@ def input_size(text):
     if value < 32:
         raise UserError("--imgsz %d is too small; use at least 32 (e.g. 640)" % value)
     return value
+
+
+def image_size(text, flag):
+    """A ``--min-size/--opt-size/--max-size`` value -> (H, W): 'PX' (square) or 'HxW', each side a multiple of
+    32 (the model pads images to /32). Parsed when the command runs: a bad value is one ``error:`` line."""
+    m = re.match(r"^\s*(\d+)\s*(?:[xX]\s*(\d+))?\s*$", str(text))
+    if not m:
+        raise UserError("%s %r: give a size in pixels like 640, or HxW like 384x640" % (flag, text))
+    hw = (int(m.group(1)), int(m.group(2) or m.group(1)))
+    if any(v < 32 or v % 32 for v in hw):
+        raise UserError("%s %s: sides must be multiples of 32, at least 32 (the model pads images to /32), "
+                        "e.g. 640 or 384x640" % (flag, text))
+    return hw
+
+
+def image_sizes(args, names=("min_size", "opt_size", "max_size")):
+    """The size flags given -> {dest: (H, W)}; called first in ``run`` so a bad value stops before any work."""
+    return {n: image_size(getattr(args, n), "--" + n.replace("_", "-")) for n in names if getattr(args, n, None)}
+
+
+def add_size(p, flag, help_text):
+    p.add_argument(flag, metavar="PX|HxW", help=help_text + ": PX (square) or HxW, multiples of 32")
 
 
 def add_model(p, required=False, help_text="model bundle folder (from `rmpsam-edge export`)", **kw):

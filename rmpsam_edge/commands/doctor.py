@@ -2,12 +2,13 @@
 
 1. Platform: Jetson L4T/JetPack, module, nvpmodel, jetson_clocks; GPU name, memory, SM count, driver, CUDA
    (``runtime/platform_facts.py``).
-2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here.
+2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here
+   (with ``--device``: on that device; the checks below then run only there).
 3. On a bundle (``--model``, default the shipped demo bundle): the shipped images through every usable backend
    (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX Runtime CPU FP32 by
    the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
    tolerances) and timed (encoder, prompt decoder, object decoder p50).
-Writes ``--json`` (default doctor.json; an existing file is replaced only with ``--force``), prints a Markdown block.
+Writes ``--json`` (default doctor.json; an existing file is overwritten only with ``--force``), prints a Markdown block.
 Exit 0: every usable backend agrees; 1: one disagrees beyond tolerance or fails to run; 2: bad input.
 """
 import glob
@@ -21,8 +22,9 @@ ASSETS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 
 def add_arguments(p):
-    from rmpsam_edge.commands.common_args import add_force, add_model, add_runs, add_threads
+    from rmpsam_edge.commands.common_args import DEVICE_HELP, add_device, add_force, add_model, add_runs, add_threads
     add_model(p, help_text="bundle to check (default: the shipped demo bundle)")
+    add_device(p, help_text="check only this device, e.g. cpu: " + DEVICE_HELP + " (default: each backend's)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], help="TensorRT engine precision (default fp16)")
     add_runs(p, key="check_runs", help_text="timed calls per graph (p50)")
     add_threads(p, help_text="CPU threads for the CPU backends")
@@ -35,11 +37,11 @@ def _first_line(exc: BaseException) -> str:
     return (text[0] if text else type(exc).__name__)[:200]
 
 
-def check_backends(registry) -> list:
+def check_backends(registry, device=None) -> list:
     rows = []
     for row in registry.BACKENDS:
         try:
-            ok, detail = registry.probe(row)
+            ok, detail = registry.probe(row, device)
         except Exception as exc:  # noqa: BLE001 - a probe that crashes is a finding, not a crash
             ok, detail = False, "probe failed: %s" % _first_line(exc)
         rows.append({"backend": row.name, "usable": bool(ok), "detail": detail,
@@ -57,7 +59,7 @@ def _time(runner, case, runs):
     return {k: round(s.p50, 2) for k, s in measure(calls, runs=runs, warmup=1).items()}
 
 
-def check_bundle(registry, bundle, backends, precision, runs, threads) -> list:
+def check_bundle(registry, bundle, backends, precision, runs, threads, device=None) -> list:
     from rmpsam_edge.runtime import compare
     images = sorted(glob.glob(os.path.join(ASSETS, "images", "*.jpg")))
     cases = compare.make_cases(bundle, images)
@@ -80,7 +82,7 @@ def check_bundle(registry, bundle, backends, precision, runs, threads) -> list:
         extra = {"precision": precision or "fp16"} if row.name == "tensorrt" else {}
         res = {"backend": row.name, "precision": extra.get("precision", bundle.manifest.get("precision", "fp32"))}
         try:
-            runner = registry.create(row, bundle, threads=threads, **extra)
+            runner = registry.create(row, bundle, device=device, threads=threads, **extra)
             try:
                 res["describe"] = runner.describe()
                 res["compare"] = compare.compare(ref, compare.run_cases(runner, cases, features=feats))
@@ -111,7 +113,8 @@ def markdown(report) -> str:
              "- GPU: %s" % ("%s, %s MB, %s SMs, sm %s, driver %s, CUDA %s" % (
                  gpu["name"], gpu["memory_mb"], gpu["sm_count"], gpu["compute_capability"], gpu["driver"],
                  gpu["cuda"]) if gpu["name"] else gpu["why_not"]),
-             "- bundle: %s" % report["bundle"], "",
+             "- bundle: %s%s" % (report["bundle"], ", --device %s" % report["device"] if report.get("device") else ""),
+             "",
              "| backend | usable | version, devices / why not |", "|---|---|---|"]
     for b in report["backends"]:
         lines.append("| %s | %s | %s |" % (b["backend"], "yes" if b["usable"] else "**no**",
@@ -142,14 +145,19 @@ def run(args) -> int:
         raise UserError("--runs must be >= 1")
     check_target(args.json, args.force)
     bundle = Bundle.open(args.model or SHIPPED_BUNDLE)
-    report = {"platform": platform_facts.collect(), "bundle": os.path.abspath(bundle.path), "runs": args.runs}
-    report["backends"] = check_backends(registry)
+    report = {"platform": platform_facts.collect(), "bundle": os.path.abspath(bundle.path), "runs": args.runs,
+              "device": args.device}
+    report["backends"] = check_backends(registry, args.device)
     for b in report["backends"]:
         if not b["usable"]:
             sys.stderr.write("doctor: %s cannot run here: %s\n" % (b["backend"], b["detail"]))
-    if not any(b["backend"] == "onnxruntime" and b["usable"] for b in report["backends"]):
+    if registry.import_module(registry.get("onnxruntime"))[0] is None:
         raise UserError("the reference backend ONNX Runtime (CPU) is not installed: pip install onnxruntime")
-    report["results"] = check_bundle(registry, bundle, report["backends"], args.precision, args.runs, args.threads)
+    if not any(b["usable"] for b in report["backends"]):
+        raise UserError("no backend can run on --device %s here (%s)" % (
+            args.device, "; ".join(b["detail"] for b in report["backends"])))
+    report["results"] = check_bundle(registry, bundle, report["backends"], args.precision, args.runs, args.threads,
+                                     args.device)
     report["ok"] = all(r["ok"] for r in report["results"])
     with atomic_file(args.json, force=args.force) as tmp:
         with open(tmp, "w") as f:

@@ -25,7 +25,7 @@ def add_arguments(p):
     p.add_argument("--score-thr", type=float, default=0.3, help="instances: drop results below this score")
     add_max_pixels(p)
     p.add_argument("--out", default="out", help="output folder (default: out)")
-    add_force(p, "(write into) an existing non-empty output folder")
+    add_force(p, "the files of an existing non-empty output folder")
 
 
 def parse_numbers(items, n, what):
@@ -45,7 +45,7 @@ def parse_numbers(items, n, what):
 
 def prepare_out(path, force):
     if os.path.isdir(path) and os.listdir(path) and not force:
-        raise UserError("output folder %s exists and is not empty; pass --force to write into it or choose --out" % path)
+        raise UserError("output folder %s exists and is not empty; pass --force to overwrite its files or choose another --out" % path)
     if os.path.exists(path) and not os.path.isdir(path):
         raise UserError("output path %s is a file; choose a folder with --out" % path)
     os.makedirs(path, exist_ok=True)

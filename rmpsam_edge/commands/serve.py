@@ -12,15 +12,13 @@ import time
 
 def add_arguments(p):
     from rmpsam_edge.commands.common_args import add_model
+    from rmpsam_edge.commands.export_triton import add_runtime_arguments
     add_model(p, required=True)
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; anything else is "
                    "reachable from the network without authentication: put a TLS/auth proxy in front)")
     p.add_argument("--http-port", type=int, default=8000, help="HTTP port (default 8000)")
     p.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001)")
-    p.add_argument("--max-batch", type=int, default=4, help="encoder max_batch_size (default 4)")
-    p.add_argument("--queue-delay-us", type=int, default=0, help="dynamic batching queue delay (default 0)")
-    p.add_argument("--backend", default="auto", help="runtime backend inside the server (auto, onnxruntime, openvino)")
-    p.add_argument("--threads", type=int, default=0, help="threads per graph model (0: default)")
+    add_runtime_arguments(p)
     p.add_argument("--tritonserver", metavar="PATH", help="tritonserver binary (default: the nvidia-pytriton wheel's)")
     p.add_argument("--log", metavar="FILE", help="write tritonserver's log here (default: discarded)")
     p.add_argument("--ready-timeout", type=float, default=120.0, help="seconds to wait for ready (default 120)")
@@ -29,9 +27,11 @@ def add_arguments(p):
 def run(args) -> int:
     from rmpsam_edge.errors import warn
     from rmpsam_edge.runtime.bundle import Bundle
+    from rmpsam_edge.runtime.loader import check_device
     from rmpsam_edge.runtime.triton.repository import write_repository
     from rmpsam_edge.runtime.triton.server import TritonServer, find_pytriton
 
+    check_device(args.backend, args.device)
     bundle = Bundle.open(args.model)
     if args.tritonserver is None:
         find_pytriton()  # one line naming the pip install, before anything is written
@@ -43,7 +43,8 @@ def run(args) -> int:
     server = None
     try:
         repo = write_repository(bundle, os.path.join(work, "repo"), max_batch=args.max_batch,
-                                queue_delay_us=args.queue_delay_us, backend=args.backend, threads=args.threads,
+                                queue_delay_us=args.queue_delay_us, backend=args.backend, device=args.device,
+                                threads=args.threads,
                                 copy_bundle=False)
         t0 = time.time()
         server = TritonServer(repo, args.host, args.http_port, args.grpc_port, tritonserver=args.tritonserver,

@@ -31,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
                         help="save last.pth every this many minutes")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    add_force(parser, "an earlier run in OUT: start over even if OUT/last.pth exists")
+    add_force(parser, "an earlier run in OUT (its last.pth): start over")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
 
 
@@ -42,7 +42,7 @@ def run(args) -> int:
         raise UserError("--steps and --batch must be positive")
     last = os.path.join(args.out, "last.pth")
     if os.path.exists(last) and not (args.resume or args.force):
-        raise UserError("%s exists: pass --resume to continue it or --force to start over" % last)
+        raise UserError("%s exists: pass --resume to continue it or --force to overwrite it (start over)" % last)
     import torch
     torch.set_num_threads(max(1, args.threads))
     try:

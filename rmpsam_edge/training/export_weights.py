@@ -40,7 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("src")
     p.add_argument("dst")
     p.add_argument("--input-size", type=int, default=None)
-    p.add_argument("--force", action="store_true")
+    from rmpsam_edge.commands.common_args import add_force
+    add_force(p, "an existing dst")
     a = p.parse_args(argv)
     try:
         meta = export_weights(a.src, a.dst, a.force, a.input_size)

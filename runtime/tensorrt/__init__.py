@@ -13,8 +13,8 @@ NOT_INSTALLED = "tensorrt not installed (JetPack ships it; on a desktop GPU: pip
 
 
 def gpu_index(device) -> int:
-    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1' or 1 -> 1; anything else is not a GPU."""
-    if device is None or isinstance(device, int):
+    """None / 'gpu' / 'cuda' / 'tensorrt' -> 0, 'cuda:1', '1' or 1 -> 1; anything else is not a GPU."""
+    if device is None or isinstance(device, int) or str(device).isdigit():
         return int(device or 0)
     kind, _, index = str(device).lower().partition(":")
     if kind not in ("gpu", "cuda", "tensorrt", "trt"):

@@ -102,7 +102,7 @@ def _range(p) -> str:
 
 class Verdict(object):
     """ok: the engine file can be handed to TensorRT (``data`` holds its bytes). Otherwise ``reason`` is one
-    line; ``foreign`` is True for an engine file without a sidecar (not made by us: never replaced without
+    line; ``foreign`` is True for an engine file without a sidecar (not made by us: never overwritten without
     --force); ``stored`` is the sidecar key when one could be read."""
 
     def __init__(self, ok: bool, reason: str = "", data: Optional[bytes] = None, stored=None, foreign=False):

@@ -10,26 +10,29 @@ defaults: fp16, the bundle's input size (else 640) as the max and opt image side
 import argparse
 import sys
 
+from rmpsam_edge.commands.common_args import image_sizes, input_size
 from rmpsam_edge.errors import UserError
 
 from . import compat as compat_mod
+from . import gpu_index
 from . import profiles
 from .cuda_context import CudaContext
 from ..bundle import Bundle
+from ..bundle_runner import BackendUnavailable
 from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from rmpsam_edge.commands.common_args import add_device, add_force, add_model
+    from rmpsam_edge.commands.common_args import add_device, add_force, add_imgsz, add_model, add_size
     add_model(p, required=True)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
                    help="fp16 (default): LayerNorm/Softmax/mask pooling/logits stay FP32; int8: INT8 encoder "
                         "(calibrated, needs --calib) + FP16 decoders")
-    p.add_argument("--imgsz", type=int, help="largest image side; sets max and opt to imgsz x imgsz")
-    p.add_argument("--min-size", metavar="PX|HxW", help="smallest padded image, PX (square) or HxW (default 32)")
-    p.add_argument("--opt-size", metavar="PX|HxW", help="image size TensorRT tunes for, PX or HxW (e.g. 384x640 for "
-                   "16:9 at 640)")
-    p.add_argument("--max-size", metavar="PX|HxW", help="largest padded image, PX or HxW")
+    add_imgsz(p, help_text="long side in pixels, or 'official' (1344): sets max and opt to imgsz x imgsz, rounded "
+              "up to 32")
+    add_size(p, "--min-size", "smallest padded image (default 32)")
+    add_size(p, "--opt-size", "image size TensorRT tunes for (e.g. 384x640 for 16:9 at 640)")
+    add_size(p, "--max-size", "largest padded image")
     p.add_argument("--max-prompts", type=int, help="most prompts per decoder call (default 64)")
     p.add_argument("--opt-prompts", type=int, help="prompt count TensorRT tunes for (default 1)")
     p.add_argument("--max-classes", type=int, help="most classes in a vocabulary (object decoder)")
@@ -41,9 +44,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also keep layers whose name matches REGEX in FP32 (repeatable)")
     p.add_argument("--graphs", help="comma list of graphs to build (default: all the bundle has: %s)"
                    % ",".join(GRAPH_ORDER))
-    add_force(p, "the cached engine files: rebuild even when usable, replace foreign ones")
+    add_force(p, "the cached engine files (rebuilt even when usable)")
     p.add_argument("--no-build", action="store_true", help="only check the cached engines; never build")
-    add_device(p, help_text="CUDA device index (default 0)", type=int, default=0)
+    add_device(p, help_text="the CUDA GPU: N or cuda:N (default 0)")
     p.add_argument("--verbose", action="store_true", help="show TensorRT's builder log")
 
 
@@ -59,25 +62,30 @@ def _dla(text):
     return int(word)
 
 
-def ranges_from_args(args, base, many_from=None):
-    """Override the stored/default ranges ``base`` with the size and prompt flags that were given; the prompt
-    range is then split between the prompt graphs (see engines.prompt_ranges)."""
-    r = dict(base)
-    hi = (r["H"][2], r["W"][2])
-    opt = (r["H"][1], r["W"][1])
-    lo = (r["H"][0], r["W"][0])
+def image_flags(args) -> dict:
+    """{'imgsz', 'min_size', 'opt_size', 'max_size': (H, W)} for the flags given (--imgsz rounded up to 32,
+    'official' -> 1344, the export's largest side)."""
+    sizes = image_sizes(args)
     if args.imgsz is not None:
-        hi = opt = profiles.parse_size(str(args.imgsz), "--imgsz")
-    if args.max_size:
-        hi = profiles.parse_size(args.max_size, "--max-size")
-        if not args.opt_size and args.imgsz is None:
-            opt = hi
-    if args.opt_size:
-        opt = profiles.parse_size(args.opt_size, "--opt-size")
-    if args.min_size:
-        lo = profiles.parse_size(args.min_size, "--min-size")
+        side = -(-(input_size(args.imgsz) or 1344) // profiles.ALIGN) * profiles.ALIGN
+        sizes["imgsz"] = (side, side)
+    return sizes
+
+
+def ranges_from_args(args, sizes, base, many_from=None):
+    """Override the stored/default ranges ``base`` with the size (``image_flags``) and prompt flags that were
+    given; the prompt range is then split between the prompt graphs (see engines.prompt_ranges)."""
+    r = dict(base)
+    hi = opt = sizes.get("imgsz")
+    if hi is None:
+        hi, opt = (r["H"][2], r["W"][2]), (r["H"][1], r["W"][1])
+    if "max_size" in sizes:
+        hi = sizes["max_size"]
+        opt = opt if "imgsz" in sizes else hi
+    opt = sizes.get("opt_size", opt)
+    lo = sizes.get("min_size", (r["H"][0], r["W"][0]))
     opt = (min(opt[0], hi[0]), min(opt[1], hi[1]))
-    lo = (min(lo[0], opt[0]), min(lo[1], opt[1])) if not args.min_size else lo
+    lo = lo if "min_size" in sizes else (min(lo[0], opt[0]), min(lo[1], opt[1]))
     np_lo, np_opt, np_hi = r["Np"]
     if many_from and np_hi >= many_from - 1:  # the prompt range continues in the many-prompt graph
         np_hi = max(np_hi, r.get("Npm", (0, 0, 0))[2])
@@ -96,6 +104,7 @@ def ranges_from_args(args, base, many_from=None):
 def run(args) -> int:
     if args.force and args.no_build:
         raise UserError("--force and --no-build contradict each other")
+    sizes = image_flags(args)
     bundle = Bundle.open(args.model)
     have = bundle.graph_names()
     graphs = [g.strip() for g in str(args.graphs).split(",") if g.strip()] if args.graphs else list(have)
@@ -105,9 +114,13 @@ def run(args) -> int:
     trt = compat_mod.import_tensorrt()
     cuda = compat_mod.import_pycuda()
     compat = compat_mod.Compat(trt)
-    device = compat.device_info(cuda, args.device)
+    try:
+        index = gpu_index(args.device)
+    except BackendUnavailable as exc:
+        raise UserError("--device %s: %s" % (args.device, exc))
+    device = compat.device_info(cuda, index)
     dla = _dla(args.dla)
-    ctx = CudaContext(cuda, args.device)
+    ctx = CudaContext(cuda, index)
     held = {}  # the runtime is released inside the context, before it is popped and detached
     ctx.own(held.clear)
     try:
@@ -119,7 +132,7 @@ def run(args) -> int:
             choices = session.fill_choices(choices)
             if dla == -1:
                 choices.dla_core = None
-            choices.ranges = ranges_from_args(args, choices.ranges, bundle.many_prompts_from)
+            choices.ranges = ranges_from_args(args, sizes, choices.ranges, bundle.many_prompts_from)
             if choices.calib and choices.precision != "int8":
                 raise UserError("--calib is for --precision int8")
             r = choices.ranges

@@ -1,6 +1,6 @@
 """Get a usable engine per graph of a bundle: the cached one when its sidecar key matches (cache.py), else a
 rebuild (build.py) with one log line saying why; --no-build makes that an error naming what differs, and a
-foreign engine file is never replaced without --force. Choices not given come from the bundle and from the
+foreign engine file is never overwritten without --force. Choices not given come from the bundle and from the
 stored sidecars, so a custom profile survives a TensorRT or GPU change.
 """
 import os
@@ -71,7 +71,7 @@ def onnx_file(bundle, graph: str) -> Tuple[str, str]:
                         "FP32 bundle, or quantize with --backend onnxruntime)" % (graph, os.path.abspath(bundle.path), fmt))
     path = bundle.graph_path(graph)
     if not os.path.isfile(path):  # removed after runtime.bundle verified it
-        raise UserError("bundle %s is incomplete: %s is missing; re-export it with --force"
+        raise UserError("bundle %s is incomplete: %s is missing; re-export it (--force overwrites it)"
                         % (os.path.abspath(bundle.path), os.path.basename(path)))
     return path, str(bundle.manifest["graphs"][graph]["sha256"])
 
@@ -190,8 +190,8 @@ class Session(object):
         if verdict.ok and not force:
             return verdict.data, "cached"
         if verdict.foreign and not force:
-            raise UserError("%s; pass --force to replace it" % verdict.reason)
-        why = reason_prefix or ("--force" if verdict.ok else verdict.reason)
+            raise UserError("%s; pass --force to overwrite it" % verdict.reason)
+        why = reason_prefix or ("--force: overwriting the usable engine" if verdict.ok else verdict.reason)
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `%s`"
                             % (graph, why, build_command(self.dir, choices.precision)))

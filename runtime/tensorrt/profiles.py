@@ -11,7 +11,6 @@ A network input is matched to its row from the right, so (1, Np, 4) works as wel
 axes keep their value. An input or axis not listed here must be static, or building stops with a line
 naming it. Pure Python: no TensorRT needed.
 """
-import re
 from typing import Dict, Optional, Sequence, Tuple
 
 from rmpsam_edge.errors import UserError
@@ -27,20 +26,6 @@ ALIGN = 32   # the padded image is a multiple of 32
 
 Range = Tuple[int, int, int]
 Shape = Tuple[int, ...]
-
-
-def parse_size(text: str, flag: str = "--imgsz") -> Tuple[int, int]:
-    """'640' -> (640, 640); '384x640' -> (H, W) = (384, 640). Multiples of 32, at least 32."""
-    m = re.match(r"^\s*(\d+)\s*(?:[xX*,]\s*(\d+))?\s*$", str(text))
-    if not m:
-        raise UserError("%s %r: give a size like 640 or HxW like 384x640" % (flag, text))
-    h = int(m.group(1))
-    w = int(m.group(2)) if m.group(2) else h
-    for v in (h, w):
-        if v < ALIGN or v % ALIGN:
-            raise UserError("%s %s: sides must be multiples of %d (the model pads images to /%d)"
-                            % (flag, text, ALIGN, ALIGN))
-    return h, w
 
 
 def make_ranges(max_hw: Tuple[int, int], opt_hw: Optional[Tuple[int, int]] = None,

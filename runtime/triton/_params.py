@@ -19,3 +19,10 @@ def bundle_path(params: dict) -> str:
     if not os.path.isabs(path):
         path = os.path.join(os.path.dirname(os.path.abspath(params["dir"])), path)
     return path
+
+
+def load_runner(params: dict, bundle):
+    """-> (runner, Bundle, line) on the ``backend`` / ``device`` / ``threads`` parameters (serve's flags)."""
+    from rmpsam_edge.runtime.loader import load_runner as load
+    return load(bundle, params.get("backend") or "auto", device=params.get("device") or None,
+                threads=int(params.get("threads") or 0) or None, verbose=False)

@@ -8,7 +8,7 @@ Protocol: ``protocol.py``. Config parameters: ``bundle``, ``cache_frames`` (defa
 (default 1000), ``encoder_max_batch`` (the encoder's max_batch_size), ``decoders``: ``bls`` (call the
 ``prompt_decoder`` / ``object_decoder`` models: GPU containers) or ``local`` (python platform: run them in this
 process on the torch-free runtime, so the features are not copied to another process for every prompt),
-``backend`` / ``threads`` for ``local``.
+``backend`` / ``device`` / ``threads`` for ``local``.
 """
 import collections
 from typing import Dict, List
@@ -16,7 +16,7 @@ from typing import Dict, List
 import numpy as np
 
 from . import protocol as P
-from ._params import bundle_path, model_params
+from ._params import bundle_path, load_runner, model_params
 
 
 class RequestError(Exception):
@@ -38,9 +38,7 @@ class TritonPythonModel(object):
         self.encoder_max_batch = max(1, int(params.get("encoder_max_batch") or 1))
         self.runner = None
         if params.get("decoders") == "local":
-            from rmpsam_edge.runtime.loader import load_runner
-            self.runner = load_runner(self.bundle, params.get("backend") or "auto",
-                                      threads=int(params.get("threads") or 0) or None, verbose=False)[0]
+            self.runner = load_runner(params, self.bundle)[0]
         self.cache = collections.OrderedDict()  # frame id -> (features (1, C, h, w), meta row)
 
     # ------------------------------------------------------------------ Triton entry point

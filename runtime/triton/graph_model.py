@@ -2,29 +2,26 @@
 
 The repository's ``encoder``, ``prompt_decoder`` and ``object_decoder`` model.py files import
 ``TritonPythonModel`` from here. Config parameters: ``bundle`` (folder, relative to the repository or
-absolute), ``backend`` (auto / onnxruntime / openvino), ``threads`` (0: default). Bundle file hashes are
-checked when the runner loads. The encoder has ``max_batch_size`` > 0: Triton hands ``execute`` every request
-of a dynamic batch and they run as ONE encoder call per input shape.
+absolute), ``backend`` (auto / onnxruntime / openvino), ``device`` (empty: the backend's), ``threads`` (0:
+default). Bundle file hashes are checked when the runner loads. The encoder has ``max_batch_size`` > 0: Triton
+hands ``execute`` every request of a dynamic batch and they run as ONE encoder call per input shape.
 """
 from typing import Dict, List
 
 import numpy as np
 
-from ._params import bundle_path, model_params
+from ._params import bundle_path, load_runner, model_params
 
 
 class TritonPythonModel(object):
     def initialize(self, args):
         from rmpsam_edge.runtime.base import GRAPHS
-        from rmpsam_edge.runtime.loader import load_runner
         params = model_params(args)
         self.graph = params["name"]
         if self.graph not in GRAPHS:
             raise ValueError("model %r is not a bundle graph (%s)" % (self.graph, ", ".join(GRAPHS)))
         self.inputs, self.outputs = GRAPHS[self.graph]
-        threads = int(params.get("threads") or 0) or None
-        self.runner, self.bundle, _ = load_runner(bundle_path(params), params.get("backend") or "auto",
-                                                  threads=threads, verbose=False)
+        self.runner, self.bundle, _ = load_runner(params, bundle_path(params))
         self.batched = int(params["max_batch_size"]) > 0
         self.one_by_one = bool(self.bundle.static)  # a static encoder has a fixed batch of 1
 

@@ -67,7 +67,7 @@ def config_text(name, platform, max_batch, queue_delay_us, kind, instances, para
 
 
 def write_repository(bundle, out, platform="python", max_batch=4, queue_delay_us=0, instance_kind="cpu",
-                     instances=1, backend="auto", threads=0, force=False, copy_bundle=True):
+                     instances=1, backend="auto", threads=0, force=False, copy_bundle=True, device=None):
     """Write the repository to ``out`` atomically. ``copy_bundle=False`` (serve's temporary repository) points
     the models at the bundle folder instead of copying it."""
     if platform not in PLATFORMS:
@@ -84,7 +84,7 @@ def write_repository(bundle, out, platform="python", max_batch=4, queue_delay_us
                                 % (g, bundle.path, platform))
     with atomic_dir(out, force=force) as tmp:
         bundle_ref = BUNDLE_REL if copy_bundle else os.path.abspath(bundle.path)
-        common = {"bundle": bundle_ref, "backend": backend, "threads": str(int(threads or 0))}
+        common = {"bundle": bundle_ref, "backend": backend, "device": device or "", "threads": str(int(threads or 0))}
         for name in P.GRAPH_MODELS + (P.COMPOSER,):
             os.makedirs(os.path.join(tmp, name, "1"))
             batch = max_batch if name in ("encoder", P.COMPOSER) else 0
