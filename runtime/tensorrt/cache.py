@@ -63,12 +63,10 @@ def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_
             "fp32_layers": list(fp32_layers or [])}
 
 
-def differences(stored: Dict[str, object], wanted: Dict[str, object], fields=None) -> List[str]:
+def differences(stored: Dict[str, object], wanted: Dict[str, object]) -> List[str]:
     """['TensorRT version 8.6.1 (engine) != 10.3.0 (here)', ...] for every differing key field."""
     out = []
     for field, label in FIELDS:
-        if fields is not None and field not in fields:
-            continue
         a, b = stored.get(field), wanted.get(field)
         if a == b:
             continue
@@ -107,9 +105,6 @@ class Verdict(object):
 
     def __init__(self, ok: bool, reason: str = "", data: Optional[bytes] = None, stored=None, foreign=False):
         self.ok, self.reason, self.data, self.stored, self.foreign = ok, reason, data, stored, foreign
-
-    def __repr__(self):
-        return "Verdict(ok=%r, reason=%r)" % (self.ok, self.reason)
 
 
 def read_sidecar(sidecar_path: str) -> Tuple[Optional[dict], str]:

@@ -11,13 +11,13 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from rmpsam_edge.errors import UserError
 
-from ..bundle import Bundle
+from ..bundle import OPTIONAL_GRAPHS, REQUIRED_GRAPHS, Bundle
 from . import build as builder
 from . import cache, calibrator, precision, profiles
 
 GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "Np"),
                  "prompt_decoder_many": ("B", "h", "w", "Npm"), "object_decoder": ("B", "h", "w", "K", "P")}
-GRAPH_ORDER = ("encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder")
+GRAPH_ORDER = REQUIRED_GRAPHS + OPTIONAL_GRAPHS
 DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
 
@@ -256,5 +256,6 @@ class Session(object):
         if self.cuda is None:
             raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
         shape = _calib_shape(ranges)
-        feed = calibrator.feeder(source, shape[2:], self.bundle.spec(), choices.calib_count) if source else iter(())
+        spec, files = self.bundle.spec(), calibrator.list_calibration_files(source) if source else []
+        feed = calibrator.images_from_paths(files, shape[2:], spec.mean, spec.std, choices.calib_count)
         return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)
