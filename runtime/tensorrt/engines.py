@@ -1,7 +1,6 @@
-"""Get a usable engine per graph of a bundle: the cached one when its sidecar key matches (cache.py), else a
-rebuild (build.py) with one log line saying why; --no-build makes that an error naming what differs, and a
-foreign engine file is never replaced without --force. Choices not given come from the bundle and from the
-stored sidecars, so a custom profile survives a TensorRT or GPU change.
+"""A usable engine per graph: the cached one when its sidecar key matches (cache.py), else a rebuild (build.py)
+with one line saying why. Choices not given come from the bundle and the stored sidecars (a custom profile
+survives a TensorRT or GPU change). The one place that decides which graph gets which precision, DLA, calibration.
 """
 import os
 import re
@@ -31,9 +30,8 @@ def stderr_log(line: str) -> None:
 
 
 def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
-    """Engine precision of one graph. A graph the bundle already stores quantized (Q/DQ INT8 or FP16 ONNX from
-    `rmpsam-edge quantize`) keeps that precision. Otherwise int8 applies to the encoder only (calibrated):
-    the decoders of an int8 build are fp16 with the FP32 pins."""
+    """A graph the bundle stores quantized (by `rmpsam-edge quantize`) keeps that precision; else int8 applies
+    to the encoder only (calibrated), the decoders of an int8 build are fp16 with the FP32 pins."""
     if stored in ("int8", "fp16"):
         return stored
     return "fp16" if precision == "int8" and graph != "encoder" else precision
