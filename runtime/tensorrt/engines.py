@@ -220,6 +220,8 @@ class Session(object):
     def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True, force: bool = False):
         """-> (ICudaEngine, plan bytes, 'cached' | 'built'); a plan TensorRT rejects is rebuilt once."""
         data, status = self.engine_bytes(graph, choices, build=build, force=force)
+        if graph == "encoder" and choices.dla_core is not None:
+            runtime.DLA_core = int(choices.dla_core)  # before deserialising a DLA engine
         engine = self.compat.deserialize(runtime, data)
         if engine is None and status == "cached":
             data, status = self.engine_bytes(graph, choices, build=build, force=True,

@@ -133,8 +133,6 @@ class TensorRTRunner(BundleRunner):
 
     # ------------------------------------------------------------------ BundleRunner hooks
     def _load(self, graph: str, path: str) -> None:
-        if graph == "encoder" and self.choices.dla_core is not None:
-            self._gpu.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
         try:
             engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
             context = engine.create_execution_context()
