@@ -172,13 +172,8 @@ class Compat(object):
             name, op = str(error.node_name() or ""), str(error.node_operator() or "")
         if not name and node_names is not None and 0 <= index < len(node_names):
             name, op = node_names[index]
-        if name or op:
-            where = "node %d '%s' (%s)" % (index, name, op) if index >= 0 else "node '%s' (%s)" % (name, op)
-        elif index >= 0:
-            where = "node %d" % index
-        else:
-            where = "the graph"
-        return "%s: %s" % (where, desc)
+        where = "node %d" % index if index >= 0 else ("node" if name or op else "the graph")
+        return "%s%s: %s" % (where, " '%s' (%s)" % (name, op) if name or op else "", desc)
 
     def layer_kind(self, layer) -> str:
         """Normalised op kind of a network layer (the kinds of ``precision.ONNX_KINDS``)."""
