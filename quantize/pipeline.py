@@ -233,15 +233,15 @@ def quantize_graph(job: _Job, graph: str, feeds, extra_exclude=()) -> dict:
     return {"file": graph + ".onnx", "kept_fp32": kept}
 
 
-def quantize_graphs(job: _Job, feeds, extra=None, say: bool = True) -> Dict[str, dict]:
-    """Step 4 for every planned graph; ``extra``: node names to keep FP32 per graph (auto-fallback)."""
+def quantize_graphs(job: _Job, feeds, fallback=None) -> Dict[str, dict]:
+    """Step 4 for every planned graph; ``fallback`` (auto-fallback): per graph, node names kept FP32."""
     pieces = {}
     for g in job.graphs:
-        if say:
+        if fallback is None:
             _say(job.stream, "quantize: %s ..." % g)
-        pieces[g] = quantize_graph(job, g, feeds.get(g), (extra or {}).get(g, ()))
-        if extra is not None:
-            pieces[g]["fallback"] = extra[g]
+        pieces[g] = quantize_graph(job, g, feeds.get(g), (fallback or {}).get(g, ()))
+        if fallback is not None:
+            pieces[g]["fallback"] = fallback[g]
     return pieces
 
 
@@ -285,7 +285,6 @@ def measure_fidelity(job: _Job):
 def auto_fallback(job: _Job, feeds):
     """Step 7 (below the gate): rank the INT8 layers by the error they add, keep the fewest most sensitive in FP32.
     -> (report entry, metrics, verdicts, manifest)."""
-    stream = job.stream
     int8_dir = tempfile.mkdtemp(dir=job.workdir)
     ranked = []
     for g in job.graphs:  # the OpenVINO path ranks on an ORT QDQ model of the same graph
@@ -296,21 +295,20 @@ def auto_fallback(job: _Job, feeds):
         for name, score in sensitivity.rank(prep, q, feeds[g][:4], ort_quant.quantizable_nodes(prep, kept)):
             ranked.append((score, g, name))
     ranked.sort(key=lambda r: -r[0])
-    _say(stream, "auto-fallback: %d INT8 layer(s) ranked by added error vs FP32" % len(ranked))
+    _say(job.stream, "auto-fallback: %d INT8 layer(s) ranked by added error vs FP32" % len(ranked))
     results = {}
 
     def passes(k):
         for p in (os.path.join(job.staging, g + ext) for g in job.graphs for ext in (".onnx", ".xml", ".bin")):
             if os.path.exists(p):
                 os.remove(p)
-        pieces = quantize_graphs(job, feeds, {g: [n for _, gg, n in ranked[:k] if gg == g] for g in job.graphs},
-                                 say=False)
-        manifest = write_manifest(job, pieces)
+        manifest = write_manifest(job, quantize_graphs(job, feeds, {g: [n for _, gg, n in ranked[:k] if gg == g]
+                                                                    for g in job.graphs}))
         m, v = measure_fidelity(job)
         results[k] = (m, v, manifest)
         return not fidelity.failed(v)
 
-    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(stream, s))
+    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(job.stream, s))
     best = k if k is not None else len(ranked)
     passes(best)  # the staging folder holds the last try: rebuild the chosen one
     m, v, manifest = results[best]
