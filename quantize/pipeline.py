@@ -1,13 +1,9 @@
-"""``quantize_bundle``: FP32 bundle -> FP16 / INT8 bundle + fidelity report (what ``rmpsam-edge quantize`` runs).
-
-Default INT8 recipe: the encoder only (the decoders stay FP32: INT8 decoders collapsed panoptic classes on the
-prototype, and OpenVINO's INT8 prompt decoder was slower than FP32); ``quantize_decoders`` adds the decoders,
-always through the fidelity gate. The encoder is calibrated on pre-processed images; the decoders on the FP32
-encoder's features of those images with sampled prompts (a 4 x 4 click grid + 8 boxes) and the bundle's
-vocabulary embeddings. FP16 converts every graph (sensitive parts kept FP32) and needs no calibration.
-BF16 (OpenVINO only, CPUs with AVX512-BF16/AMX) keeps every graph file unchanged and marks each graph
-``"inference_precision": "bf16"``, which the OpenVINO runner compiles with INFERENCE_PRECISION_HINT bf16;
-``rest="bf16"`` with INT8 marks every graph so (the bundle's precision is then ``int8+bf16``).
+"""``quantize_bundle``: FP32 bundle -> FP16 / INT8 / BF16 bundle + fidelity report (``rmpsam-edge quantize``), in
+steps: check options, open the source, calibration feeds, quantize the graphs, manifest, fidelity, auto-fallback,
+latency, report. INT8 by default quantizes the encoder only (INT8 decoders collapsed panoptic classes, and
+OpenVINO's INT8 prompt decoder was slower than FP32); ``quantize_decoders`` adds them, through the fidelity gate.
+FP16 converts every graph (sensitive parts kept FP32). BF16 (OpenVINO CPUs with AVX512-BF16/AMX) keeps the graph
+files and marks them ``"inference_precision": "bf16"``; ``rest="bf16"`` does so next to INT8 (``int8+bf16``).
 """
 import os
 import shutil
@@ -82,15 +78,6 @@ def check_bf16(backend: str) -> None:
                         "(or keep the FP32 bundle)" % detail)
 
 
-def _runner(bundle_path: str, backend: str, threads, device=None):
-    """A runner of the reference, calibration-feature and fidelity runs (ONNX Runtime on the CPU unless --device)."""
-    from rmpsam_edge.runtime import load_runner
-    if device is None and backend == "onnxruntime":
-        device = "cpu"
-    runner, _, _ = load_runner(bundle_path, backend=backend, device=device, threads=threads, verbose=False)
-    return runner
-
-
 def _square(x: np.ndarray) -> np.ndarray:
     s = max(x.shape[2], x.shape[3])
     out = np.zeros((1, 3, s, s), np.float32)
@@ -101,68 +88,6 @@ def _square(x: np.ndarray) -> np.ndarray:
 def _bundle_mb(path: str, manifest: dict) -> float:
     from rmpsam_edge.runtime.bundle import Bundle
     return Bundle(path, manifest).size_mb()
-
-
-class _Job(object):
-    """State of one run: inputs, feeds per graph, and how to (re)quantize one graph."""
-
-    def __init__(self, opts: Options, bundle, stream):
-        self.opts, self.bundle, self.stream = opts, bundle, stream
-        self.workdir = tempfile.mkdtemp(prefix="rmpsam_quant_")
-        self.prepared = {}   # graph -> ORT-prepared FP32 path (INT8)
-        self.kept = {}       # graph -> node names kept FP32 by the patterns
-
-    # ---------------------------------------------------------------- feeds
-    def feeds(self, graph: str, calib_inputs, ref, class_embed) -> List[Dict]:
-        from .prompts import sample_prompts
-        if graph == "encoder":
-            return [{"image": x} for x, _ in calib_inputs]
-        out = []
-        for i, (x, meta) in enumerate(calib_inputs[:DECODER_CALIB_MAX]):
-            f = ref.encode(x)
-            if graph == "object_decoder":
-                out.append({"features": f, "class_embed": class_embed})
-            else:
-                boxes, _ = sample_prompts(meta.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=i)
-                out.append({"features": f, "boxes": boxes})
-        return out
-
-    # ---------------------------------------------------------------- one graph
-    def quantize(self, graph: str, src: str, staging: str, feeds, extra_exclude=()) -> dict:
-        """Write graph ``graph`` of the new bundle into ``staging``; returns the manifest entry pieces."""
-        opts = self.opts
-        if opts.precision == "bf16":  # the graph is unchanged; the runner compiles it with the bf16 hint
-            dst = graph + ".onnx"
-            shutil.copyfile(src, os.path.join(staging, dst))
-            return {"file": dst, "kept_fp32": []}
-        if opts.precision == "fp16":
-            from . import fp16
-            dst = graph + ".onnx"
-            info = fp16.convert(src, os.path.join(staging, dst), extra_exclude)
-            return {"file": dst, "kept_fp32": info["kept_fp32"]}
-        transformer = graph != "encoder"
-        if opts.backend == "openvino":
-            from . import ov_quant
-            dst = graph + ".xml"
-            info = ov_quant.quantize(src, os.path.join(staging, dst), feeds, transformer=transformer,
-                                     ignored_names=extra_exclude)
-            return {"file": dst, "weights": graph + ".bin", "kept_fp32": info["excluded"],
-                    "nncf_overflow_fix": info["overflow_fix"]}
-        dst = graph + ".onnx"
-        if graph not in self.prepared:
-            prep = os.path.join(self.workdir, graph + ".prep.onnx")
-            ort_quant.prepare(src, prep)
-            self.prepared[graph] = prep
-        prep = self.prepared[graph]
-        kept = ort_quant.sensitive_nodes(prep) if transformer else []
-        cache = os.path.join(self.workdir, "%s.%s.calib.json" % (graph, opts.calib_method))
-        calibrated = os.path.exists(cache)  # re-quantizing (auto-fallback) reuses the ranges: no bar
-        ort_quant.quantize(prep, os.path.join(staging, dst), feeds, opts.calib_method, kept + list(extra_exclude),
-                           cache, None if calibrated else "calibrating %s" % graph)
-        return {"file": dst, "kept_fp32": kept}
-
-    def cleanup(self):
-        shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def plan(opts: Options, bundle) -> List[str]:
@@ -176,28 +101,23 @@ def plan(opts: Options, bundle) -> List[str]:
     return chosen
 
 
-def quantize_bundle(opts: Options, stream=None) -> int:
-    from rmpsam_edge.preprocess import preprocess
-    from rmpsam_edge.runtime.bundle import Bundle
-
-    from .prompts import sample_prompts
-    stream = sys.stderr if stream is None else stream
+# ------------------------------------------------------------------------------------------------ the steps
+def check_options(opts: Options) -> None:
+    """Step 1: one line for a contradictory option; normalises ``backend`` and ``rest``."""
     if opts.precision not in ("int8", "fp16", "bf16"):
         raise UserError("--precision must be int8, fp16 or bf16, got %r" % opts.precision)
     from rmpsam_edge.runtime import backends as registry
     row = registry.find(opts.backend)
-    backend = row.name if row is not None and row.name in QUANTIZE_BACKENDS else None
-    if backend is None:
+    if row is None or row.name not in QUANTIZE_BACKENDS:
         raise UserError("--backend must be ort (onnxruntime) or openvino, got %r" % opts.backend)
-    opts.backend = backend
+    opts.backend = backend = row.name
     from rmpsam_edge.runtime.loader import check_device
     check_device(backend, opts.device)
-    rest = str(getattr(opts, "rest", None) or "fp32").lower()
+    rest = opts.rest = str(getattr(opts, "rest", None) or "fp32").lower()
     if rest not in ("fp32", "bf16"):
         raise UserError("--rest must be fp32 or bf16, got %r" % rest)
     if rest == "bf16" and opts.precision != "int8":
         raise UserError("--rest bf16 applies to --precision int8 (for an all-bf16 bundle use --precision bf16)")
-    opts.rest = rest
     if opts.precision == "bf16" or rest == "bf16":
         check_bf16(backend)
     if opts.calib_method not in ort_quant.METHODS:
@@ -206,15 +126,20 @@ def quantize_bundle(opts: Options, stream=None) -> int:
         raise UserError("--calib-method applies to --backend ort; NNCF chooses its own ranges (drop --calib-method)")
     if opts.auto_fallback and opts.precision != "int8":
         raise UserError("--auto-fallback applies to --precision int8")
+
+
+def open_source(opts: Options):
+    """Step 2: the FP32 source bundle (every sha256 checked before any work) and its input spec."""
+    from rmpsam_edge.runtime.bundle import Bundle
     src = Bundle.open(opts.model)
     bundle_out.check_source(src)
     bundle_out.check_output(opts.out, opts.force, src.path)
     if src.static:
         raise UserError("%s is a static-shape bundle; quantize the dynamic export (static bundles are for "
                         "TensorRT, which builds its own INT8/FP16 engines: rmpsam-edge build-engine)" % src.path)
-    check_tools(opts.precision, backend)
-    for g in src.graph_names():  # sha256 of everything we read, before any work
-        src.graph_path(g)
+    check_tools(opts.precision, opts.backend)
+    for g in src.graph_names():
+        src.graph_path(g)  # verifies the sha256
     spec = src.spec()
     if opts.imgsz:
         axes = src.manifest.get("dynamic_axes") or {}
@@ -223,106 +148,125 @@ def quantize_bundle(opts: Options, stream=None) -> int:
             raise UserError("--imgsz %d is larger than the %d pixels %s was exported for; use --imgsz %d or less"
                             % (opts.imgsz, h_max, src.path, h_max))
         spec = spec.with_input_size(int(opts.imgsz))
-    class_embed = src.class_embed()
-    graphs = plan(opts, src)
-    if opts.holdout < 1:
-        raise UserError("--holdout must be at least 1: the fidelity report needs images not used for calibration")
-    frames = load_frames(opts.calib, opts.calib_count, opts.holdout, stream, calibrating=opts.precision == "int8")
-    _say(stream, "quantize: %s -> %s, %s on %s: %s (kept %s: %s)" % (
-        src.path, opts.out, opts.precision.upper(), backend, ", ".join(graphs), opts.rest.upper(),
-        ", ".join(g for g in src.graph_names() if g not in graphs) or "none"))
-
-    calib_inputs = [preprocess(rgb, spec) for _, rgb in frames.calib]
-    hold_inputs = [preprocess(rgb, spec) for _, rgb in frames.holdout]
-    hold_prompts = [sample_prompts(m.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=1000 + i)
-                    for i, (_, m) in enumerate(hold_inputs)]
-
-    ref = _runner(src.path, backend, opts.threads, opts.device)
-    job = _Job(opts, src, stream)
-    try:  # an atomic staging folder: the bundle appears complete or not at all (even after SIGKILL)
-        with atomic_dir(opts.out, force=opts.force) as staging:
-            bundle_out.copy_unchanged(src, staging, set(graphs))
-            feeds = {}
-            if opts.precision == "int8":
-                for g in graphs:
-                    feeds[g] = job.feeds(g, calib_inputs, ref, class_embed)
-            pieces = {}
-            for g in graphs:
-                _say(stream, "quantize: %s ..." % g)
-                pieces[g] = job.quantize(g, src.graph_path(g), staging, feeds.get(g))
-            manifest = _write_manifest(opts, src, staging, pieces, frames, backend)
-            thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
-
-            def measure():
-                test = _runner(staging, backend, opts.threads, opts.device)
-                try:
-                    m = compare.compare_runners(ref, test, hold_inputs, hold_prompts, class_embed, spec.num_things,
-                                                stream=stream)
-                finally:
-                    test.deactivate()
-                return m
-
-            gate = fidelity.gate_metrics(graphs)
-            metrics = measure()
-            verdict = fidelity.verdicts(metrics, thresholds, gate)
-            fallback, before = None, None
-            if opts.auto_fallback and fidelity.failed(verdict):
-                before = os.path.join(job.workdir, "all_int8")  # kept to show what the fallback costs in speed
-                shutil.copytree(staging, before)
-                fallback, metrics, verdict, manifest = _auto_fallback(job, src, staging, graphs, feeds, pieces, frames,
-                                                                      backend, thresholds, gate, measure)
-            test = _runner(staging, backend, opts.threads, opts.device)
-            runners = {"fp32": ref, "quantized": test}
-            if before is not None:
-                runners["all_int8"] = _runner(before, backend, opts.threads, opts.device)
-            try:
-                x = _square(hold_inputs[0][0])
-                one = hold_prompts[0][0][:1]
-                lat = fidelity.latency(runners, x, one, class_embed, runs=opts.runs)
-                lat["setting"] = "%s CPU, %s threads, input %dx%d, 1 prompt, median of %d interleaved runs" % (
-                    backend, opts.threads or "default", x.shape[2], x.shape[3], opts.runs)
-            finally:
-                for name, r in runners.items():
-                    if name != "fp32":
-                        r.deactivate()
-            failed = fidelity.failed(verdict)
-            rep = {
-                "bundle": repo_path(os.path.abspath(opts.out)), "quantization": manifest["quantization"], "metrics": metrics,
-                "verdicts": verdict, "thresholds": {k: list(v) for k, v in thresholds.items()}, "pass": not failed,
-                "failed": failed, "gate": gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
-                "latency": lat, "weights_note": spec.weights_note,
-                "size_mb": {"fp32": _bundle_mb(src.path, src.manifest), "quantized": _bundle_mb(staging, manifest)},
-                "held_out": [repo_path(n) for n, _ in frames.holdout],
-                "prompts_note": "%dx%d click grid + %d boxes per image" % (PROMPT_GRID, PROMPT_GRID, PROMPT_BOXES),
-            }
-            if fallback:
-                rep["auto_fallback"] = fallback
-            report.write(staging, rep)
-    finally:
-        job.cleanup()
-        ref.deactivate()
-    _summary(stream, opts, rep)
-    if failed and opts.fail_below:
-        _say(stream, "error: fidelity below threshold (%s); the bundle was written to %s, see fidelity.md"
-             % ("; ".join(failed), opts.out))
-        return GATE_EXIT
-    return 0
+    return src, spec
 
 
-def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
-    entries = {}
-    for g, p in pieces.items():
-        entries[g] = bundle_out.graph_entry(src.manifest["graphs"][g], staging, p["file"], opts.precision,
-                                            p.get("weights"))
+class _Job(object):
+    """One run: the source, its pre-processed calibration / held-out inputs, the FP32 reference runner, the
+    staging folder and a work folder (ORT-prepared graphs, calibration ranges)."""
+
+    def __init__(self, opts: Options, src, spec, stream):
+        from rmpsam_edge.preprocess import preprocess
+
+        from .prompts import sample_prompts
+        self.opts, self.src, self.spec, self.stream, self.backend = opts, src, spec, stream, opts.backend
+        self.class_embed = src.class_embed()
+        self.graphs = plan(opts, src)
+        if opts.holdout < 1:
+            raise UserError("--holdout must be at least 1: the fidelity report needs images not used for calibration")
+        self.frames = load_frames(opts.calib, opts.calib_count, opts.holdout, stream,
+                                  calibrating=opts.precision == "int8")
+        _say(stream, "quantize: %s -> %s, %s on %s: %s (kept %s: %s)" % (
+            src.path, opts.out, opts.precision.upper(), self.backend, ", ".join(self.graphs), opts.rest.upper(),
+            ", ".join(g for g in src.graph_names() if g not in self.graphs) or "none"))
+        self.calib_inputs = [preprocess(rgb, spec) for _, rgb in self.frames.calib]
+        self.hold_inputs = [preprocess(rgb, spec) for _, rgb in self.frames.holdout]
+        self.hold_prompts = [sample_prompts(m.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=1000 + i)
+                             for i, (_, m) in enumerate(self.hold_inputs)]
+        self.thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
+        self.gate = fidelity.gate_metrics(self.graphs)
+        self.ref = self.runner(src.path)
+        self.workdir = tempfile.mkdtemp(prefix="rmpsam_quant_")
+        self.staging = None  # set inside the atomic output folder
+        self.prepared = {}   # graph -> ORT-prepared FP32 path
+
+    def runner(self, bundle_path: str):
+        """A runner of the reference, calibration-feature and fidelity runs (ONNX Runtime on the CPU unless
+        --device)."""
+        from rmpsam_edge.runtime import load_runner
+        device = self.opts.device or ("cpu" if self.backend == "onnxruntime" else None)
+        return load_runner(bundle_path, backend=self.backend, device=device, threads=self.opts.threads,
+                           verbose=False)[0]
+
+    def prepared_graph(self, graph: str) -> str:
+        if graph not in self.prepared:
+            self.prepared[graph] = os.path.join(self.workdir, graph + ".prep.onnx")
+            ort_quant.prepare(self.src.graph_path(graph), self.prepared[graph])
+        return self.prepared[graph]
+
+    def cleanup(self):
+        shutil.rmtree(self.workdir, ignore_errors=True)
+        self.ref.deactivate()
+
+
+def calibration_feeds(job: _Job) -> Dict[str, List[Dict]]:
+    """Step 3 (INT8): calibration inputs per graph; the decoders get the FP32 encoder's features with sampled
+    prompts (a click grid + boxes) or the bundle's vocabulary."""
+    from .prompts import sample_prompts
+
+    def feed(graph, i, x, meta):
+        if graph == "encoder":
+            return {"image": x}
+        extra = ({"class_embed": job.class_embed} if graph == "object_decoder" else
+                 {"boxes": sample_prompts(meta.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=i)[0]})
+        return dict({"features": job.ref.encode(x)}, **extra)
+    if job.opts.precision != "int8":
+        return {}
+    return {g: [feed(g, i, x, meta) for i, (x, meta) in
+                enumerate(job.calib_inputs[:None if g == "encoder" else DECODER_CALIB_MAX])] for g in job.graphs}
+
+
+def quantize_graph(job: _Job, graph: str, feeds, extra_exclude=()) -> dict:
+    """Step 4, one graph, written into the staging folder -> its manifest pieces."""
+    opts, src, out = job.opts, job.src.graph_path(graph), os.path.join(job.staging, graph)
+    if opts.precision == "bf16":  # the graph is unchanged; the runner compiles it with the bf16 hint
+        shutil.copyfile(src, out + ".onnx")
+        return {"file": graph + ".onnx", "kept_fp32": []}
+    if opts.precision == "fp16":
+        from . import fp16
+        return {"file": graph + ".onnx", "kept_fp32": fp16.convert(src, out + ".onnx", extra_exclude)["kept_fp32"]}
+    transformer = graph != "encoder"
+    if opts.backend == "openvino":
+        from . import ov_quant
+        info = ov_quant.quantize(src, out + ".xml", feeds, transformer=transformer, ignored_names=extra_exclude)
+        return {"file": graph + ".xml", "weights": graph + ".bin", "kept_fp32": info["excluded"],
+                "nncf_overflow_fix": info["overflow_fix"]}
+    prep = job.prepared_graph(graph)
+    kept = ort_quant.sensitive_nodes(prep) if transformer else []
+    cache = os.path.join(job.workdir, "%s.%s.calib.json" % (graph, opts.calib_method))
+    calibrated = os.path.exists(cache)  # re-quantizing (auto-fallback) reuses the ranges: no bar
+    ort_quant.quantize(prep, out + ".onnx", feeds, opts.calib_method, kept + list(extra_exclude), cache,
+                       None if calibrated else "calibrating %s" % graph)
+    return {"file": graph + ".onnx", "kept_fp32": kept}
+
+
+def quantize_graphs(job: _Job, feeds, fallback=None) -> Dict[str, dict]:
+    """Step 4 for every planned graph; ``fallback`` (auto-fallback): per graph, node names kept FP32."""
+    pieces = {}
+    for g in job.graphs:
+        if fallback is None:
+            _say(job.stream, "quantize: %s ..." % g)
+        pieces[g] = quantize_graph(job, g, feeds.get(g), (fallback or {}).get(g, ()))
+        if fallback is not None:
+            pieces[g]["fallback"] = fallback[g]
+    return pieces
+
+
+def write_manifest(job: _Job, pieces) -> dict:
+    """Step 5: the new bundle's manifest."""
+    opts, src = job.opts, job.src
+    entries = {g: bundle_out.graph_entry(src.manifest["graphs"][g], job.staging, p["file"], opts.precision,
+                                         p.get("weights")) for g, p in pieces.items()}
     if opts.precision == "bf16" or opts.rest == "bf16":  # every graph runs with OpenVINO's bf16 hint
         for g, old in src.manifest["graphs"].items():
             entries[g] = dict(entries.get(g) or dict(old, precision="bf16"), inference_precision="bf16")
     calib = None
     if opts.precision == "int8":
+        frames = job.frames
         calib = {"source": repo_path(frames.source), "count": len(frames.calib), "available": frames.available,
-                 "default_samples": frames.is_default, "method": opts.calib_method if backend == "onnxruntime"
+                 "default_samples": frames.is_default, "method": opts.calib_method if job.backend == "onnxruntime"
                  else "nncf (min-max / mixed preset)", "images": [repo_path(n) for n, _ in frames.calib]}
-    info = {"tool": "rmpsam-edge quantize", "precision": label(opts), "backend": backend, "calibration": calib,
+    info = {"tool": "rmpsam-edge quantize", "precision": label(opts), "backend": job.backend, "calibration": calib,
             "graphs": {g: dict({"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
                                 "fallback_fp32": p.get("fallback", [])},
                                **({"nncf_overflow_fix": p["nncf_overflow_fix"]} if "nncf_overflow_fix" in p else {}))
@@ -331,56 +275,122 @@ def _write_manifest(opts, src, staging, pieces, frames, backend) -> dict:
         info["rest"] = "bf16"
         for g in src.manifest["graphs"]:
             info["graphs"].setdefault(g, {"precision": "bf16", "kept_fp32": [], "fallback_fp32": []})
-    return bundle_out.write_manifest(src, staging, entries, label(opts), info, getattr(opts, "argv", None))
+    return bundle_out.write_manifest(src, job.staging, entries, label(opts), info, getattr(opts, "argv", None))
 
 
-def _auto_fallback(job, src, staging, graphs, feeds, pieces, frames, backend, thresholds, gate, measure):
-    """Rank the INT8 layers of every quantized graph, then keep the fewest most sensitive ones in FP32."""
-    stream = job.stream
+def measure_fidelity(job: _Job):
+    """Step 6: the staged bundle vs the FP32 reference on the held-out images -> (metrics, verdicts)."""
+    test = job.runner(job.staging)
+    try:
+        m = compare.compare_runners(job.ref, test, job.hold_inputs, job.hold_prompts, job.class_embed,
+                                    job.spec.num_things, stream=job.stream)
+    finally:
+        test.deactivate()
+    return m, fidelity.verdicts(m, job.thresholds, job.gate)
+
+
+def auto_fallback(job: _Job, feeds):
+    """Step 7 (below the gate): rank the INT8 layers by the error they add, keep the fewest most sensitive in FP32.
+    -> (report entry, metrics, verdicts, manifest)."""
     int8_dir = tempfile.mkdtemp(dir=job.workdir)
     ranked = []
-    for g in graphs:
-        prep = job.prepared.get(g)
-        if prep is None:  # OpenVINO path: rank on an ORT QDQ model of the same graph
-            prep = os.path.join(job.workdir, g + ".prep.onnx")
-            ort_quant.prepare(src.graph_path(g), prep)
-            job.prepared[g] = prep
+    for g in job.graphs:  # the OpenVINO path ranks on an ORT QDQ model of the same graph
+        prep = job.prepared_graph(g)
         kept = ort_quant.sensitive_nodes(prep) if g != "encoder" else []
         q = os.path.join(int8_dir, g + ".onnx")
         ort_quant.quantize(prep, q, feeds[g], "minmax", kept, os.path.join(job.workdir, g + ".rank.calib.json"))
-        cands = ort_quant.quantizable_nodes(prep, kept)
-        for name, score in sensitivity.rank(prep, q, feeds[g][:4], cands):
+        for name, score in sensitivity.rank(prep, q, feeds[g][:4], ort_quant.quantizable_nodes(prep, kept)):
             ranked.append((score, g, name))
     ranked.sort(key=lambda r: -r[0])
-    _say(stream, "auto-fallback: %d INT8 layer(s) ranked by added error vs FP32" % len(ranked))
+    _say(job.stream, "auto-fallback: %d INT8 layer(s) ranked by added error vs FP32" % len(ranked))
     results = {}
 
     def passes(k):
-        extra = {g: [n for _, gg, n in ranked[:k] if gg == g] for g in graphs}
-        for g in graphs:
-            for f in ("%s.onnx" % g, "%s.xml" % g, "%s.bin" % g):
-                p = os.path.join(staging, f)
-                if os.path.exists(p):
-                    os.remove(p)
-            piece = job.quantize(g, src.graph_path(g), staging, feeds[g], extra[g])
-            piece["fallback"] = extra[g]
-            pieces[g] = piece
-        manifest = _write_manifest(job.opts, src, staging, pieces, frames, backend)
-        m = measure()
-        v = fidelity.verdicts(m, thresholds, gate)
+        for p in (os.path.join(job.staging, g + ext) for g in job.graphs for ext in (".onnx", ".xml", ".bin")):
+            if os.path.exists(p):
+                os.remove(p)
+        manifest = write_manifest(job, quantize_graphs(job, feeds, {g: [n for _, gg, n in ranked[:k] if gg == g]
+                                                                    for g in job.graphs}))
+        m, v = measure_fidelity(job)
         results[k] = (m, v, manifest)
         return not fidelity.failed(v)
 
-    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(stream, s))
+    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(job.stream, s))
     best = k if k is not None else len(ranked)
     passes(best)  # the staging folder holds the last try: rebuild the chosen one
     m, v, manifest = results[best]
-    kept = ["%s: %s" % (g, n) for _, g, n in ranked[:best]]
     summary = ("Kept the %d most sensitive of %d INT8 layer(s) in FP32 to pass the gate." % (best, len(ranked))
                if k is not None else
                "Even with all %d ranked layers in FP32 the gate fails: the loss is not in the INT8 layers "
                "(check the thresholds / the FP32 pieces)." % len(ranked))
-    return {"kept_fp32": kept, "summary": summary, "layers_ranked": len(ranked), "passes": k is not None}, m, v, manifest
+    return {"kept_fp32": ["%s: %s" % (g, n) for _, g, n in ranked[:best]], "summary": summary,
+            "layers_ranked": len(ranked), "passes": k is not None}, m, v, manifest
+
+
+def measure_latency(job: _Job, before: Optional[str]) -> dict:
+    """Step 8: latency of FP32, the new bundle and (after auto-fallback) the all-INT8 one."""
+    opts = job.opts
+    runners = {"fp32": job.ref, "quantized": job.runner(job.staging)}
+    if before is not None:
+        runners["all_int8"] = job.runner(before)
+    try:
+        x = _square(job.hold_inputs[0][0])
+        lat = fidelity.latency(runners, x, job.hold_prompts[0][0][:1], job.class_embed, runs=opts.runs)
+        lat["setting"] = "%s CPU, %s threads, input %dx%d, 1 prompt, median of %d interleaved runs" % (
+            job.backend, opts.threads or "default", x.shape[2], x.shape[3], opts.runs)
+    finally:
+        for name, r in runners.items():
+            if name != "fp32":
+                r.deactivate()
+    return lat
+
+
+def make_report(job: _Job, staging: str) -> dict:
+    """Steps 3 to 8 inside the staging folder -> the fidelity report (written there by the caller)."""
+    opts = job.opts
+    bundle_out.copy_unchanged(job.src, staging, set(job.graphs))
+    feeds = calibration_feeds(job)
+    manifest = write_manifest(job, quantize_graphs(job, feeds))
+    metrics, verdict = measure_fidelity(job)
+    fallback, before = None, None
+    if opts.auto_fallback and fidelity.failed(verdict):
+        before = os.path.join(job.workdir, "all_int8")  # kept to show what the fallback costs in speed
+        shutil.copytree(staging, before)
+        fallback, metrics, verdict, manifest = auto_fallback(job, feeds)
+    lat = measure_latency(job, before)
+    failed = fidelity.failed(verdict)
+    rep = {
+        "bundle": repo_path(os.path.abspath(opts.out)), "quantization": manifest["quantization"], "metrics": metrics,
+        "verdicts": verdict, "thresholds": {k: list(v) for k, v in job.thresholds.items()}, "pass": not failed,
+        "failed": failed, "gate": job.gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
+        "latency": lat, "weights_note": job.spec.weights_note,
+        "size_mb": {"fp32": _bundle_mb(job.src.path, job.src.manifest), "quantized": _bundle_mb(staging, manifest)},
+        "held_out": [repo_path(n) for n, _ in job.frames.holdout],
+        "prompts_note": "%dx%d click grid + %d boxes per image" % (PROMPT_GRID, PROMPT_GRID, PROMPT_BOXES),
+    }
+    if fallback:
+        rep["auto_fallback"] = fallback
+    return rep
+
+
+def quantize_bundle(opts: Options, stream=None) -> int:
+    stream = sys.stderr if stream is None else stream
+    check_options(opts)
+    src, spec = open_source(opts)
+    job = _Job(opts, src, spec, stream)
+    try:  # an atomic staging folder: the bundle appears complete or not at all (even after SIGKILL)
+        with atomic_dir(opts.out, force=opts.force) as staging:
+            job.staging = staging
+            rep = make_report(job, staging)
+            report.write(staging, rep)
+    finally:
+        job.cleanup()
+    _summary(stream, opts, rep)
+    if rep["failed"] and opts.fail_below:
+        _say(stream, "error: fidelity below threshold (%s); the bundle was written to %s, see fidelity.md"
+             % ("; ".join(rep["failed"]), opts.out))
+        return GATE_EXIT
+    return 0
 
 
 def _summary(stream, opts, rep):

@@ -152,10 +152,6 @@ def test_int8_calibration_errors(tiny_bundle, tmp_path):
     empty = calibrator.make_calibrator(fake.trt, fake.cuda, iter([]), (1, 3, 64, 96), str(tmp_path / "b.cache"))
     with pytest.raises(UserError, match="INT8 calibration saw no images"):
         build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=empty), print)
-    with pytest.raises(UserError, match="needs calibration images"):
-        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES), print)
-    with pytest.raises(UserError, match="internal: prompt_decoder is built FP16/FP32"):
-        build.build_engine(c, "prompt_decoder", enc, build.BuildSettings("int8", RANGES), print)
     fake11 = FakeGPU("11.0.0")
     with pytest.raises(UserError, match="strongly typed"):
         build.build_engine(compat.Compat(fake11.trt), "encoder", enc, build.BuildSettings("int8", RANGES), print)

@@ -1,9 +1,5 @@
-"""TensorRT backend (pycuda). Importing it imports neither TensorRT nor pycuda.
-
-``probe``/``create`` follow the backend registry contract (runtime/backends.py). ``auto=True`` never builds
-(minutes on a Jetson): it uses cached engines or raises ``BackendUnavailable`` naming the ``build-engine``
-command; ``auto=False`` builds what is missing once. ``create_runner()``: a runner not yet activated.
-"""
+"""TensorRT backend (pycuda), imported lazily; ``probe``/``create`` follow runtime/backends.py. ``auto=True`` never
+builds (minutes on a Jetson): cached engines, or ``BackendUnavailable`` naming the ``build-engine`` command."""
 import importlib
 from typing import Optional, Tuple
 
@@ -48,14 +44,11 @@ def probe(device=None) -> Tuple[bool, str]:
 
 
 def create(bundle, device=None, threads=None, auto: bool = False, precision: Optional[str] = None):
-    """An activated ``TensorRTRunner``; ``threads`` does not apply. See the module docstring."""
-    from .engines import Choices
-    from .runner import TensorRTRunner
+    """An activated ``TensorRTRunner``; ``threads`` does not apply."""
     ok, why = probe(device)
     if not ok:
         raise BackendUnavailable(why)
-    path = getattr(bundle, "path", bundle)
-    runner = TensorRTRunner(path, Choices(precision=precision), build=not auto, device=gpu_index(device))
+    runner = create_runner(getattr(bundle, "path", bundle), precision, build=not auto, device=gpu_index(device))
     runner.activate()
     return runner
 

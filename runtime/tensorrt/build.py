@@ -1,10 +1,9 @@
-"""One engine of any graph (TensorRT 8.5 to 11): parse the ONNX, set the optimisation profile (profiles.py),
-workspace, timing cache, precision with FP32 pins (precision.py), INT8 calibration and DLA (encoder only), and
-serialise. Everything version-specific goes through ``compat.Compat``."""
+"""One engine of one graph: parse the ONNX, optimisation profile, workspace, timing cache, precision with FP32 pins,
+INT8 calibration and DLA (engines.Session decides which graph gets which), serialise; versions via ``compat``."""
 import collections
 import os
 import re
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
@@ -17,35 +16,20 @@ OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation
                            re.I)
 
 
-class BuildSettings(object):
-    """What one engine build needs. ``from_graph``: the ONNX carries its own precision (FP16 / Q/DQ INT8 from
-    `rmpsam-edge quantize`): no calibrator, and no precision flags on a strongly typed TensorRT (11)."""
-
-    def __init__(self, precision: str, ranges: Dict[str, Tuple[int, int, int]], workspace_bytes: int = 2 << 30,
-                 dla_core: Optional[int] = None, fp32_layers: Sequence[str] = (), calibrator=None,
-                 timing_cache: Optional[str] = None, verbose: bool = False, from_graph: bool = False):
-        if precision not in ("fp32", "fp16", "int8"):
-            raise UserError("--precision %s: use fp32, fp16 or int8" % precision)
-        self.precision = precision
-        self.ranges = ranges
-        self.workspace_bytes = int(workspace_bytes)
-        self.dla_core = dla_core
-        self.fp32_layers = tuple(fp32_layers)
-        self.calibrator = calibrator
-        self.timing_cache = timing_cache
-        self.verbose = verbose
-        self.from_graph = from_graph
+# from_graph: the ONNX carries its own precision (FP16 / Q/DQ INT8 from `rmpsam-edge quantize`): no calibrator,
+# and no precision flags on a strongly typed TensorRT (11).
+BuildSettings = collections.namedtuple("BuildSettings", "precision ranges workspace_bytes dla_core fp32_layers "
+                                       "calibrator timing_cache verbose from_graph",
+                                       defaults=(2 << 30, None, (), None, None, False, False))
 
 
 BuildResult = collections.namedtuple("BuildResult", "data profile pinned")
 
 
 def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, log: Log) -> BuildResult:
-    """One engine of any graph; only the encoder takes calibrated INT8 and DLA."""
     trt = compat.trt
-    if graph != "encoder" and ((settings.precision == "int8" and not settings.from_graph)
-                               or settings.dla_core is not None):
-        raise UserError("internal: %s is built FP16/FP32 on the GPU only" % graph)
+    if settings.precision not in ("fp32", "fp16", "int8"):
+        raise UserError("--precision %s: use fp32, fp16 or int8" % settings.precision)
     messages = []  # type: List[Tuple[str, str]]
     logger = compat.logger(messages, settings.verbose)
     if hasattr(trt, "init_libnvinfer_plugins"):
@@ -62,10 +46,10 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     config = builder.create_builder_config()
     compat.set_workspace(config, settings.workspace_bytes)
     ranges = settings.ranges
-    if settings.dla_core is not None:
-        ranges = profiles.static_ranges(ranges)  # DLA has no dynamic shapes
-    inputs = [(network.get_input(i).name, tuple(network.get_input(i).shape)) for i in range(network.num_inputs)]
-    shapes = profiles.graph_profile(graph, inputs, ranges)
+    if settings.dla_core is not None:  # DLA has no dynamic shapes: min = opt = max = opt
+        ranges = {k: (v[1], v[1], v[1]) for k, v in ranges.items()}
+    shapes = {t.name: profiles.input_profile(graph, t.name, t.shape, ranges)
+              for t in (network.get_input(i) for i in range(network.num_inputs))}
     profile = builder.create_optimization_profile()
     for name, (lo, opt, hi) in shapes.items():
         profile.set_shape(name, lo, opt, hi)
@@ -79,9 +63,7 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     if pinned:
         prec.apply_fp32(network, compat, pinned)
         log("%s: %s" % (graph, prec.summary(pinned)))
-    if settings.precision == "int8" and not settings.from_graph:
-        if settings.calibrator is None:
-            raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video / glob)")
+    if settings.precision == "int8" and not settings.from_graph:  # the calibrator is engines.Session's
         calib_profile = builder.create_optimization_profile()
         for name, (_, opt, _) in shapes.items():
             calib_profile.set_shape(name, opt, opt, opt)
@@ -90,7 +72,7 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
         compat.use_dla(builder, config, settings.dla_core)
 
     cache = _load_timing_cache(config, settings.timing_cache, log)
-    data = compat.build_serialized(builder, network, config)
+    data = builder.build_serialized_network(network, config)  # None on failure
     calib_error = getattr(settings.calibrator, "error", None)
     if calib_error is not None:
         raise calib_error if isinstance(calib_error, UserError) else UserError(
@@ -140,8 +122,8 @@ def _onnx_node_names(onnx_path: str):
 
 
 def _load_timing_cache(config, path: Optional[str], log: Log):
-    """-> the timing cache the build uses, or None (builds without one). create_timing_cache may return None
-    (polygraphy guards this) and set_timing_cache returns False when TensorRT rejects the cache."""
+    """-> the timing cache the build uses, or None. create_timing_cache may return None (polygraphy guards it);
+    set_timing_cache returns False when TensorRT rejects the cache."""
     data = b""
     if path and os.path.isfile(path):
         with open(path, "rb") as f:

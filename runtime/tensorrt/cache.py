@@ -4,6 +4,7 @@ An engine runs only with the TensorRT version and GPU that built it, so its side
 built for plus its size and sha256. ``check()`` reads the key before TensorRT sees the (untrusted) bytes and
 returns a ``Verdict``: usable, or a one-line reason. Pure Python.
 """
+import collections
 import hashlib
 import json
 import os
@@ -63,12 +64,10 @@ def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_
             "fp32_layers": list(fp32_layers or [])}
 
 
-def differences(stored: Dict[str, object], wanted: Dict[str, object], fields=None) -> List[str]:
+def differences(stored: Dict[str, object], wanted: Dict[str, object]) -> List[str]:
     """['TensorRT version 8.6.1 (engine) != 10.3.0 (here)', ...] for every differing key field."""
     out = []
     for field, label in FIELDS:
-        if fields is not None and field not in fields:
-            continue
         a, b = stored.get(field), wanted.get(field)
         if a == b:
             continue
@@ -100,16 +99,9 @@ def _range(p) -> str:
     return "none" if p is None else "min %s opt %s max %s" % tuple(p)
 
 
-class Verdict(object):
-    """ok: the engine file can be handed to TensorRT (``data`` holds its bytes). Otherwise ``reason`` is one
-    line; ``foreign`` is True for an engine file without a sidecar (not made by us: never overwritten without
-    --force); ``stored`` is the sidecar key when one could be read."""
-
-    def __init__(self, ok: bool, reason: str = "", data: Optional[bytes] = None, stored=None, foreign=False):
-        self.ok, self.reason, self.data, self.stored, self.foreign = ok, reason, data, stored, foreign
-
-    def __repr__(self):
-        return "Verdict(ok=%r, reason=%r)" % (self.ok, self.reason)
+# ok: ``data`` (the engine bytes) can go to TensorRT; else ``reason`` is one line, ``foreign`` marks an engine file
+# without a sidecar (not ours: never overwritten without --force); ``stored``: the sidecar key when one could be read.
+Verdict = collections.namedtuple("Verdict", "ok reason data stored foreign", defaults=("", None, None, False))
 
 
 def read_sidecar(sidecar_path: str) -> Tuple[Optional[dict], str]:

@@ -1,11 +1,6 @@
-"""INT8 entropy calibration (``IInt8EntropyCalibrator2``) of the encoder, with a keyed calibration cache.
-
-The cache file is named after sha256(graph sha256 + data fingerprint): new data or a new graph -> a new name,
-so a stale cache is never used. Calibration frames are preprocessed by ``rmpsam_edge.preprocess`` (the
-runtime's own resize/normalise/pad), fitted into the profile's opt shape. Only the encoder is calibrated
-(INT8 decoders destroy the panoptic output, deployment notes section 6); ``Compat.has_calibrator`` says
-whether this TensorRT still has the API (removed in 11).
-"""
+"""INT8 entropy calibration of the encoder (TensorRT 8.6 / 10.x), with a keyed cache: the file is named after
+sha256(graph sha256 + data fingerprint), so new data or a new graph never reads a stale one. Frames go through
+``rmpsam_edge.preprocess``, fitted into the profile's opt shape."""
 import glob
 import hashlib
 import os
@@ -14,12 +9,11 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import IMAGE_EXTS, VIDEO_EXTS, is_video
 from rmpsam_edge.preprocess import preprocess
 from rmpsam_edge.spec import ModelSpec
 
-ALIGN = 32
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+from .profiles import ALIGN
 
 
 def list_calibration_files(source: str) -> List[str]:
@@ -74,7 +68,7 @@ def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, coun
     for path in files:
         if done >= count:
             return
-        if path.lower().endswith(VIDEO_EXTS):
+        if is_video(path):
             cap = cv2.VideoCapture(path)
             total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
             step = max(1, total // max(1, count - done)) if total else 1
@@ -98,10 +92,8 @@ def images_from_paths(files: Sequence[str], hw: Tuple[int, int], mean, std, coun
 
 def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[int], cache_file: str,
                     limit: Optional[int] = None):
-    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` one image at a time at ``shape`` (1, 3, H, W).
-
-    ``get_batch`` must not raise into TensorRT: a problem is kept in ``.error`` and calibration stops;
-    the builder re-raises it. ``.used`` counts the images fed."""
+    """An ``IInt8EntropyCalibrator2`` feeding ``batches`` one at a time at ``shape`` (1, 3, H, W). ``get_batch``
+    never raises into TensorRT: a problem is kept in ``.error`` (re-raised by the builder); ``.used`` counts."""
     shape = tuple(int(d) for d in shape)
 
     class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
@@ -156,7 +148,3 @@ def make_calibrator(trt, cuda, batches: Iterable[np.ndarray], shape: Sequence[in
                 self.device = None
 
     return EntropyCalibrator()
-
-
-def feeder(source: str, hw: Tuple[int, int], spec, count: int) -> Iterator[np.ndarray]:
-    return images_from_paths(list_calibration_files(source), hw, spec.mean, spec.std, count)

@@ -142,8 +142,6 @@ def run(args) -> int:
                                 _hw(r, 1), r["Np"][0], r["Np"][2], r["Np"][1], many))
             held["runtime"] = trt.Runtime(compat.logger([]))
             for graph in graphs:
-                if graph == "encoder" and choices.dla_core is not None:
-                    held["runtime"].DLA_core = int(choices.dla_core)
                 _, data, status = session.load_engine(held["runtime"], graph, choices, build=not args.no_build,
                                                       force=args.force)
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (

@@ -1,7 +1,5 @@
-"""The one adapter between this package and ``tensorrt`` / ``pycuda`` (TensorRT 8.5 to 11): every call that
-differs between versions lives here, checked against NVIDIA's real bindings by tests/test_tensorrt_real_bindings.py.
-Nothing is imported at module import time; a missing package is a one-line ``UserError`` naming what to install.
-"""
+"""The one adapter to ``tensorrt`` / ``pycuda`` (TensorRT 8.5 to 11): every call that differs between versions,
+checked against NVIDIA's real bindings by tests/test_tensorrt_real_bindings.py. Nothing is imported at import."""
 import collections
 import importlib
 import re
@@ -58,6 +56,20 @@ _NP_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT8": np.int8, "INT32":
               "UINT8": np.uint8, "INT64": np.int64}
 
 
+# LayerType -> kind, or (subclass, op enum, ((op, kind), ...), kind of any other op)
+_LAYER_KINDS = {
+    "NORMALIZATION": "layernorm", "SOFTMAX": "softmax", "MATRIX_MULTIPLY": "matmul", "FULLY_CONNECTED": "matmul",
+    "SHUFFLE": "reshape", "IDENTITY": "cast", "CAST": "cast", "GATHER": "gather", "SLICE": "slice",
+    "CONCATENATION": "concat", "CONSTANT": "constant", "SHAPE": "shape", "ACTIVATION": "activation",
+    "CONVOLUTION": "conv", "DECONVOLUTION": "conv", "GRID_SAMPLE": "grid_sample", "RESIZE": "resize",
+    "ELEMENTWISE": ("IElementWiseLayer", "ElementWiseOperation", (("GREATER", "greater"), ("PROD", "mul"),
+                    ("DIV", "div"), ("SUM", "add"), ("SUB", "sub"), ("POW", "pow")), "elementwise"),
+    "REDUCE": ("IReduceLayer", "ReduceOperation", (("MAX", "reduce_max"), ("SUM", "reduce_sum"),
+               ("AVG", "reduce_mean")), "reduce"),
+    "UNARY": ("IUnaryLayer", "UnaryOperation", (("SQRT", "sqrt"),), "unary"),
+}
+
+
 class Compat(object):
     """Version-dispatching facade over one ``tensorrt`` module."""
 
@@ -80,7 +92,7 @@ class Compat(object):
 
     # ---------------------------------------------------------------- building
     def logger(self, sink: List[Tuple[str, str]], verbose: bool = False):
-        """An ``ILogger`` that keeps (severity, message) pairs in ``sink`` (errors become one-line reasons)."""
+        """An ``ILogger`` keeping (severity, message) pairs in ``sink``."""
         trt = self.trt
         keep = ("INTERNAL_ERROR", "ERROR", "WARNING") + (("INFO", "VERBOSE") if verbose else ())
 
@@ -102,18 +114,14 @@ class Compat(object):
             flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
         return builder.create_network(flags)
 
-    def set_workspace(self, config, nbytes: int) -> None:
-        # set_memory_pool_limit: 8.4+ and 10.x (max_workspace_size was deprecated in 8.4, removed in 10).
+    def set_workspace(self, config, nbytes: int) -> None:  # max_workspace_size: removed in 10
         config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
 
     def set_precision(self, config, precision: str, pinned: bool, from_graph: bool = False) -> None:
-        """fp32: no flag. fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned). int8: INT8 + FP16
-        (calibrated, or explicit quantization of a Q/DQ graph: 8.6 and 10.x need the INT8 flag for both).
-        ``from_graph``: the ONNX carries its own types; a strongly typed TensorRT needs no flag then."""
+        """fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned); int8: INT8 + FP16, for calibrated
+        and for Q/DQ graphs alike on 8.6/10.x. ``from_graph`` (the ONNX's own types) needs none on 11."""
         trt = self.trt
-        if precision == "fp32":
-            return
-        if not self.weak_typing and from_graph:
+        if precision == "fp32" or (not self.weak_typing and from_graph):
             return
         if not self.weak_typing:
             raise UserError("TensorRT %s builds strongly typed networks only (no FP16/INT8 builder flags): build "
@@ -126,9 +134,8 @@ class Compat(object):
             config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
 
     def pin_fp32(self, layer) -> bool:
-        """layer.precision + set_output_type(i, float32) (8.6, 10.x; deprecated 10.12), only on a layer whose
-        outputs are all FLOAT/HALF: with OBEY_PRECISION_CONSTRAINTS a pin on an INT32/BOOL layer (shape
-        arithmetic, Greater) fails the build. -> whether it was pinned."""
+        """-> whether pinned: only layers whose outputs are all FLOAT/HALF (with OBEY_PRECISION_CONSTRAINTS a pin
+        on an INT32/BOOL layer fails the build)."""
         trt = self.trt
         outs = [layer.get_output(i) for i in range(layer.num_outputs)]
         if not outs or any(t.dtype not in (trt.float32, trt.float16) for t in outs):
@@ -149,19 +156,11 @@ class Compat(object):
         config.DLA_core = int(core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
 
-    def set_calibrator(self, config, calibrator, calib_profile) -> None:
-        if not self.has_calibrator:
-            raise UserError("TensorRT %s has no INT8 calibrator (implicit quantization was removed): use an INT8 "
-                            "(Q/DQ) bundle from `rmpsam-edge quantize` and build it with --precision fp32"
-                            % self.version_string)
+    @staticmethod
+    def set_calibrator(config, calibrator, calib_profile) -> None:
+        """Only where ``has_calibrator`` (engines.Session checks it: TensorRT 11 removed implicit INT8)."""
         config.int8_calibrator = calibrator  # deprecated in 10.x, still honoured
-        if calib_profile is not None:
-            config.set_calibration_profile(calib_profile)
-
-    def build_serialized(self, builder, network, config):
-        """-> bytes-like, or None on failure. build_serialized_network exists in 8.x and 10.x (build_engine
-        was removed in 10)."""
-        return builder.build_serialized_network(network, config)
+        config.set_calibration_profile(calib_profile)
 
     def parser_error_line(self, error, node_names: Optional[Sequence[Tuple[str, str]]] = None) -> str:
         """One line per parser error naming the failing node. 10.x: node_name()/node_operator(); 8.6: only the
@@ -173,52 +172,21 @@ class Compat(object):
             name, op = str(error.node_name() or ""), str(error.node_operator() or "")
         if not name and node_names is not None and 0 <= index < len(node_names):
             name, op = node_names[index]
-        if name or op:
-            where = "node %d '%s' (%s)" % (index, name, op) if index >= 0 else "node '%s' (%s)" % (name, op)
-        elif index >= 0:
-            where = "node %d" % index
-        else:
-            where = "the graph"
-        return "%s: %s" % (where, desc)
+        where = "node %d" % index if index >= 0 else ("node" if name or op else "the graph")
+        return "%s%s: %s" % (where, " '%s' (%s)" % (name, op) if name or op else "", desc)
 
-    # ---------------------------------------------------------------- network introspection
     def layer_kind(self, layer) -> str:
-        """Normalised op kind of a network layer (see ``precision.KINDS``)."""
-        trt = self.trt
-        lt = trt.LayerType
-        t = layer.type
-        simple = {"NORMALIZATION": "layernorm", "SOFTMAX": "softmax", "MATRIX_MULTIPLY": "matmul",
-                  "FULLY_CONNECTED": "matmul", "SHUFFLE": "reshape", "IDENTITY": "cast", "CAST": "cast",
-                  "GATHER": "gather", "SLICE": "slice", "CONCATENATION": "concat", "CONSTANT": "constant",
-                  "SHAPE": "shape", "ACTIVATION": "activation", "CONVOLUTION": "conv",
-                  "DECONVOLUTION": "conv", "GRID_SAMPLE": "grid_sample", "RESIZE": "resize"}
-        for name, kind in simple.items():
-            if hasattr(lt, name) and t == getattr(lt, name):
-                return kind
-        if t == lt.ELEMENTWISE:
-            op = self._downcast(layer, "IElementWiseLayer").op
-            ops = trt.ElementWiseOperation
-            for name, kind in (("GREATER", "greater"), ("PROD", "mul"), ("DIV", "div"), ("SUM", "add"),
-                               ("SUB", "sub"), ("POW", "pow")):
-                if op == getattr(ops, name):
+        """Normalised op kind of a network layer (the kinds of ``precision.ONNX_KINDS``)."""
+        lt = self.trt.LayerType
+        for name, kind in _LAYER_KINDS.items():
+            if hasattr(lt, name) and layer.type == getattr(lt, name):
+                if not isinstance(kind, tuple):
                     return kind
-            return "elementwise"
-        if t == lt.REDUCE:
-            op = self._downcast(layer, "IReduceLayer").op
-            ops = trt.ReduceOperation
-            for name, kind in (("MAX", "reduce_max"), ("SUM", "reduce_sum"), ("AVG", "reduce_mean")):
-                if op == getattr(ops, name):
-                    return kind
-            return "reduce"
-        if t == lt.UNARY:
-            op = self._downcast(layer, "IUnaryLayer").op
-            return "sqrt" if op == trt.UnaryOperation.SQRT else "unary"
+                cls, enum, ops, other = kind
+                # network.get_layer() returns the ILayer base; polygraphy's downcast reaches the subclass's op
+                layer.__class__ = getattr(self.trt, cls)
+                return next((k for op, k in ops if layer.op == getattr(getattr(self.trt, enum), op)), other)
         return "other"
-
-    def _downcast(self, layer, cls_name: str):
-        # network.get_layer() returns the ILayer base; polygraphy's trick to reach the subclass attributes.
-        layer.__class__ = getattr(self.trt, cls_name)
-        return layer
 
     # ---------------------------------------------------------------- engines
     def deserialize(self, runtime, data: bytes):
@@ -235,7 +203,7 @@ class Compat(object):
         return np.dtype(_NP_DTYPES[name])
 
     def io_tensors(self, engine) -> List[Tuple[str, bool, np.dtype]]:
-        """[(name, is_input, numpy dtype)] through the named-tensor API (8.5+, the only one in 10.x)."""
+        """[(name, is_input, numpy dtype)] through the named-tensor API."""
         trt = self.trt
         out = []
         for i in range(engine.num_io_tensors):
@@ -244,9 +212,9 @@ class Compat(object):
             out.append((name, is_input, self.np_dtype(engine.get_tensor_dtype(name))))
         return out
 
-    def profile_shapes(self, engine, name: str, profile: int = 0) -> Tuple[Tuple[int, ...], ...]:
-        """(min, opt, max) of one input in one optimisation profile."""
-        return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, profile))
+    def profile_shapes(self, engine, name: str) -> Tuple[Tuple[int, ...], ...]:
+        """(min, opt, max) of one input in profile 0."""
+        return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, 0))
 
     # ---------------------------------------------------------------- device (pycuda)
     @staticmethod
@@ -261,6 +229,7 @@ class Compat(object):
             raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
         dev = cuda.Device(index)
         sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+        from ..platform_facts import jetson_module
         return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
                    int(sms), jetson_module())
 
@@ -268,9 +237,3 @@ class Compat(object):
 # Every Orin module reports the GPU name "Orin" and sm 8.7: the engine key also needs memory, SM count and
 # the module (an engine tuned on an AGX Orin is not the right one for an Orin Nano).
 Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")
-
-
-def jetson_module() -> str:
-    """'NVIDIA Jetson AGX Orin Developer Kit | # R36 (release), REVISION: 4.0' on a Jetson, '' elsewhere."""
-    from ..platform_facts import jetson_module as read
-    return read()

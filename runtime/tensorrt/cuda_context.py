@@ -37,10 +37,6 @@ class CudaContext(object):
         """Run ``release`` inside this context when it closes (last registered, first released)."""
         self._owned.append(release)
 
-    @property
-    def closed(self) -> bool:
-        return not self._finalizer.alive
-
     def __enter__(self):
         self._lock.acquire()
         try:

@@ -1,7 +1,7 @@
-"""Get a usable engine per graph of a bundle: the cached one when its sidecar key matches (cache.py), else a
-rebuild (build.py) with one log line saying why; --no-build makes that an error naming what differs, and a
-foreign engine file is never overwritten without --force. Choices not given come from the bundle and from the
-stored sidecars, so a custom profile survives a TensorRT or GPU change.
+"""A usable engine per graph: the cached one when its sidecar key matches (cache.py), else a rebuild (build.py)
+with one line saying why; --no-build makes that an error naming what differs, and a foreign engine file is never
+overwritten without --force. Choices not given come from the bundle and the stored sidecars (a custom profile
+survives a TensorRT or GPU change). The one place that decides which graph gets which precision, DLA, calibration.
 """
 import os
 import re
@@ -11,13 +11,13 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 from rmpsam_edge.errors import UserError
 
-from ..bundle import Bundle
+from ..bundle import OPTIONAL_GRAPHS, REQUIRED_GRAPHS, Bundle
 from . import build as builder
 from . import cache, calibrator, precision, profiles
 
 GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "Np"),
                  "prompt_decoder_many": ("B", "h", "w", "Npm"), "object_decoder": ("B", "h", "w", "K", "P")}
-GRAPH_ORDER = ("encoder", "prompt_decoder", "prompt_decoder_many", "object_decoder")
+GRAPH_ORDER = REQUIRED_GRAPHS + OPTIONAL_GRAPHS
 DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
 
@@ -31,9 +31,8 @@ def stderr_log(line: str) -> None:
 
 
 def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
-    """Engine precision of one graph. A graph the bundle already stores quantized (Q/DQ INT8 or FP16 ONNX from
-    `rmpsam-edge quantize`) keeps that precision. Otherwise int8 applies to the encoder only (calibrated):
-    the decoders of an int8 build are fp16 with the FP32 pins."""
+    """A graph the bundle stores quantized (by `rmpsam-edge quantize`) keeps that precision; else int8 applies
+    to the encoder only (calibrated), the decoders of an int8 build are fp16 with the FP32 pins."""
     if stored in ("int8", "fp16"):
         return stored
     return "fp16" if precision == "int8" and graph != "encoder" else precision
@@ -222,6 +221,8 @@ class Session(object):
     def load_engine(self, runtime, graph: str, choices: Choices, build: bool = True, force: bool = False):
         """-> (ICudaEngine, plan bytes, 'cached' | 'built'); a plan TensorRT rejects is rebuilt once."""
         data, status = self.engine_bytes(graph, choices, build=build, force=force)
+        if graph == "encoder" and choices.dla_core is not None:
+            runtime.DLA_core = int(choices.dla_core)  # before deserialising a DLA engine
         engine = self.compat.deserialize(runtime, data)
         if engine is None and status == "cached":
             data, status = self.engine_bytes(graph, choices, build=build, force=True,
@@ -256,5 +257,6 @@ class Session(object):
         if self.cuda is None:
             raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
         shape = _calib_shape(ranges)
-        feed = calibrator.feeder(source, shape[2:], self.bundle.spec(), choices.calib_count) if source else iter(())
+        spec, files = self.bundle.spec(), calibrator.list_calibration_files(source) if source else []
+        feed = calibrator.images_from_paths(files, shape[2:], spec.mean, spec.std, choices.calib_count)
         return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)

@@ -1,21 +1,10 @@
-"""Which layers of an FP16 (or INT8) build are pinned to FP32, and why.
-
-What EfficientViT-SAM, EfficientTAM and SAM users found by hand (FP16 engines with wrong or NaN masks)
-is encoded here as rules on the graph, checked against real exported RMP-SAM graphs in the tests:
-
-* ``layernorm``   every LayerNorm (TensorRT's INormalizationLayer, or the decomposed ReduceMean/Sub/Pow
-                  chain of an old-opset export, found by its ``.../xxx_norm/...`` module path);
-* ``softmax``     every Softmax (attention over all stride-4 pixels);
-* ``mask_pool``   the MatMul whose input is the hard ``(M > 0)`` mask: a SUM over up to h*w pixels of
-                  256-channel features, which overflows FP16 (65504) on large images;
-* ``logits``      the ops between a ``*logits`` output and the MatMul that makes it (x100 cosine scale,
-                  the background-column Concat passed through, ReduceMax over prototypes, the final mask /
-                  class MatMuls);
-* ``sum_squares`` ReduceL2 / sum of squares (the cosine classifier's normalisation) that overflow FP16;
-* ``user``        layers whose name matches a ``--fp32-layers`` regex.
-
-The rules work on ``Node`` tuples so the same code reads a TensorRT network (``nodes_from_network``)
-and an ONNX graph (``nodes_from_onnx``, used by the tests).
+"""Which layers of an FP16 (or INT8) build are pinned to FP32, and why: what EfficientViT-SAM, EfficientTAM and SAM
+users found by hand (FP16 engines with wrong or NaN masks), as rules on the graph (``REASONS``):
+``layernorm`` (also decomposed ReduceMean/Sub/Pow chains, found by their ``.../xxx_norm/...`` module path),
+``softmax``, ``mask_pool`` (the MatMul over the hard ``(M > 0)`` mask: a sum over up to h*w pixels overflows FP16),
+``logits`` (from a ``*logits`` output back to the MatMul that makes it: x100 scale, background Concat, ReduceMax),
+``sum_squares`` (ReduceL2 / sums of squares) and ``user`` (``--fp32-layers`` regexes). The rules read ``Node``
+tuples, from a TensorRT network (``nodes_from_network``) or an ONNX graph (``nodes_from_onnx``, in the tests).
 """
 import collections
 import re
@@ -66,10 +55,8 @@ def network_outputs(network) -> List[str]:
 
 def select_fp32(nodes: Sequence[Node], outputs: Iterable[str], patterns: Sequence[str] = ()) -> Dict[str, str]:
     """-> {node name: reason} in graph order. ``outputs``: graph output names."""
-    producer = {t: n for n in nodes for t in n.outputs}
+    src = {t: n for n in nodes for t in n.outputs}.get
     chosen = {}  # type: Dict[str, str]
-
-    src = producer.get
 
     def pick(node: Node, reason: str) -> None:
         chosen.setdefault(node.name, reason)

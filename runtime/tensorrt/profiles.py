@@ -1,15 +1,6 @@
-"""Optimisation-profile shapes (min / opt / max) for the three graphs, from a few named sizes.
-
-Every dynamic axis of a graph input is one of these symbols (names from ``runtime.base.GRAPHS``):
-
-    image        (B, 3, H, W)          B = 1; H, W multiples of 32
-    features     (B, 256, h, w)        h = H / 4, w = W / 4
-    boxes        (Np, 4)               Np prompts per decoder call
-    class_embed  (K, P, 768)           K classes, P prototypes (synonyms) per class
-
-A network input is matched to its row from the right, so (1, Np, 4) works as well as (Np, 4); static
-axes keep their value. An input or axis not listed here must be static, or building stops with a line
-naming it. Pure Python: no TensorRT needed.
+"""Optimisation-profile shapes (min / opt / max) from a few named sizes: every dynamic axis of a graph input is a
+symbol of ``AXES`` (h = H / 4, w = W / 4; Np prompts, K classes, P prototypes per class), matched from the right
+so (1, Np, 4) works as well as (Np, 4). Any other dynamic axis stops the build with a line naming it.
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -52,37 +43,23 @@ def make_ranges(max_hw: Tuple[int, int], opt_hw: Optional[Tuple[int, int]] = Non
     return ranges
 
 
-def static_ranges(ranges: Dict[str, Range]) -> Dict[str, Range]:
-    """min = opt = max = opt for every symbol (DLA and INT8 calibration need fixed shapes)."""
-    return {k: (v[1], v[1], v[1]) for k, v in ranges.items()}
-
-
 def input_profile(graph: str, name: str, shape: Sequence[int], ranges: Dict[str, Range]) -> Tuple[Shape, Shape, Shape]:
     """(min, opt, max) for one network input whose dynamic axes are -1."""
     shape = tuple(int(d) for d in shape)
     spec = AXES.get(name, ())
-    lo, opt, hi = [], [], []
+    rows = []
     for axis, dim in enumerate(shape):
         k = axis - (len(shape) - len(spec))
         sym = spec[k] if 0 <= k < len(spec) else ("B" if k < 0 and spec else None)
         if dim >= 0:
-            vals = (dim, dim, dim)
+            rows.append((dim, dim, dim))
         elif isinstance(sym, str) and sym in ranges:
-            vals = ranges[sym]
+            rows.append(ranges[sym])
         else:
             what = ("'%s'" % sym) if isinstance(sym, str) else "an axis the builder has no size for"
             raise UserError("%s input '%s' %s: axis %d is dynamic and is %s; re-export with that axis static "
                             "or pass its size" % (graph, name, list(shape), axis, what))
-        lo.append(vals[0])
-        opt.append(vals[1])
-        hi.append(vals[2])
-    return tuple(lo), tuple(opt), tuple(hi)
-
-
-def graph_profile(graph: str, inputs: Sequence[Tuple[str, Sequence[int]]],
-                  ranges: Dict[str, Range]) -> Dict[str, Tuple[Shape, Shape, Shape]]:
-    """{input name: (min, opt, max)} for every input of one network."""
-    return {name: input_profile(graph, name, shape, ranges) for name, shape in inputs}
+    return tuple(zip(*rows)) if rows else ((), (), ())
 
 
 def check_within(graph: str, name: str, shape: Sequence[int], profile: Tuple[Shape, Shape, Shape],

@@ -1,11 +1,8 @@
-"""TensorRT runner: a ``BundleRunner`` (runtime/bundle_runner.py) whose hooks run one engine per graph.
-
-Host (page-locked) and device buffers are allocated once at the profile's MAX shapes; a call is
-set_input_shape -> async H2D -> execute_async_v3 -> async D2H -> one sync. The decoders read the encoder's
-features from its device buffer (no copy); more prompts than the profile's max run in exact chunks.
-"""
+"""TensorRT runner: a ``BundleRunner`` running one engine per graph. Buffers are allocated once at the profile's
+max shapes; a call is set_input_shape -> async H2D -> execute_async_v3 -> async D2H -> one sync. The decoders read
+the encoder's features from its device buffer (no copy); more prompts than a profile's max run in exact chunks."""
 import os
-from typing import Dict, List, Optional, Tuple  # noqa: F401
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -136,8 +133,6 @@ class TensorRTRunner(BundleRunner):
 
     # ------------------------------------------------------------------ BundleRunner hooks
     def _load(self, graph: str, path: str) -> None:
-        if graph == "encoder" and self.choices.dla_core is not None:
-            self._gpu.runtime.DLA_core = int(self.choices.dla_core)  # before deserialising a DLA engine
         try:
             engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
             context = engine.create_execution_context()
