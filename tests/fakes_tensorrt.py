@@ -207,6 +207,12 @@ class FakeGPU(object):
             gpu.log("mem_alloc", int(nbytes))
             return DeviceAllocation(int(nbytes))
 
+        def mem_get_info():
+            """(free, total) bytes of the current context's device, as cuMemGetInfo."""
+            _require_context()
+            total = int(gpu.memory_mb) << 20
+            return total - sum(len(m) for m in gpu.memory.values()), total
+
         def pagelocked_empty(shape, dtype, order="C", mem_flags=0):
             _require_context()
             arr = np.empty(shape, dtype, order=order)
@@ -243,7 +249,7 @@ class FakeGPU(object):
                 dest[...] = np.frombuffer(raw, dest.dtype).reshape(dest.shape)
             gpu.streams[stream.handle].append(op)
 
-        for fn in (init, mem_alloc, pagelocked_empty, memcpy_htod, memcpy_htod_async, memcpy_dtoh_async):
+        for fn in (init, mem_alloc, mem_get_info, pagelocked_empty, memcpy_htod, memcpy_htod_async, memcpy_dtoh_async):
             setattr(cuda, fn.__name__, fn)
         cuda.Device, cuda.Stream, cuda.Context, cuda.Error = Device, Stream, Context, Error
         cuda.DeviceAllocation = DeviceAllocation

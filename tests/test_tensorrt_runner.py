@@ -48,6 +48,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
                           f_max, 4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]              # many-prompt graph: Np 48
         assert [p[0] * 4 for p in pinned] == allocs
         n_alloc = len(allocs)
+        assert r.gpu_memory_mb() == sum(allocs) / 1048576.0  # the device's free memory dropped by the buffers
 
         feats = r.encode(image)
         np.testing.assert_array_equal(feats, ort_run(bundle, "encoder", {"image": image})[0])
@@ -77,6 +78,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         names = fake.names()
         assert all("synchronize" in names[i:] for i, n in enumerate(names) if n == "execute_async_v3")
     assert fake.leftover() == [] and not fake.live_contexts and fake.memory == {}  # deactivate freed every buffer and popped the context
+    assert r.gpu_memory_mb() is None
     assert fake.names()[-2:] == ["ctx.pop", "ctx.detach"]
 
 

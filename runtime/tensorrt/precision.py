@@ -1,40 +1,11 @@
-"""Which layers of an FP16 (or INT8) build are pinned to FP32, and why: what EfficientViT-SAM, EfficientTAM and SAM
-users found by hand (FP16 engines with wrong or NaN masks), as rules on the graph (``REASONS``):
-``layernorm`` (also decomposed ReduceMean/Sub/Pow chains, found by their ``.../xxx_norm/...`` module path),
-``softmax``, ``mask_pool`` (the MatMul over the hard ``(M > 0)`` mask: a sum over up to h*w pixels overflows FP16),
-``logits`` (from a ``*logits`` output back to the MatMul that makes it: x100 scale, background Concat, ReduceMax),
-``sum_squares`` (ReduceL2 / sums of squares) and ``user`` (``--fp32-layers`` regexes). The rules read ``Node``
-tuples, from a TensorRT network (``nodes_from_network``) or an ONNX graph (``nodes_from_onnx``, in the tests).
-"""
-import collections
-import re
-from typing import Dict, Iterable, List, Optional, Sequence
+"""TensorRT's FP32 pins: the rules of ``rmpsam_edge.runtime.sensitive_layers`` (the one list, shared with quantize)
+applied to a TensorRT network: ``nodes_from_network`` reads it as ``Node`` tuples, ``apply_fp32`` pins the
+chosen layers (precision and output types)."""
+from typing import Dict, List
 
-Node = collections.namedtuple("Node", "name kind inputs outputs")
+from ..sensitive_layers import REASONS, Node, nodes_from_onnx, select_fp32, summary  # noqa: F401 - the one list
 
 POLICY = "fp32-pins-v1"  # recorded in the engine key: changing the rules rebuilds engines
-
-PASS = {"reshape", "cast", "gather", "slice", "expand"}     # data moves, values unchanged
-SCALE = {"mul", "div", "add", "sub"}
-LN_MODULE = re.compile(r"(^|/)(\w*norm\w*|\w+_fcs\.1)(/|$)")
-LN_PARTS = {"reduce_mean", "sub", "pow", "add", "sqrt", "div", "mul"}
-
-ONNX_KINDS = {
-    "LayerNormalization": "layernorm", "Softmax": "softmax", "MatMul": "matmul", "Gemm": "matmul",
-    "Greater": "greater", "Cast": "cast", "Identity": "cast", "Reshape": "reshape", "Transpose": "reshape",
-    "Squeeze": "reshape", "Unsqueeze": "reshape", "Flatten": "reshape", "Gather": "gather", "Slice": "slice",
-    "Concat": "concat", "Expand": "expand", "Mul": "mul", "Div": "div", "Add": "add", "Sub": "sub",
-    "Pow": "pow", "ReduceMax": "reduce_max", "ReduceSum": "reduce_sum", "ReduceMean": "reduce_mean",
-    "ReduceL2": "reduce_l2", "ReduceSumSquare": "reduce_sum_square", "Sqrt": "sqrt", "Constant": "constant",
-    "Shape": "shape", "Conv": "conv", "ConvTranspose": "conv", "GridSample": "grid_sample", "Resize": "resize",
-}
-REASONS = ("layernorm", "softmax", "mask_pool", "logits", "sum_squares", "user")
-
-
-def nodes_from_onnx(graph) -> List[Node]:
-    """ONNX GraphProto -> nodes (kind from the op type)."""
-    return [Node(n.name, ONNX_KINDS.get(n.op_type, "other"), [i for i in n.input if i], list(n.output))
-            for n in graph.node]
 
 
 def nodes_from_network(network, compat) -> List[Node]:
@@ -51,89 +22,6 @@ def nodes_from_network(network, compat) -> List[Node]:
 
 def network_outputs(network) -> List[str]:
     return [network.get_output(i).name for i in range(network.num_outputs)]
-
-
-def select_fp32(nodes: Sequence[Node], outputs: Iterable[str], patterns: Sequence[str] = ()) -> Dict[str, str]:
-    """-> {node name: reason} in graph order. ``outputs``: graph output names."""
-    src = {t: n for n in nodes for t in n.outputs}.get
-    chosen = {}  # type: Dict[str, str]
-
-    def pick(node: Node, reason: str) -> None:
-        chosen.setdefault(node.name, reason)
-
-    for n in nodes:
-        if n.kind == "layernorm" or (n.kind in LN_PARTS and LN_MODULE.search(n.name or "")):
-            pick(n, "layernorm")
-        elif n.kind == "softmax":
-            pick(n, "softmax")
-        elif n.kind == "matmul" and any(_reaches_greater(src, t) for t in n.inputs):
-            pick(n, "mask_pool")
-        elif n.kind in ("reduce_l2", "reduce_sum_square"):
-            pick(n, "sum_squares")
-        elif n.kind == "reduce_sum" and n.inputs and _is_square(src(n.inputs[0])):
-            pick(n, "sum_squares")
-            pick(src(n.inputs[0]), "sum_squares")
-    for n in nodes:  # sqrt of a pinned sum of squares (ReduceL2 as TensorRT decomposes it)
-        if n.kind == "sqrt" and n.inputs and chosen.get(getattr(src(n.inputs[0]), "name", None)) == "sum_squares":
-            pick(n, "sum_squares")
-
-    for out in outputs:
-        if "logits" in out:
-            _walk_logits(src, src(out), pick, set())
-
-    for pat in patterns:
-        rx = re.compile(pat)
-        for n in nodes:
-            if rx.search(n.name or "") and n.kind not in ("constant", "shape", "greater"):
-                pick(n, "user")
-    order = {n.name: i for i, n in enumerate(nodes)}
-    return collections.OrderedDict(sorted(chosen.items(), key=lambda kv: order[kv[0]]))
-
-
-def _reaches_greater(src, tensor: str, depth: int = 6) -> bool:
-    node = src(tensor)
-    while node is not None and depth > 0:
-        if node.kind == "greater":
-            return True
-        if node.kind not in PASS or not node.inputs:
-            return False
-        node, depth = src(node.inputs[0]), depth - 1
-    return False
-
-
-def _is_square(node: Optional[Node]) -> bool:
-    if node is None:
-        return False
-    return node.kind == "pow" or (node.kind == "mul" and len(node.inputs) == 2 and node.inputs[0] == node.inputs[1])
-
-
-def _walk_logits(src, node: Optional[Node], pick, seen: set) -> None:
-    """From a logits output back to (and including) the MatMul that makes it."""
-    while node is not None and node.name not in seen:
-        seen.add(node.name)
-        if node.kind == "matmul":
-            pick(node, "logits")
-            return
-        if node.kind in PASS:
-            node = src(node.inputs[0]) if node.inputs else None
-        elif node.kind == "reduce_max":
-            pick(node, "logits")
-            node = src(node.inputs[0]) if node.inputs else None
-        elif node.kind in SCALE or node.kind == "concat":  # x100 scale; the zero background column appended
-            if node.kind in SCALE:
-                pick(node, "logits")
-            for t in node.inputs[1:]:
-                _walk_logits(src, src(t), pick, seen)
-            node = src(node.inputs[0]) if node.inputs else None
-        else:
-            return
-
-
-def summary(chosen: Dict[str, str]) -> str:
-    """'31 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 3 logits'."""
-    counts = collections.Counter(chosen.values())
-    parts = ["%d %s" % (counts[r], r) for r in REASONS if counts.get(r)]
-    return "%d layers pinned to FP32%s" % (len(chosen), (": " + ", ".join(parts)) if parts else "")
 
 
 def apply_fp32(network, compat, chosen: Dict[str, str]) -> int:

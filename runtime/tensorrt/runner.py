@@ -80,6 +80,7 @@ class TensorRTRunner(BundleRunner):
         self._ctx = None  # type: Optional[CudaContext]
         self._gpu = _GpuState()
         self._features = None  # (array returned by the encoder, its device buffer)
+        self._gpu_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
     def activate(self) -> None:
@@ -101,7 +102,9 @@ class TensorRTRunner(BundleRunner):
                 self._gpu.runtime = trt.Runtime(self._logger)
                 self.session = Session(self.compat, self.gpu, self.bundle, cuda, self.log)
                 self.choices = self.session.fill_choices(self.choices)
+                free = cuda.mem_get_info()[0]
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
+                self._gpu_bytes = free - cuda.mem_get_info()[0]  # engines, activations, buffers
         except BaseException:
             self._release()
             raise
@@ -120,6 +123,11 @@ class TensorRTRunner(BundleRunner):
             raise UserError("the TensorRT runner is not active (use `with runner:` or runner.activate())")
         with self._ctx:  # pushed on THIS thread's context stack; one call at a time
             return super(TensorRTRunner, self).infer(graph, feeds)
+
+    def gpu_memory_mb(self) -> Optional[float]:
+        """GPU memory the active runner's engines, their activation memory and its buffers took when loaded
+        (the drop of the device's free memory, ``cuMemGetInfo``; the CUDA context itself not counted)."""
+        return None if self._ctx is None else self._gpu_bytes / 1048576.0
 
     def describe(self) -> str:
         if self._ctx is None:
