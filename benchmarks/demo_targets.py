@@ -50,7 +50,8 @@ def run(args):
 
     from .soak import predictor as study_predictor
     from .timing import measure
-    env = args.thread_env
+    from .timing import load_average
+    env, load_start = args.thread_env, load_average()
     predictor = study_predictor(args)
     src_path = args.source or default_source()
     first = open_source(src_path)
@@ -103,7 +104,7 @@ def run(args):
 
     out = {
         "command": " ".join(args.command_argv),
-        "backend": runner.describe(), "threads": args.threads, "thread_env": env,
+        "backend": runner.describe(), "threads": args.threads, "thread_env": env, "load_average": load_start,
         "weights_note": predictor.spec.weights_note, "source": repo_path(src_path),
         "frame_size": [h, w], "input_shape": list(meta.pad_shape), "frames_per_run": args.frames,
         "rounds": rounds, "ratio_pipelined_vs_encoder": ratio,
@@ -111,6 +112,7 @@ def run(args):
         "everything_prompts": args.grid ** 2, "everything_masks_kept": n_kept,
         "ratio_everything_vs_single": t["everything"].p50 / t["single"].p50,
     }
+    out["load_average_end"] = load_average()
     out["target_pipelining_met"] = out["ratio_pipelined_vs_encoder"] >= 0.9
     out["target_everything_met"] = out["ratio_everything_vs_single"] <= 3.0
     shutil.rmtree(tmp, ignore_errors=True)
@@ -120,9 +122,10 @@ def run(args):
 def markdown(out: dict) -> str:
     return "\n".join([
         "# Demo targets", "", "Command: `%s`" % out["command"], "",
-        "%s; %s threads; %s; frames %dx%d, input %s; %d frames per run, %d rounds." % (
-            out["backend"], out["threads"], out["weights_note"], out["frame_size"][1], out["frame_size"][0],
-            "x".join(map(str, out["input_shape"])), out["frames_per_run"], len(out["rounds"])), "",
+        "%s; %s; frames %dx%d, input %s; %d frames per run, %d rounds; load average at the start %s, at the end "
+        "%s." % (out["backend"], out["weights_note"], out["frame_size"][1], out["frame_size"][0],
+                 "x".join(map(str, out["input_shape"])), out["frames_per_run"], len(out["rounds"]),
+                 out["load_average"], out["load_average_end"]), "",
         "| target | measured | met |", "|---|---|---|",
         "| demo end-to-end FPS >= 0.9x encoder-only FPS | %.2fx (median of rounds) | %s |" % (
             out["ratio_pipelined_vs_encoder"], "yes" if out["target_pipelining_met"] else "no"),

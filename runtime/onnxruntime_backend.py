@@ -2,9 +2,10 @@
 
 ``device``: None/'auto' (the whole installed chain), 'cpu', 'cuda' or 'gpu' (CUDA EP + CPU), 'tensorrt'
 (TensorRT EP + CUDA EP + CPU). Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
-no spinning between calls and the CPU memory arena on (the defaults measured best or equal in an interleaved run on
-a shared 2-core machine: benchmarks/results/ort_session_options_r18_512.md; ``spinning=True`` / ``arena=False``
-switch them per runner), full graph optimisation.
+no spinning between calls and the CPU memory arena on, full graph optimisation. Spinning off is for pipelines whose
+capture / draw threads share the cores; on an otherwise quiet machine spinning ran the encoder and object decoder
+faster and the prompt decoder slower (benchmarks/results/ort_session_options_r18_512.md); ``spinning=True`` /
+``arena=False`` switch them per runner.
 """
 import os
 from typing import Dict, List, Optional, Tuple
