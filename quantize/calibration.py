@@ -20,7 +20,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from rmpsam_edge.errors import UserError, warn
-from rmpsam_edge.media import IMAGE_EXTS, VIDEO_EXTS, asset_path, is_image, is_video
+from rmpsam_edge.media import IMAGE_EXTS, VIDEO_EXTS, asset_path, is_image, is_video, list_media
 
 DEFAULT_HOLDOUT = 4        # held-out frames for the fidelity report
 DEFAULT_MAX_FRAMES = 64    # calibration frames used when --calib-count is not given (and the source has more)
@@ -72,10 +72,9 @@ def _video_units(path: str, limit: Optional[int] = None) -> list:
 
 def _folder_units(folder: str) -> list:
     try:
-        names = sorted(os.listdir(folder))
+        images = list_media(folder)[0]
     except OSError as exc:
         raise UserError("cannot read calibration folder %s: %s" % (folder, exc.strerror or exc))
-    images = [os.path.join(folder, n) for n in names if is_image(n) and os.path.isfile(os.path.join(folder, n))]
     if not images:
         raise UserError("calibration folder %s has no images (%s); %s"
                         % (folder, " ".join(IMAGE_EXTS), SOURCE_HINT))
@@ -83,17 +82,16 @@ def _folder_units(folder: str) -> list:
 
 
 def _glob_units(pattern: str) -> list:
-    matches = sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
-    images = [p for p in matches if is_image(p)]
+    images, videos = list_media(pattern)
     if images:
         return [("image", p) for p in images]
-    videos = [p for p in matches if is_video(p)]
     if len(videos) == 1:
         return _video_units(videos[0])
-    if not matches:
+    n = len([p for p in glob.glob(pattern) if os.path.isfile(p)])
+    if not n:
         raise UserError("calibration glob %r matches no files; %s" % (pattern, SOURCE_HINT))
     raise UserError("calibration glob %r matches %d files but no images (%s); %s"
-                    % (pattern, len(matches), " ".join(IMAGE_EXTS), SOURCE_HINT))
+                    % (pattern, n, " ".join(IMAGE_EXTS), SOURCE_HINT))
 
 
 def default_units() -> list:

@@ -1,7 +1,9 @@
-"""Media files: which endings count as images and videos (one list for the demo, quantize calibration and the
-TensorRT calibrator) and where the sample media and demo weights shipped with rmpsam_edge live.
-numpy-free, no torch, Python 3.8."""
+"""Media files: which endings count as images and videos, how a folder or a glob lists them (one place for the
+demo sources, quantize calibration and the TensorRT calibrator), and where the sample media and demo weights
+shipped with rmpsam_edge live. numpy-free, no torch, Python 3.8."""
+import glob
 import os
+from typing import List, Tuple
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -23,6 +25,17 @@ def repo_path(path: str) -> str:
     if os.path.isfile(os.path.join(root, "pyproject.toml")) and full.startswith(root + os.sep):
         return os.path.relpath(full, root)
     return path
+
+
+def list_media(source: str) -> Tuple[List[str], List[str]]:
+    """A folder (its entries) or a glob pattern (its matches) -> (images, videos): sorted paths of plain files
+    (anything else is left out). OSError when the folder cannot be read."""
+    if os.path.isdir(source):
+        paths = [os.path.join(source, n) for n in os.listdir(source)]
+    else:
+        paths = glob.glob(source)
+    files = sorted(p for p in paths if os.path.isfile(p))
+    return [p for p in files if is_image(p)], [p for p in files if is_video(p)]
 
 
 def asset_path(*parts: str) -> str:

@@ -7,7 +7,6 @@ how many frames it has. Problems opening a source raise ``UserError`` with one l
 Python 3.8, numpy + OpenCV only.
 """
 import contextlib
-import glob
 import os
 import re
 import sys
@@ -19,7 +18,7 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError, warn
 from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS, check_pixels
-from rmpsam_edge.media import IMAGE_EXTS, is_image as _is_image
+from rmpsam_edge.media import IMAGE_EXTS, is_image as _is_image, list_media
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 CSI_RE = re.compile(r"^csi://(\d+)(?:\?(.*))?$")
@@ -264,7 +263,7 @@ def open_stream(url: str, retries: int = 5) -> Source:
 
 
 def open_glob(pattern: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
-    paths = sorted(p for p in glob.glob(pattern) if _is_image(p) and os.path.isfile(p))
+    paths = list_media(pattern)[0]
     if not paths:
         raise UserError("no images match %r (extensions %s); check the pattern and quote it so the shell "
                         "does not expand it" % (pattern, ", ".join(IMAGE_EXTS)))
@@ -272,8 +271,7 @@ def open_glob(pattern: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> S
 
 
 def open_folder(folder: str, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Source:
-    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if _is_image(f))
-    paths = [p for p in paths if os.path.isfile(p)]
+    paths = list_media(folder)[0]
     if not paths:
         raise UserError("folder %s has no images (%s); give a video file or an image glob instead"
                         % (folder, ", ".join(IMAGE_EXTS)))

@@ -1,7 +1,6 @@
 """INT8 entropy calibration of the encoder (TensorRT 8.6 / 10.x), with a keyed cache: the file is named after
 sha256(graph sha256 + data fingerprint), so new data or a new graph never reads a stale one. Frames go through
 ``rmpsam_edge.preprocess``, fitted into the profile's opt shape."""
-import glob
 import hashlib
 import os
 from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -9,7 +8,7 @@ from typing import Iterable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.media import IMAGE_EXTS, VIDEO_EXTS, is_video
+from rmpsam_edge.media import IMAGE_EXTS, is_video, list_media
 from rmpsam_edge.preprocess import preprocess
 from rmpsam_edge.spec import ModelSpec
 
@@ -17,13 +16,12 @@ from .profiles import ALIGN
 
 
 def list_calibration_files(source: str) -> List[str]:
-    """Folder -> its images (sorted); glob -> matches; a single image or video -> itself."""
-    if os.path.isdir(source):
-        files = sorted(os.path.join(source, f) for f in os.listdir(source) if f.lower().endswith(IMAGE_EXTS))
-    elif any(c in source for c in "*?["):
-        files = sorted(f for f in glob.glob(source) if f.lower().endswith(IMAGE_EXTS + VIDEO_EXTS))
-    elif os.path.isfile(source):
+    """Folder -> its images (sorted); glob -> its images and videos; a single image or video -> itself."""
+    if os.path.isfile(source):
         files = [source]
+    elif os.path.isdir(source) or any(c in source for c in "*?["):
+        images, videos = list_media(source)
+        files = images if os.path.isdir(source) else sorted(images + videos)
     else:
         raise UserError("--calib %s: no such folder, file or glob" % source)
     if not files:
