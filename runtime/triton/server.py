@@ -29,7 +29,7 @@ def find_pytriton() -> str:
     except (ImportError, ValueError):
         spec = None
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("tritonserver not found: %s, or pass --tritonserver PATH" % INSTALL)
+        raise UserError("tritonserver not found: %s (serve also takes --tritonserver PATH)" % INSTALL)
     root = os.path.join(list(spec.submodule_search_locations)[0], "tritonserver")
     if not os.path.isfile(os.path.join(root, "bin", "tritonserver")):
         raise UserError("%s has no bin/tritonserver; reinstall: %s" % (root, INSTALL))
