@@ -12,7 +12,7 @@ backend). ``gpu_mb``: see ``gpu_mb``.
 import os
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, Optional
 
 import numpy as np
 
