@@ -30,6 +30,7 @@ def test_python_repository(bundle, tmp_path):
     comp = _config(repo, "rmpsam")
     assert 'key: "encoder_max_batch" value: { string_value: "8" }' in comp and "count: 1 kind: KIND_CPU" in comp
     assert 'key: "decoders" value: { string_value: "local" }' in comp  # features stay in the composer process
+    assert 'key: "encoder" value: { string_value: "bls" }' in comp  # batching: through the encoder model
     assert 'string_value: "rmpsam/1/bundle"' in enc  # the bundle is copied into the repository, hashes intact
     assert os.path.isfile(os.path.join(repo, "rmpsam", "1", "bundle", "manifest.json"))
     with open(os.path.join(repo, "encoder", "1", "model.py")) as f:
@@ -37,8 +38,9 @@ def test_python_repository(bundle, tmp_path):
     # nothing the user made is overwritten without --force
     assert main(["export-triton", "--model", bundle, "--out", repo]) != 0
     assert "max_batch_size: 8" in _config(repo, "encoder")
-    assert main(["export-triton", "--model", bundle, "--out", repo, "--force"]) == 0
-    assert "max_batch_size: 4" in _config(repo, "encoder")
+    assert main(["export-triton", "--model", bundle, "--out", repo, "--force", "--max-batch", "1"]) == 0
+    assert "max_batch_size: 1" in _config(repo, "encoder")
+    assert 'key: "encoder" value: { string_value: "local" }' in _config(repo, "rmpsam")  # no batching: in process
 
 
 def test_container_platforms(bundle, tmp_path):

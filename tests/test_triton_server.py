@@ -104,6 +104,26 @@ def test_panoptic_instances_queries_match_local(server, local):
         np.testing.assert_allclose(ir["scores"], il["scores"], atol=1e-4)
 
 
+def test_no_batching_runs_the_encoder_in_the_composer(bundle, local, tmp_path):
+    """max batch 1, one instance: nothing to gain from the encoder model, so the composer runs it in its own
+    process (one hop less per frame): same results, and the encoder model is never called."""
+    repo = write_repository(Bundle.open(bundle), str(tmp_path / "repo"), max_batch=1, threads=1)
+    with open(str(tmp_path / "server.log"), "w") as log:
+        srv = TritonServer(repo, http_port=free_port(), grpc_port=free_port(), log=log).start(timeout=90)
+        try:
+            remote = _pair(srv, local, "grpc", IMAGES[0])
+            h, w = remote.meta.ori_shape
+            l_r = remote.predict(points=[[w * 0.3, h * 0.4]], return_logits=True)[2]
+            l_l = local.predict(points=[[w * 0.3, h * 0.4]], return_logits=True)[2]
+            np.testing.assert_allclose(l_r, l_l, atol=1e-4, rtol=1e-4)
+            c = grpcclient.InferenceServerClient(srv.grpc_url[len("grpc://"):])
+            stats = c.get_inference_statistics(model_name="encoder", as_json=True)["model_stats"][0]
+            c.close()
+            assert int(stats.get("inference_count", 0)) == 0
+        finally:
+            assert srv.stop() == 0
+
+
 def _encoder_batches(server):
     c = grpcclient.InferenceServerClient(server.grpc_url[len("grpc://"):])
     stats = c.get_inference_statistics(model_name="encoder", as_json=True)["model_stats"][0]

@@ -8,7 +8,9 @@ Protocol: ``protocol.py``. Config parameters: ``bundle``, ``cache_frames`` (defa
 (default 1000), ``encoder_max_batch`` (the encoder's max_batch_size), ``decoders``: ``bls`` (call the
 ``prompt_decoder`` / ``object_decoder`` models: GPU containers) or ``local`` (python platform: run them in this
 process on the torch-free runtime, so the features are not copied to another process for every prompt),
-``backend`` / ``device`` / ``threads`` for ``local``.
+``encoder``: ``bls`` (the ``encoder`` model: dynamic batching, instances) or ``local`` (with local decoders: also
+in this process, one hop less per frame; written when there is no batching or instance to gain: max batch 1,
+1 instance), ``backend`` / ``device`` / ``threads`` for ``local``.
 """
 import collections
 from typing import Dict, List
@@ -39,6 +41,8 @@ class TritonPythonModel(object):
         self.runner = None
         if params.get("decoders") == "local":
             self.runner = load_runner(params, self.bundle)[0]
+        self.local_graphs = ("prompt_decoder", "object_decoder") + (
+            ("encoder",) if self.runner is not None and params.get("encoder") == "local" else ())
         self.cache = collections.OrderedDict()  # frame id -> (features (1, C, h, w), meta row)
 
     # ------------------------------------------------------------------ Triton entry point
@@ -148,7 +152,7 @@ class TritonPythonModel(object):
                 ("QUERY_EMBED", out["query_embed"])]
 
     def _call(self, pb_utils, model, feeds, outputs):
-        if self.runner is not None and model != "encoder":
+        if self.runner is not None and model in self.local_graphs:
             out = self.runner.infer(model, feeds)
             return dict((n, out[n]) for n in outputs)
         req = pb_utils.InferenceRequest(model_name=model, requested_output_names=outputs,

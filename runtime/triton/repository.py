@@ -90,8 +90,10 @@ def write_repository(bundle, out, platform="python", max_batch=4, queue_delay_us
             batch = max_batch if name in ("encoder", P.COMPOSER) else 0
             params = dict(common) if (platform == "python" or name == P.COMPOSER) else {}
             if name == P.COMPOSER:
+                local = platform == "python"  # no batching to gain from the encoder model: skip that hop too
                 params.update({"encoder_max_batch": str(max_batch), "cache_frames": "16", "max_prompts": "1000",
-                               "decoders": "local" if platform == "python" else "bls"})
+                               "decoders": "local" if local else "bls",
+                               "encoder": "local" if local and max_batch == 1 and instances == 1 else "bls"})
             cpu_kind = "KIND_CPU" if (name == P.COMPOSER or platform == "python") else kind
             text = config_text(name, platform, batch, queue_delay_us, cpu_kind, instances if name != P.COMPOSER
                                else 1, params)
