@@ -1,5 +1,5 @@
-"""Issue 14's five CPU-speed targets, computed from one committed benchmark JSON (and quantize fidelity reports):
-ratios between rows of the same interleaved run; nanosam is not installed here, so its numbers are the reference
+"""Issue 14's five CPU-speed targets (the targets table of docs/benchmark_demo.md and README), computed from one
+committed benchmark JSON (and quantize fidelity reports): ratios between rows of the same interleaved run; nanosam is not installed here, so its numbers are the reference
 from the issue's run (not this run), also shown scaled by this run's/the issue's ONNX Runtime FP32 encoder time
 (a load proxy for a shared machine, labelled as such).
 
