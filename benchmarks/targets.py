@@ -1,7 +1,7 @@
 """Issue 14's five CPU-speed targets (the targets table of docs/benchmark_demo.md and README), computed from one
-committed benchmark JSON (and quantize fidelity reports): ratios between rows of the same interleaved run; nanosam is not installed here, so its numbers are the reference
-from the issue's run (not this run), also shown scaled by this run's/the issue's ONNX Runtime FP32 encoder time
-(a load proxy for a shared machine, labelled as such).
+committed benchmark JSON (and quantize fidelity reports): ratios between rows of the same interleaved run.
+nanosam is not installed here, so its numbers are the reference from the issue's run (not this run), also shown
+scaled by this run's / the issue's ONNX Runtime FP32 encoder time (a load proxy, labelled as such).
 
     python -m rmpsam_edge.benchmarks.targets --bench benchmarks/results/bench_speed_r18_512.json \\
         --fidelity B1/fidelity.json B2/fidelity.json --reference 48.5 8.8 87.0 449 \\
