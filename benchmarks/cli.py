@@ -48,10 +48,6 @@ BASE = {"backends": "torch,ort,openvino,tensorrt", "precisions": "fp32,fp16,int8
         "graph": "object_decoder", "streams": None}
 
 
-class _Soak(object):
-    """``--soak N``: shorthand for ``--preset soak --frames N``."""
-
-
 def add_arguments(p):
     p.add_argument("--preset", choices=sorted(PRESETS), help="what to measure (default table): " + "; ".join(
         "%s: %s" % (k, v[0]) for k, v in PRESETS.items()))
