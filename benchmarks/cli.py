@@ -23,7 +23,7 @@ from rmpsam_edge.errors import UserError
 PRESETS = {
     "table": ("latency table: backends x precisions x input sizes, fidelity, memory (default)", {}, None),
     "paper": ("the paper's protocol: 1333x800, R18 + R50, FPS of encoder + object decoder, params and GFLOPs",
-              {"precisions": "fp32", "flops": True}, None),
+              {"precisions": "fp32", "flops": True, "imgsz": ["official"]}, None),
     "stages": ("the exported graphs vs the PyTorch eager model at 512, 2 threads: encoder, 1/16/64 prompts in one "
                "call, object decoder, frame with its pre/post-processing share (docs/export_runtime.md)",
                {"backends": "torch,ort,openvino", "precisions": "fp32", "prompts": [1, 16, 64], "imgsz": [512],
@@ -64,8 +64,8 @@ def add_arguments(p):
                    "'not installed' row; studies run the first one)" % BASE["backends"])
     p.add_argument("--precisions", help="comma list: fp32, fp16, int8, bf16, int8+bf16 (bf16: OpenVINO rows only; "
                    "default %s)" % BASE["precisions"])
-    p.add_argument("--imgsz", type=int, nargs="+", metavar="PX", help="long side(s) in pixels (default: the "
-                   "bundle's size; --preset paper: the official 1333x800)")
+    p.add_argument("--imgsz", nargs="+", metavar="PX|official", help="long side(s) in pixels, or 'official': the "
+                   "official keep-ratio policy on a 1333x800 photo (default: the bundle's size; --preset paper: official)")
     p.add_argument("--prompts", type=int, nargs="+", help="prompt counts decoded in one call (default 1 16)")
     add_runs(p, help_text="timed rounds per stage")
     p.add_argument("--warmup", type=int, default=DEFAULTS["warmup"], help="warm-up calls per row and stage, not "
@@ -105,6 +105,11 @@ def apply_preset(args):
         if getattr(args, key, None) is None:
             setattr(args, key, list(value) if isinstance(value, list) else value)
     args.paper = args.preset == "paper"
+    if args.imgsz:  # the shared grammar (common_args.input_size): pixels, or 'official' (kept as that word)
+        from rmpsam_edge.commands.common_args import input_size
+        args.imgsz = [input_size(v) or "official" for v in args.imgsz]
+        if "official" in args.imgsz and PRESETS[args.preset][2] in ("ort_options", "profile_graph"):
+            raise UserError("--preset %s times a square input: give --imgsz in pixels (e.g. 512)" % args.preset)
     return args
 
 

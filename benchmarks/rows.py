@@ -94,13 +94,13 @@ def _weights_args(args, variant=None):
 
 def _bench_image(size):
     """A real photo at the benchmark size, so the frame stage's post-processing works at that size too:
-    astronaut (square) resized to size x size; for the paper preset, coffee stretched to exactly 1333x800 (the
-    official rule keeps it, padded to 800x1344)."""
+    astronaut (square) resized to size x size; for 'official' (the paper preset), coffee stretched to exactly
+    1333x800 (the official rule keeps it, padded to 800x1344)."""
     import cv2
 
     from rmpsam_edge.media import asset_path
     from rmpsam_edge.preprocess import load_image
-    if size == "paper":
+    if size == "official":
         img = load_image(asset_path("images", "coffee.jpg"))
         return cv2.resize(img, (PAPER_SIZE[1], PAPER_SIZE[0]), interpolation=cv2.INTER_LINEAR)
     img = load_image(asset_path("images", "astronaut.jpg"))
@@ -144,7 +144,7 @@ def _fp32_bundles(args, log):
                 prepare.ensure_base(None, os.path.join(work, "r50"), _weights_args(args, "r50_random"), "official",
                                     log)], work
     work = args.work or work_default
-    size = max(args.imgsz) if args.imgsz else None
+    size = None if not args.imgsz else ("official" if "official" in args.imgsz else max(args.imgsz))
     return [prepare.ensure_base(None, work, _weights_args(args), size, log)], work
 
 
@@ -152,7 +152,7 @@ def _spec_for(bundle, size, class_embed):
     """The bundle's spec at one benchmark size; the frame stage always runs the panoptic path, so a bundle
     without a vocabulary gets the stand-in embeddings."""
     from rmpsam_edge.spec import ModelSpec
-    spec = bundle.spec().with_input_size(None if size == "paper" else int(size))
+    spec = bundle.spec().with_input_size(None if size == "official" else int(size))
     if spec.class_embed is None:
         spec = ModelSpec(spec.variant, spec.input_size, spec.mean, spec.std, class_embed=class_embed,
                          weights_note=spec.weights_note)
@@ -230,7 +230,7 @@ def _bench_model(args, base_path, mwork, backends, precisions, installed, thread
         class_embed = np.random.RandomState(0).standard_normal((133, 1, 768)).astype(np.float32)
         vocab_note = "no vocabulary in the bundle: object decoder%s timed with 133 random class embeddings" % (
             "" if args.paper else " and frame")
-    sizes = ["paper"] if args.paper else (args.imgsz or [spec0.input_size or 512])
+    sizes = args.imgsz or [spec0.input_size or 512]
     plan = prepare.plan_rows(backends, precisions)
     runners = _open_runners(args, bundle, plan, mwork, installed, threads, log, sizes[0], class_embed)
     out = []
@@ -243,7 +243,7 @@ def _bench_model(args, base_path, mwork, backends, precisions, installed, thread
                 info = runners[(backend, precision)]
                 rk = "%s %s" % (backend, precision)
                 rows[rk] = {"model": bundle.variant, "backend": backend, "precision": precision,
-                            "imgsz": "1333x800" if size == "paper" else size, "status": info["status"] or "ok",
+                            "imgsz": "1333x800" if size == "official" else size, "status": info["status"] or "ok",
                             "size_mb": info["size_mb"], "bundle": info["bundle"], "runner": info.get("describe"),
                             "mem_mb": info.get("mem_mb"), "gpu_mb": info.get("gpu_mb"),
                             "weights_note": spec0.weights_note}

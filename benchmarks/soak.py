@@ -58,18 +58,20 @@ class LoopSource(object):
 
 def predictor(args):
     """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (ort -> onnxruntime,
-    torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at ``--imgsz``."""
+    torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at the first
+    ``--imgsz`` (pixels or 'official'; none: the bundle's / weights' own size)."""
     size = args.imgsz[0] if args.imgsz else None
     if args.model:
         from rmpsam_edge.runtime import load
         backend = args.backends.split(",")[0].strip()
         backend = {"ort": "onnxruntime", "torch": "auto"}.get(backend, backend)
         pred = load(args.model[0], backend=backend, device=args.device, threads=args.threads)
-        if size:
-            pred.spec = pred.spec.with_input_size(size)
-        return pred
-    from rmpsam_edge.torch_runner import torch_predictor
-    return torch_predictor(args.checkpoint, None, args.random_init, args.variant, size, args.threads)[0]
+    else:
+        from rmpsam_edge.torch_runner import torch_predictor
+        pred = torch_predictor(args.checkpoint, None, args.random_init, args.variant, None, args.threads)[0]
+    if size is not None:  # a copy of the spec at that size ('official': the official keep-ratio policy)
+        pred.spec = pred.spec.with_input_size(None if size == "official" else size)
+    return pred
 
 
 def run(args):

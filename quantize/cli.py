@@ -11,8 +11,8 @@ from .ort_quant import METHODS
 
 
 def add_arguments(p) -> None:
-    from rmpsam_edge.commands.common_args import (DEVICE_HELP, add_backend, add_device, add_force, add_model, add_runs,
-                                                  add_threads)
+    from rmpsam_edge.commands.common_args import (DEVICE_HELP, IMGSZ_HELP, add_backend, add_device, add_force,
+                                                  add_model, add_runs, add_threads)
     add_model(p, required=True, help_text="FP32 model bundle folder (from rmpsam-edge export)")
     p.add_argument("--out", required=True, help="new bundle folder to write (refused if it exists, unless --force)")
     p.add_argument("--precision", choices=("int8", "fp16", "bf16"), default="int8", help="target precision (default "
@@ -41,8 +41,8 @@ def add_arguments(p) -> None:
                    "the bundle is still written")
     p.add_argument("--auto-fallback", action="store_true", help="when INT8 is below threshold, keep the fewest "
                    "most sensitive layers in FP32 until it passes")
-    p.add_argument("--imgsz", type=int, default=None, metavar="PX", help="long side in pixels for calibration and "
-                   "the report (default: the bundle's input size)")
+    p.add_argument("--imgsz", metavar="PX|official", help="input size for calibration and the report: " +
+                   IMGSZ_HELP + " (default: the bundle's input size)")
     add_device(p, help_text="device of the reference, calibration and fidelity runs: " + DEVICE_HELP + " (default: CPU)")
     add_threads(p, help_text="inference threads for fidelity/latency (default: backend default)")
     add_runs(p, help_text="timed runs per graph for the latency table")
@@ -50,7 +50,10 @@ def add_arguments(p) -> None:
 
 
 def run(args) -> int:
+    from rmpsam_edge.commands.common_args import input_size
+
     from .pipeline import Options, quantize_bundle
+    imgsz = None if args.imgsz is None else (input_size(args.imgsz) or "official")
     backend = args.backend
     if backend == "auto":  # bf16 exists only on OpenVINO's CPU plugin
         backend = "openvino" if "bf16" in (args.precision, args.rest) else "ort"
@@ -58,6 +61,6 @@ def run(args) -> int:
                    calib_count=args.calib_count, holdout=args.holdout, calib_method=args.calib_method,
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,
-                   threads=args.threads, runs=args.runs, imgsz=args.imgsz, rest=args.rest, device=args.device,
+                   threads=args.threads, runs=args.runs, imgsz=imgsz, rest=args.rest, device=args.device,
                    argv=getattr(args, "_argv", None))
     return quantize_bundle(opts)

@@ -141,13 +141,15 @@ def open_source(opts: Options):
     for g in src.graph_names():
         src.graph_path(g)  # verifies the sha256
     spec = src.spec()
-    if opts.imgsz:
+    if opts.imgsz:  # pixels, or 'official' (long side up to 1333, padded to 1344)
         axes = src.manifest.get("dynamic_axes") or {}
         h_max = max([int((axes.get(s) or {}).get("max") or 0) for s in ("H", "W")])  # the long side's max
-        if h_max and -(-int(opts.imgsz) // 32) * 32 > h_max:
-            raise UserError("--imgsz %d is larger than the %d pixels %s was exported for; use --imgsz %d or less"
-                            % (opts.imgsz, h_max, src.path, h_max))
-        spec = spec.with_input_size(int(opts.imgsz))
+        official = opts.imgsz == "official"
+        need = 1344 if official else -(-int(opts.imgsz) // 32) * 32
+        if h_max and need > h_max:
+            raise UserError("--imgsz %s needs %d pixels but %s was exported for %d; use --imgsz %d or less, or "
+                            "export with --imgsz official" % (opts.imgsz, need, src.path, h_max, h_max))
+        spec = spec.with_input_size(None if official else int(opts.imgsz))
     return src, spec
 
 

@@ -216,3 +216,18 @@ def test_every_benchmark_preset_is_documented():
     doc = open(os.path.join(ROOT, "docs", "benchmark_demo.md")).read()
     rows = [l for l in doc.splitlines() if l.startswith("| `")]
     assert sorted(l.split("`")[1] for l in rows if l.split("`")[1] in PRESETS) == sorted(PRESETS)
+
+
+def test_benchmark_and_quantize_imgsz_take_the_shared_grammar(monkeypatch, capsys):
+    assert _bench_args(["--imgsz", "192", "official"]).imgsz == [192, "official"]
+    assert _bench_args(["--preset", "paper"]).imgsz == ["official"]  # the paper's protocol is the official policy
+    assert main(["benchmark", "--imgsz", "16"]) == 2
+    assert "--imgsz 16 is too small" in capsys.readouterr().err
+    assert main(["benchmark", "--preset", "profile", "--model", "b", "--imgsz", "official"]) == 2
+    assert "give --imgsz in pixels" in capsys.readouterr().err
+    seen = {}
+    from rmpsam_edge.quantize import pipeline
+    monkeypatch.setattr(pipeline, "quantize_bundle", lambda opts: seen.setdefault("imgsz", opts.imgsz) and 0)
+    assert main(["quantize", "--model", "m", "--out", "o", "--imgsz", "official"]) == 0 and seen["imgsz"] == "official"
+    assert main(["quantize", "--model", "m", "--out", "o", "--imgsz", "abc"]) == 2
+    assert "a number of pixels (e.g. 640) or 'official'" in capsys.readouterr().err

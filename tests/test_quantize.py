@@ -185,6 +185,7 @@ def test_one_line_errors(bundle, work, tmp_path, capsys, monkeypatch):
     cases = [
         (["--calib", str(empty)], "has no images"),
         (["--calib", str(tmp_path / "missing")], "does not exist"),
+        (["--imgsz", "official"], "--imgsz official needs 1344 pixels but"),  # the 128-px test bundle
     ]
     for extra, msg in cases:
         capsys.readouterr()
