@@ -317,7 +317,8 @@ def auto_fallback(job: _Job, feeds):
         results[k] = (m, v, manifest)
         return not fidelity.failed(v)
 
-    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(job.stream, s))
+    tried = {}
+    k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(job.stream, s), tried)
     best = k if k is not None else len(ranked)
     passes(best)  # the staging folder holds the last try: rebuild the chosen one
     m, v, manifest = results[best]
@@ -326,7 +327,8 @@ def auto_fallback(job: _Job, feeds):
                "Even with all %d ranked layers in FP32 the gate fails: the loss is not in the INT8 layers "
                "(check the thresholds / the FP32 pieces)." % len(ranked))
     return {"kept_fp32": ["%s: %s" % (g, n) for _, g, n in ranked[:best]], "summary": summary,
-            "layers_ranked": len(ranked), "passes": k is not None}, m, v, manifest
+            "layers_ranked": len(ranked), "passes": k is not None,
+            "tried": {str(t): ok for t, ok in sorted(tried.items())}}, m, v, manifest
 
 
 def measure_latency(job: _Job, before: Optional[str]) -> dict:

@@ -74,13 +74,14 @@ def rank(fp32_path: str, int8_path: str, feeds: List[Dict], candidates: Sequence
     return scores
 
 
-def fewest(ranked: Sequence[str], passes: Callable[[int], bool], log: Callable[[str], None] = None) -> Optional[int]:
+def fewest(ranked: Sequence[str], passes: Callable[[int], bool], log: Callable[[str], None] = None,
+           tried: Optional[Dict[int, bool]] = None) -> Optional[int]:
     """Smallest k (1..len(ranked)) for which ``passes(k)`` holds, or None if even all of them fail.
-    ``passes(k)`` keeps ``ranked[:k]`` in FP32 and checks the gate."""
+    ``passes(k)`` keeps ``ranked[:k]`` in FP32 and checks the gate; ``tried`` (filled in) records every k tried."""
     n = len(ranked)
     if n == 0:
         return None
-    tried = {}
+    tried = {} if tried is None else tried
 
     def check(k):
         if k not in tried:

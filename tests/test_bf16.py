@@ -124,15 +124,36 @@ def test_loading_a_bf16_bundle_is_refused_without_bf16(bundle, tmp_path, monkeyp
         ov_backend.create(Bundle.open(str(out)))
 
 
+class _Core(object):
+    """openvino.Core's one call that bf16_support makes, with the capabilities a CPU plugin would list."""
+
+    def __init__(self, caps):
+        self.caps = caps
+
+    def get_property(self, device, name):
+        assert (device, name) == ("CPU", "OPTIMIZATION_CAPABILITIES")
+        if self.caps is None:
+            raise RuntimeError("Device with \"CPU\" name is not registered in the OpenVINO Runtime")
+        return self.caps
+
+
 def test_cpu_flag_detection(tmp_path):
+    """Detection through its inputs (OpenVINO's capability list and the cpuinfo flags), never the CPU it runs on."""
     info = tmp_path / "cpuinfo"
     info.write_text("processor : 0\nflags\t\t: fpu sse avx512f\n")
     assert ov_backend._cpu_flags(str(info)) == {"fpu", "sse", "avx512f"}
-    ok, detail = ov_backend.bf16_support(cpuinfo=str(info))
-    assert not ok and "avx512_bf16" in detail
+    with_bf16 = _Core(["FP32", "BF16", "INT8"])
+    ok, detail = ov_backend.bf16_support(with_bf16, cpuinfo=str(info))
+    assert not ok and "avx512_bf16" in detail  # OpenVINO would emulate it: refused
     info.write_text("processor : 0\nflags\t\t: fpu avx512f avx512_bf16\n")
-    ok, detail = ov_backend.bf16_support(cpuinfo=str(info))
-    import openvino as ov
-    caps = ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert ok == ("BF16" in caps)
+    assert ov_backend.bf16_support(with_bf16, cpuinfo=str(info)) == (True, "bf16 (avx512_bf16)")
+    info.write_text("processor : 0\nflags\t\t: fpu amx_bf16 avx512_bf16\n")
+    assert ov_backend.bf16_support(with_bf16, cpuinfo=str(info)) == (True, "bf16 (amx_bf16, avx512_bf16)")
+    ok, detail = ov_backend.bf16_support(_Core(["FP32", "INT8"]), cpuinfo=str(info))
+    assert not ok and detail == "openvino's CPU capabilities have no BF16 (FP32, INT8)"
+    ok, detail = ov_backend.bf16_support(_Core(None), cpuinfo=str(info))
+    assert not ok and detail.startswith("openvino has no CPU device")
+    # no x86 flags (an ARM CPU, no /proc/cpuinfo): OpenVINO's word decides
     assert ov_backend._cpu_flags(str(tmp_path / "missing")) is None
+    assert ov_backend.bf16_support(with_bf16, cpuinfo=str(tmp_path / "missing")) == (
+        True, "bf16 (openvino CPU capability BF16)")
