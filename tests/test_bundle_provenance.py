@@ -78,8 +78,6 @@ def test_model_for_bundle_random_init_uses_the_seed():
 def test_model_for_bundle_demo_weights_by_sha256():
     pytest.importorskip("torch")
     from rmpsam_edge import checkpoint as ck
-    if not os.path.isfile(ck.DEFAULT_WEIGHTS):
-        pytest.skip("no demo weights installed")
     sha = ck.sha256_file(ck.DEFAULT_WEIGHTS)
     model, why = ck.model_for_bundle({"kind": "checkpoint", "file": "renamed.pth", "sha256": sha}, "r18")
     assert why is None and _same(model, ck.load_checkpoint(None)[0])
@@ -95,6 +93,6 @@ def test_model_for_bundle_unknown_weights_say_why(tmp_path):
         model, why = ck.model_for_bundle(w, "r18")
         assert model is None and why and "\n" not in why
     assert "rapsam_r50.pth" in ck.model_for_bundle({"kind": "checkpoint", "file": "rapsam_r50.pth"}, "r18")[1]
-    if os.path.isfile(ck.DEFAULT_WEIGHTS):  # a checkpoint whose sha256 is not the bundle's is refused
-        model, why = ck.model_for_bundle({"kind": "checkpoint", "sha256": "0" * 64}, "r18", ck.DEFAULT_WEIGHTS)
-        assert model is None and "not the checkpoint" in why
+    # a checkpoint whose sha256 is not the bundle's is refused
+    model, why = ck.model_for_bundle({"kind": "checkpoint", "sha256": "0" * 64}, "r18", ck.DEFAULT_WEIGHTS)
+    assert model is None and "not the checkpoint" in why

@@ -1,6 +1,7 @@
 """Killed writers (SIGKILL while `rmpsam-edge export` stages its bundle) leave nothing that loads as a bundle,
 and the rerun works without --force, sweeping the leftover staging folder. Checkpoints are written atomically."""
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -79,16 +80,22 @@ def test_sigterm_during_train_saves_last_checkpoint(tmp_path):
     cmd = [sys.executable, "-m", "rmpsam_edge.cli", "train", "--out", str(tmp_path / "run"), "--steps", "100000",
            "--imgsz", "64", "--batch", "1", "--threads", "1", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(15)  # model built, some steps done
-    assert proc.poll() is None, proc.communicate()[0]
+    seen = []
+    for line in proc.stdout:  # the trainer logs every 50 steps: signal it once it is inside its loop
+        seen.append(line)
+        if " step 50 " in line:
+            break
+    assert proc.poll() is None, "".join(seen)
     proc.send_signal(signal.SIGTERM)
-    text = proc.communicate(timeout=300)[0]
+    text = "".join(seen) + proc.communicate(timeout=300)[0]
     assert proc.returncode == 143, text
     assert "Traceback" not in text and "stopped by SIGTERM" in text and "--resume" in text
+    stopped_at = int(re.search(r"stopped by SIGTERM at step (\d+)", text).group(1))
     files = os.listdir(str(tmp_path / "run"))
     assert "last.pth" in files and not [f for f in files if ".tmp-" in f]
     torch = pytest.importorskip("torch")
-    assert torch.load(str(tmp_path / "run" / "last.pth"), map_location="cpu", weights_only=True)["meta"]["step"] >= 1
+    saved = torch.load(str(tmp_path / "run" / "last.pth"), map_location="cpu", weights_only=True)["meta"]["step"]
+    assert saved == stopped_at >= 50  # the step it finished is the step it saved
 
 
 def test_quantize_stopped_by_signal_removes_staging(tmp_path_factory, tmp_path, monkeypatch, capsys):
