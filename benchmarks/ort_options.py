@@ -9,6 +9,8 @@ import sys
 
 import numpy as np
 
+from .profile_graph import CENTRE_BOX
+
 VARIANTS = (("spin off, arena on (default)", False, True), ("spin on, arena on", True, True),
             ("spin off, arena off", False, False), ("spin on, arena off", True, False))
 
@@ -31,7 +33,7 @@ def run(args):
         runners[name] = r
     s = -(-args.imgsz // 32) * 32
     x = np.random.RandomState(0).rand(1, 3, s, s).astype(np.float32)
-    box = np.array([[[s * 0.25, s * 0.25, s * 0.75, s * 0.75]]], np.float32).reshape(1, 4)
+    box = CENTRE_BOX  # the middle half of the image, normalised (cx, cy, w, h) as the graph takes it
     ce = bundle.class_embed()
     feats = runners[VARIANTS[0][0]].encode(x)
     load_before = timing.load_average()

@@ -11,16 +11,19 @@ import tempfile
 
 import numpy as np
 
+STRIDE = 4  # the features are 1/4 of the padded image
+CENTRE_BOX = np.array([[0.5, 0.5, 0.5, 0.5]], np.float32)  # the graphs take normalised (cx, cy, w, h)
+
 
 def feeds_for(bundle, graph: str, size: int) -> dict:
     s = -(-size // 32) * 32
     rng = np.random.RandomState(0)
     if graph == "encoder":
         return {"image": rng.rand(1, 3, s, s).astype(np.float32)}
-    f = rng.rand(1, 256, s // 8, s // 8).astype(np.float32)
+    f = rng.rand(1, 256, s // STRIDE, s // STRIDE).astype(np.float32)
     if graph == "object_decoder":
         return {"features": f, "class_embed": bundle.class_embed()}
-    return {"features": f, "boxes": np.array([[s * 0.25, s * 0.25, s * 0.75, s * 0.75]], np.float32)}
+    return {"features": f, "boxes": CENTRE_BOX}
 
 
 def run(args):
