@@ -21,10 +21,6 @@ EXPECTED = {
 }
 
 
-def rule_names() -> List[str]:
-    return list(RULES)
-
-
 def resolve(graph) -> Dict[str, List[str]]:
     """onnx GraphProto -> {rule: [node names]} in graph order (unnamed nodes cannot be excluded by name)."""
     op = {n.name: n.op_type for n in graph.node}

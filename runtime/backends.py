@@ -35,9 +35,14 @@ ORDER_TEXT = " > ".join(b.name for b in BACKENDS)
 REMOTE = {"grpc": PKG + "triton.client", "http": PKG + "triton.client"}
 
 
+def is_remote(model) -> bool:
+    """The one URL check: a model given as ``scheme://...`` is served (Triton), not a bundle folder."""
+    return isinstance(model, str) and "://" in model
+
+
 def remote_module(model):
     """The client module for a ``grpc://`` / ``http://`` model (Triton, docs/triton.md), else None."""
-    if not isinstance(model, str) or "://" not in model:
+    if not is_remote(model):
         return None
     scheme = model.split("://", 1)[0].lower()
     if scheme not in REMOTE:

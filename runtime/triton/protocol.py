@@ -22,8 +22,3 @@ INPUTS = ("TASK", "FRAME_ID", "IMAGE", "BOXES")
 OUTPUTS = {ENCODE: ("META",), PROMPTS: ("MASK_LOGITS", "IOU"),
            OBJECTS: ("CLASS_LOGITS", "OBJ_MASK_LOGITS", "QUERY_EMBED"), SPEC: ("MANIFEST", "CLASS_EMBED")}
 UNKNOWN_FRAME = "unknown frame"  # error text when a frame id is not (or no longer) cached
-URL_SCHEMES = ("grpc://", "http://")
-
-
-def is_url(model) -> bool:
-    return isinstance(model, str) and model.lower().startswith(URL_SCHEMES)
