@@ -24,6 +24,13 @@ JETPACK = {"35.1.0": "5.0.2", "35.2.1": "5.1", "35.3.0": "5.1.1 PRE", "35.3.1": 
            "36.4.2": "6.1 (rev1)", "36.4.3": "6.2", "36.4.4": "6.2.1", "36.4.7": "6.2.1", "36.5.0": "6.2.2",
            "38.2.0": "7.0", "38.2.1": "7.0", "38.2.2": "7.0", "38.4.0": "7.1", "39.0.0": "7.2 EA", "39.2.0": "7.2 GA"}
 
+# JetPack's OpenCV (built with GStreamer: csi:// cameras) is NVIDIA's apt package, not the pip wheel, not Ubuntu's
+OPENCV_JETSON = ("sudo apt install nvidia-opencv (JetPack's OpenCV with GStreamer, Python module from "
+                 "libopencv-python; not Ubuntu's python3-opencv) and a venv made with --system-site-packages")
+OPENCV_RESTORE = "pip uninstall -y opencv-python opencv-python-headless opencv-contrib-python; " + OPENCV_JETSON
+NO_OPENCV = ("OpenCV (cv2) is not importable: on a desktop pip install opencv-python-headless (or the ort / "
+             "openvino extra); on a Jetson JetPack provides it: " + OPENCV_JETSON + " (docs/jetson.md)")
+
 
 def read_text(path: str) -> Optional[str]:
     """A small system file's text (NULs dropped, stripped), or None when it cannot be read."""
