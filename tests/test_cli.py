@@ -108,3 +108,17 @@ def test_info_reports_variant_and_parameters(files):
     d = json.loads(so)
     assert d["variant"] == "r18" and d["parameters"] == 20827445
     assert d["vocabulary"]["classes"] == 6 and d["vocabulary"]["things"] == 4
+
+
+def test_without_opencv_one_line_names_the_package_for_a_desktop_and_jetpacks(tmp_path):
+    """No cv2 at all (a Jetson venv made without --system-site-packages, a desktop without an extra)."""
+    code = ("import sys; sys.modules['cv2'] = None  # import cv2 now fails as when it is not installed\n"
+            "from rmpsam_edge.cli import main; sys.exit(main(sys.argv[1:]))")
+    for args in (["demo", "--max-frames", "1", "--out", str(tmp_path / "d.avi")],
+                 ["predict", "--image", asset_path("images", "chelsea.jpg"), "--out", str(tmp_path / "p")]):
+        p = subprocess.run([sys.executable, "-c", code] + args, capture_output=True, text=True, timeout=120)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+        assert lines[0].startswith("error: OpenCV (cv2) is not importable: on a desktop pip install "
+                                   "opencv-python-headless")
+        assert "sudo apt install nvidia-opencv" in lines[0] and "not Ubuntu's python3-opencv" in lines[0]
