@@ -122,3 +122,22 @@ def test_without_opencv_one_line_names_the_package_for_a_desktop_and_jetpacks(tm
         assert lines[0].startswith("error: OpenCV (cv2) is not importable: on a desktop pip install "
                                    "opencv-python-headless")
         assert "sudo apt install nvidia-opencv" in lines[0] and "not Ubuntu's python3-opencv" in lines[0]
+
+
+def test_the_default_job_runs_the_shipped_bundle_even_with_torch_installed(tmp_path):
+    """torch is importable here; no --model still means the deployed runtime on the shipped bundle, and the PyTorch
+    model runs only when asked for (--checkpoint, here the shipped demo weights)."""
+    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    rc, _, se = cli("predict", "--image", ASTRONAUT, "--points", "256,200", "--threads", 2, "--out", tmp_path / "a")
+    assert rc == 0, se
+    model = json.loads((tmp_path / "a" / "result.json").read_text())["model"]
+    assert model["bundle"] == SHIPPED_BUNDLE and ("onnxruntime" in model["backend"] or "openvino" in model["backend"])
+    line = [l for l in se.splitlines() if "no --model" in l]
+    assert len(line) == 1 and "running the shipped demo bundle %s" % SHIPPED_BUNDLE in line[0]
+    assert "--backend auto" in line[0] and "the PyTorch model runs with --checkpoint" in line[0]
+    pth = asset_path("weights", "rmpsam_r18_demo.pth")
+    rc, _, se = cli("predict", "--checkpoint", pth, "--image", ASTRONAUT, "--points", "256,200", "--threads", 2,
+                    "--out", tmp_path / "b")
+    assert rc == 0, se
+    model = json.loads((tmp_path / "b" / "result.json").read_text())["model"]
+    assert "bundle" not in model and "no --model" not in se
