@@ -46,6 +46,17 @@ def build_parser(only=None):
 
 
 def main(argv=None):
+    try:
+        return _main(argv)
+    except ModuleNotFoundError as exc:  # no OpenCV: one line naming the package (desktop) or JetPack's (Jetson)
+        if exc.name != "cv2":
+            raise
+        from .runtime.platform_facts import NO_OPENCV
+        sys.stderr.write("error: %s\n" % NO_OPENCV)
+        return 2
+
+
+def _main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in COMMANDS else None)

@@ -196,7 +196,7 @@ def load(bundle, backend: str = "auto", device: Optional[str] = None, threads: O
          verbose: bool = True, graphs: Optional[Dict[str, str]] = None):
     """Load a model bundle on a backend -> ``rmpsam_edge.predictor.Predictor``.
 
-    backend: 'auto' (best installed: TensorRT > ONNX Runtime (TensorRT EP > CUDA EP > CPU) > OpenVINO, each graph
+    backend: 'auto' (best installed: TensorRT > ONNX Runtime (CUDA EP > CPU) > OpenVINO, each graph
     on its fastest CPU backend when there is no GPU, falling back when one fails to load), a backend name,
     'onnxruntime+openvino' or 'encoder=openvino,prompt_decoder=onnxruntime' (see the module docstring).
     device: backend device ('cpu', 'gpu', 'cuda', 'tensorrt' for ONNX Runtime; 'CPU', 'GPU', 'AUTO' for

@@ -1,13 +1,17 @@
-"""ONNX Runtime backend: provider chain TensorRT EP -> CUDA EP -> CPU EP, whichever are installed.
+"""ONNX Runtime backend: provider chain CUDA EP -> CPU EP, whichever are installed; the TensorRT EP on request.
 
-``device``: None/'auto' (the whole installed chain), 'cpu', 'cuda' or 'gpu' (CUDA EP + CPU), 'tensorrt'
-(TensorRT EP + CUDA EP + CPU). Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
+``device``: None/'auto', 'cuda' or 'gpu' (CUDA EP + CPU), 'cpu', 'tensorrt' (TensorRT EP + CUDA EP + CPU). The
+TensorRT EP builds its engines when a session opens (minutes on a Jetson) and again whenever an input shape leaves
+the ones it has seen, so ``auto`` never uses it; with 'tensorrt' each graph gets profile shapes from the bundle's
+ranges (the native TensorRT backend's: one build covers every image size and prompt count the runtime sends), its
+engines cached in the bundle's engine folder, and one line before a build. Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
 no spinning between calls and the CPU memory arena on, full graph optimisation. Spinning off is for pipelines whose
 capture / draw threads share the cores; on an otherwise quiet machine spinning ran the encoder and object decoder
 faster and the prompt decoder slower (benchmarks/results/ort_session_options_r18_512.md); ``spinning=True`` /
 ``arena=False`` switch them per runner.
 """
 import os
+import sys
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -18,7 +22,7 @@ from .bundle_runner import BackendUnavailable, BundleRunner
 PACKAGE = "onnxruntime"  # pip name; onnxruntime-gpu for the CUDA/TensorRT providers
 CHAIN = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 GPU_PROVIDERS = CHAIN[:2]
-DEVICES = {None: CHAIN, "auto": CHAIN, "cpu": CHAIN[2:], "cuda": CHAIN[1:], "gpu": CHAIN[1:], "tensorrt": CHAIN}
+DEVICES = {None: CHAIN[1:], "auto": CHAIN[1:], "cpu": CHAIN[2:], "cuda": CHAIN[1:], "gpu": CHAIN[1:], "tensorrt": CHAIN}
 SHORT = {"TensorrtExecutionProvider": "TensorRT EP", "CUDAExecutionProvider": "CUDA EP",
          "CPUExecutionProvider": "CPU EP"}
 
@@ -37,19 +41,30 @@ def providers_for(device: Optional[str]) -> List[str]:
     return chosen
 
 
-def _provider_options(name: str) -> dict:
-    if name == "TensorrtExecutionProvider":
-        cache = os.path.join(os.path.expanduser("~"), ".cache", "rmpsam_edge", "ort_tensorrt")
-        return {"trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
-    return {}
+def tensorrt_options(bundle, graph: str) -> dict:
+    """TensorRT EP options for one graph: ``trt_profile_min/opt/max_shapes`` ('boxes:1x4,features:1x256x8x8')
+    from the bundle's ranges, engines cached in ``<engine folder>/onnxruntime/<graph>-<sha256[:12]>``."""
+    from .tensorrt import cache, profiles
+    from .tensorrt.engines import default_ranges, ranges_for
+    ranges = ranges_for(graph, default_ranges(bundle, max_prompts=bundle.max_prompts))  # what _prompts sends
+    entry = bundle.manifest["graphs"][graph]
+    shapes = {name: profiles.input_profile(graph, name, [d if isinstance(d, int) else -1 for d in spec["shape"]],
+                                           ranges) for name, spec in sorted(entry["inputs"].items())}
+    options = {"trt_engine_cache_enable": True, "trt_engine_cache_path": os.path.join(
+        cache.engine_dir(bundle.path), "onnxruntime", "%s-%s" % (graph, str(entry["sha256"])[:12]))}
+    for i, key in enumerate(("min", "opt", "max")):
+        options["trt_profile_%s_shapes" % key] = ",".join(
+            "%s:%s" % (name, "x".join(str(d) for d in prof[i])) for name, prof in shapes.items())
+    return options
 
 
 class OnnxRuntimeRunner(BundleRunner):
     name = "onnxruntime"
 
     def __init__(self, bundle, device: Optional[str] = None, threads: Optional[int] = None,
-                 spinning: bool = False, arena: bool = True):
+                 spinning: bool = False, arena: bool = True, log=None):
         super(OnnxRuntimeRunner, self).__init__(bundle, threads)
+        self.log = log or (lambda line: sys.stderr.write("onnxruntime: %s\n" % line))
         self.spinning, self.arena = bool(spinning), bool(arena)  # defaults: benchmarks/results/ort_session_options*
         self.providers = providers_for(device)
         self.sessions = {}
@@ -72,7 +87,15 @@ class OnnxRuntimeRunner(BundleRunner):
                                      "with backend='openvino'" % graph)
         if self.bundle.manifest["graphs"][graph].get("inference_precision") == "bf16":
             raise BackendUnavailable("%s is marked bf16 (OpenVINO CPU only): use backend='openvino'" % graph)
-        providers = [(p, _provider_options(p)) for p in self.providers]
+        providers = [(p, {}) for p in self.providers]
+        if self.providers[0] == CHAIN[0]:
+            options = tensorrt_options(self.bundle, graph)
+            folder = options["trt_engine_cache_path"]
+            os.makedirs(folder, exist_ok=True)
+            if not any(f.endswith(".engine") for f in os.listdir(folder)):
+                self.log("building %s TensorRT EP engine (none cached in %s); this takes minutes on a Jetson"
+                         % (graph, folder))
+            providers[0] = (CHAIN[0], options)
         sess = ort.InferenceSession(path, self._options(), providers=providers)
         self.sessions[graph] = sess
         self.outputs[graph] = [o.name for o in sess.get_outputs()]

@@ -108,3 +108,36 @@ def test_info_reports_variant_and_parameters(files):
     d = json.loads(so)
     assert d["variant"] == "r18" and d["parameters"] == 20827445
     assert d["vocabulary"]["classes"] == 6 and d["vocabulary"]["things"] == 4
+
+
+def test_without_opencv_one_line_names_the_package_for_a_desktop_and_jetpacks(tmp_path):
+    """No cv2 at all (a Jetson venv made without --system-site-packages, a desktop without an extra)."""
+    code = ("import sys; sys.modules['cv2'] = None  # import cv2 now fails as when it is not installed\n"
+            "from rmpsam_edge.cli import main; sys.exit(main(sys.argv[1:]))")
+    for args in (["demo", "--max-frames", "1", "--out", str(tmp_path / "d.avi")],
+                 ["predict", "--image", asset_path("images", "chelsea.jpg"), "--out", str(tmp_path / "p")]):
+        p = subprocess.run([sys.executable, "-c", code] + args, capture_output=True, text=True, timeout=120)
+        lines = p.stderr.strip().splitlines()
+        assert p.returncode == 2 and len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+        assert lines[0].startswith("error: OpenCV (cv2) is not importable: on a desktop pip install "
+                                   "opencv-python-headless")
+        assert "sudo apt install nvidia-opencv" in lines[0] and "not Ubuntu's python3-opencv" in lines[0]
+
+
+def test_the_default_job_runs_the_shipped_bundle_even_with_torch_installed(tmp_path):
+    """torch is importable here; no --model still means the deployed runtime on the shipped bundle, and the PyTorch
+    model runs only when asked for (--checkpoint, here the shipped demo weights)."""
+    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    rc, _, se = cli("predict", "--image", ASTRONAUT, "--points", "256,200", "--threads", 2, "--out", tmp_path / "a")
+    assert rc == 0, se
+    model = json.loads((tmp_path / "a" / "result.json").read_text())["model"]
+    assert model["bundle"] == SHIPPED_BUNDLE and ("onnxruntime" in model["backend"] or "openvino" in model["backend"])
+    line = [l for l in se.splitlines() if "no --model" in l]
+    assert len(line) == 1 and "running the shipped demo bundle %s" % SHIPPED_BUNDLE in line[0]
+    assert "--backend auto" in line[0] and "the PyTorch model runs with --checkpoint" in line[0]
+    pth = asset_path("weights", "rmpsam_r18_demo.pth")
+    rc, _, se = cli("predict", "--checkpoint", pth, "--image", ASTRONAUT, "--points", "256,200", "--threads", 2,
+                    "--out", tmp_path / "b")
+    assert rc == 0, se
+    model = json.loads((tmp_path / "b" / "result.json").read_text())["model"]
+    assert "bundle" not in model and "no --model" not in se

@@ -78,3 +78,75 @@ def test_a_backend_that_disagrees_fails_the_doctor(tmp_path, monkeypatch, capsys
     assert bad["ok"] is False and any(f.startswith("feature_cosine") for f in bad["compare"]["failures"])
     assert [r["ok"] for r in rep["results"] if r["backend"] == "onnxruntime"] == [True]
     assert "**FAIL**: feature_cosine" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------------ install traps
+from rmpsam_edge.commands import doctor  # noqa: E402
+
+JETPACK_OK = {"numpy": "1.26.4", "opencv": "4.8.0", "opencv_gstreamer": True, "onnxruntime": "1.20.0",
+              "ort_providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
+# what `pip install ".[ort]"` used to leave in a --system-site-packages venv on JetPack 6: the opencv wheel (no
+# GStreamer), numpy 2 pulled in by it, and CPU onnxruntime over the Jetson onnxruntime-gpu
+DESKTOP_WHEELS = {"numpy": "2.2.6", "opencv": "4.12.0", "opencv_gstreamer": False, "onnxruntime": "1.23.2",
+                  "ort_providers": ["AzureExecutionProvider", "CPUExecutionProvider"]}
+
+
+def _platform(tmp_path, monkeypatch, clocks=None, jetson=True):
+    from test_platform_facts import CLOCKS_FREE, _board
+    root, _ = _board(tmp_path, monkeypatch, major=36 if jetson else None, rev="4.3", clocks=clocks or CLOCKS_FREE,
+                     model=b"NVIDIA Jetson Orin Nano Developer Kit\x00" if jetson else None)
+    from rmpsam_edge.runtime import platform_facts
+    return {"jetson": platform_facts.jetson(root), "gpu": {"name": "Orin", "memory_mb": 7620, "sm_count": 8,
+                                                           "compute_capability": "8.7", "driver": "540.4.0",
+                                                           "cuda": "12.6.68", "why_not": None}}
+
+
+def test_traps_of_desktop_wheels_on_a_jetson(tmp_path, monkeypatch):
+    plat = _platform(tmp_path, monkeypatch)
+    traps = doctor.find_traps(plat, DESKTOP_WHEELS)
+    text = [t["trap"] + " | " + t["fix"] for t in traps]
+    assert len(traps) == 3, text
+    assert text[0].startswith("OpenCV 4.12.0 has no GStreamer") and "sudo apt install nvidia-opencv" in text[0]
+    assert "pip uninstall -y opencv-python opencv-python-headless" in text[0] and "not Ubuntu's python3-opencv" in text[0]
+    assert text[1].startswith("numpy 2.2.6 beside JetPack's modules") and "pip uninstall -y numpy" in text[1]
+    assert text[2].startswith("onnxruntime 1.23.2 has no GPU provider (only AzureExecutionProvider, CPUExecution")
+    assert "onnxruntime-gpu wheel for your JetPack from NVIDIA's Jetson index" in text[2]
+    assert doctor.ready_line(plat, traps) == "no: 3 install traps, fixes below"
+
+
+def test_a_ready_jetson_and_one_that_needs_pinned_clocks(tmp_path, monkeypatch):
+    from test_platform_facts import CLOCKS_PINNED
+    plat = _platform(tmp_path, monkeypatch, clocks=CLOCKS_PINNED)
+    assert doctor.find_traps(plat, JETPACK_OK) == [] and doctor.ready_line(plat, []) == "yes"
+    plat = _platform(tmp_path / "b", monkeypatch)
+    assert doctor.ready_line(plat, []).startswith("yes to run; to benchmark first sudo nvpmodel -m 0 && sudo "
+                                                  "jetson_clocks (jetson_clocks: off (CPU, GPU")
+    report = {"platform": dict(plat, system="Linux", machine="aarch64", python="3.10.12", cpu_count=6),
+              "bundle": "b", "runs": 1, "backends": [], "results": [], "traps": [], "ready": "yes"}
+    md = doctor.markdown(report)
+    assert "- Jetson: L4T 36.4.3 (JetPack 6.2), NVIDIA Jetson Orin Nano Developer Kit, nvpmodel: MAXN (mode 0)" in md
+    assert "RAM 30536 MB, swap 15268 MB" in md and "\n- ready: yes\n" in md
+
+
+def test_desktop_traps(tmp_path, monkeypatch):
+    plat = _platform(tmp_path, monkeypatch, jetson=False)
+    assert plat["jetson"]["l4t"] is None
+    traps = doctor.find_traps(plat, DESKTOP_WHEELS)  # numpy 2 and a pip OpenCV are right on a desktop
+    assert [t["fix"] for t in traps] == ["pip uninstall -y onnxruntime onnxruntime-gpu; pip install onnxruntime-gpu"]
+    plat["gpu"] = {"name": None, "why_not": "no NVIDIA GPU found (no nvidia-smi; pycuda not importable: No module "
+                                            "named 'pycuda')"}
+    assert doctor.find_traps(plat, DESKTOP_WHEELS) == []  # a CPU machine: CPU onnxruntime is right
+    plat["gpu"]["why_not"] = "pycuda: cuInit failed: no CUDA-capable device is detected"
+    traps = doctor.find_traps(plat, JETPACK_OK)
+    assert len(traps) == 1 and traps[0]["trap"].startswith("pycuda cannot reach the driver (pycuda: cuInit failed")
+    assert "pip install --force-reinstall --no-cache-dir pycuda" in traps[0]["fix"]
+
+
+def test_install_facts_read_this_environment():
+    import cv2
+    import onnxruntime
+    facts = doctor.install_facts()
+    assert facts["numpy"] == np.__version__ and facts["opencv"] == cv2.__version__
+    assert facts["onnxruntime"] == onnxruntime.__version__ and "CPUExecutionProvider" in facts["ort_providers"]
+    built_with = [l for l in cv2.getBuildInformation().splitlines() if l.strip().startswith("GStreamer:")]
+    assert facts["opencv_gstreamer"] is bool(built_with and "YES" in built_with[0])

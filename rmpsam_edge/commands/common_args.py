@@ -125,7 +125,7 @@ def add_deprecated(p, old, new, dest, flag=False, **kw):
 
 def add_weights_arguments(p):
     """The options ``rmpsam_edge.commands.predict.build_predictor`` reads (predict, demo, the demo harness)."""
-    src = p.add_argument_group("weights (one of; default: the shipped demo weights)")
+    src = p.add_argument_group("weights (one of; default: the shipped demo bundle on the deployed runtime)")
     add_model(src, help_text="model bundle folder (from `rmpsam-edge export`) or grpc:// / http:// Triton URL: "
                              "runs without torch")
     src.add_argument("--checkpoint", help="RMP-SAM .pth checkpoint (official or trained here)")

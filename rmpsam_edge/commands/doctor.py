@@ -1,7 +1,9 @@
 """``rmpsam-edge doctor``: what this machine can run, checked for real, in one report to paste into an issue.
 
-1. Platform: Jetson L4T/JetPack, module, nvpmodel, jetson_clocks; GPU name, memory, SM count, driver, CUDA
-   (``runtime/platform_facts.py``).
+1. Platform: Jetson L4T/JetPack, module, nvpmodel, jetson_clocks, RAM/swap; GPU name, memory, SM count, driver,
+   CUDA (``runtime/platform_facts.py``); the install traps, each with its fix (an OpenCV without GStreamer on a
+   Jetson, numpy 2 beside JetPack's modules, an onnxruntime without GPU providers on an NVIDIA machine, a pycuda
+   that cannot reach the driver), and one ``ready`` line.
 2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here
    (with ``--device``: on that device; the checks below then run only there).
 3. On a bundle (``--model``, default the shipped demo bundle): the shipped images through every usable backend
@@ -47,6 +49,67 @@ def check_backends(registry, device=None) -> list:
         rows.append({"backend": row.name, "usable": bool(ok), "detail": detail,
                      "install": None if ok else registry.install_hint(row)})
     return rows
+
+
+def install_facts() -> dict:
+    """What the traps are read from: numpy's version, OpenCV's (and whether it has GStreamer), ONNX Runtime's
+    version and providers; None where the package is missing."""
+    import numpy
+    facts = {"numpy": numpy.__version__, "opencv": None, "opencv_gstreamer": None, "onnxruntime": None,
+             "ort_providers": None}
+    try:
+        import cv2
+        from rmpsam_edge.runtime.demo.sources import has_gstreamer
+        facts.update(opencv=cv2.__version__, opencv_gstreamer=has_gstreamer())
+    except ImportError:
+        pass
+    try:
+        import onnxruntime
+        facts.update(onnxruntime=onnxruntime.__version__, ort_providers=list(onnxruntime.get_available_providers()))
+    except ImportError:
+        pass
+    return facts
+
+
+def find_traps(platform: dict, facts: dict) -> list:
+    """[{'trap': what is wrong, 'fix': the command}] for the install traps this machine is in."""
+    from rmpsam_edge.runtime.platform_facts import NO_OPENCV, OPENCV_RESTORE
+    jetson, gpu, out = bool(platform["jetson"]["l4t"]), platform["gpu"], []
+    if jetson and facts["opencv"] is None:
+        out.append({"trap": "no OpenCV", "fix": NO_OPENCV})
+    if jetson and facts["opencv"] and facts["opencv_gstreamer"] is False:
+        out.append({"trap": "OpenCV %s has no GStreamer (a pip wheel in front of JetPack's): csi:// cameras do not "
+                            "open" % facts["opencv"], "fix": OPENCV_RESTORE})
+    if jetson and int(facts["numpy"].split(".")[0]) >= 2:
+        out.append({"trap": "numpy %s beside JetPack's modules, which are built against numpy 1.x (\"compiled using "
+                            "NumPy 1.x\" on import)" % facts["numpy"],
+                    "fix": "pip uninstall -y numpy in this venv: JetPack's numpy 1.x shows through "
+                           "--system-site-packages (docs/jetson.md)"})
+    providers = facts["ort_providers"]
+    if (jetson or gpu["name"]) and providers is not None and "CUDAExecutionProvider" not in providers:
+        wheel = ("the onnxruntime-gpu wheel for your JetPack from NVIDIA's Jetson index (docs/jetson.md)" if jetson
+                 else "onnxruntime-gpu")
+        out.append({"trap": "onnxruntime %s has no GPU provider (only %s) on a machine with an NVIDIA GPU"
+                            % (facts["onnxruntime"], ", ".join(providers)),
+                    "fix": "pip uninstall -y onnxruntime onnxruntime-gpu; pip install %s" % wheel})
+    why = gpu.get("why_not") or ""
+    if why.startswith("pycuda: ") or ("pycuda not importable" in why and "libcuda" in why):
+        out.append({"trap": "pycuda cannot reach the driver (%s)" % why,
+                    "fix": "check the driver (nvidia-smi; on a Jetson: your user in the 'video' group), then rebuild "
+                           "pycuda against this CUDA: pip install --force-reinstall --no-cache-dir pycuda "
+                           "(nvcc on PATH)"})
+    return out
+
+
+def ready_line(platform: dict, traps: list) -> str:
+    """'yes', or 'no: ...' naming what to do first (the traps, then pinned clocks on a Jetson)."""
+    if traps:
+        return "no: %d install trap%s, fixes below" % (len(traps), "" if len(traps) == 1 else "s")
+    clocks = platform["jetson"]["jetson_clocks"]
+    if platform["jetson"]["l4t"] and clocks != "on":
+        return ("yes to run; to benchmark first sudo nvpmodel -m 0 && sudo jetson_clocks (jetson_clocks: %s)"
+                % clocks)
+    return "yes"
 
 
 def _time(runner, case, runs):
@@ -107,13 +170,14 @@ def markdown(report) -> str:
     lines = ["### rmpsam-edge doctor", "",
              "- platform: %s %s, Python %s, %s CPUs" % (plat["system"], plat["machine"], plat["python"],
                                                        plat["cpu_count"]),
-             "- Jetson: %s" % ("L4T %s (JetPack %s), %s, nvpmodel: %s, jetson_clocks: %s"
+             "- Jetson: %s" % ("L4T %s (JetPack %s), %s, nvpmodel: %s, jetson_clocks: %s, RAM %s MB, swap %s MB"
                                % (jet["l4t"], jet["jetpack"] or "?", jet["module"], jet["nvpmodel"],
-                                  jet["jetson_clocks"]) if (jet["l4t"] or jet["module"]) else "no"),
+                                  jet["jetson_clocks"], jet["ram_mb"], jet["swap_mb"]) if jet["l4t"] else "no"),
              "- GPU: %s" % ("%s, %s MB, %s SMs, sm %s, driver %s, CUDA %s" % (
                  gpu["name"], gpu["memory_mb"], gpu["sm_count"], gpu["compute_capability"], gpu["driver"],
                  gpu["cuda"]) if gpu["name"] else gpu["why_not"]),
              "- bundle: %s%s" % (report["bundle"], ", --device %s" % report["device"] if report.get("device") else ""),
+             "- ready: %s" % report["ready"]] + ["- trap: %s; fix: %s" % (t["trap"], t["fix"]) for t in report["traps"]] + [
              "",
              "| backend | usable | version, devices / why not |", "|---|---|---|"]
     for b in report["backends"]:
@@ -147,6 +211,11 @@ def run(args) -> int:
     bundle = Bundle.open(args.model or SHIPPED_BUNDLE)
     report = {"platform": platform_facts.collect(), "bundle": os.path.abspath(bundle.path), "runs": args.runs,
               "device": args.device}
+    report["install"] = install_facts()
+    report["traps"] = find_traps(report["platform"], report["install"])
+    report["ready"] = ready_line(report["platform"], report["traps"])
+    for t in report["traps"]:
+        sys.stderr.write("doctor: %s; fix: %s\n" % (t["trap"], t["fix"]))
     report["backends"] = check_backends(registry, args.device)
     for b in report["backends"]:
         if not b["usable"]:

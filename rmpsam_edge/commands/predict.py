@@ -1,7 +1,8 @@
 """``rmpsam-edge predict``: segment one image with point/box prompts (one decoder pass), panoptic or instances.
 
-Weights: ``--model BUNDLE`` runs the torch-free runtime; ``--checkpoint PTH`` (or nothing: the shipped demo
-weights; or ``--random-init``) runs the PyTorch model; without torch, nothing means the shipped demo bundle. Outputs in ``--out``: ``overlay.png``, binary masks
+Weights: ``--model BUNDLE`` runs the torch-free runtime, and so does nothing (the shipped demo bundle on
+``--backend auto``, whether or not torch is installed); ``--checkpoint PTH``, ``--random-init`` or ``--vocab`` run the
+PyTorch model (the demo weights as PyTorch: ``--checkpoint`` with the shipped .pth). Outputs in ``--out``: ``overlay.png``, binary masks
 (``mask_NNN.png`` + ``masks.npz``; ``panoptic.npz`` for panoptic) and ``result.json``.
 """
 import json
@@ -51,26 +52,22 @@ def prepare_out(path, force):
     os.makedirs(path, exist_ok=True)
 
 
-# the demo weights exported as a bundle (FP16-stored weights): what the runtime runs by default without torch
+# the demo weights exported as a bundle (FP16-stored weights): what predict and demo run when no model is named
 SHIPPED_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "bundle")
 
 
-def _torch_importable() -> bool:
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def build_predictor(args):
-    """-> (Predictor, model info dict) for --model / --checkpoint / --random-init / the default weights."""
+    """-> (Predictor, model info dict) for --model / --checkpoint / --random-init / the default (shipped) bundle."""
     if args.model and (args.checkpoint or args.random_init):
         raise UserError("--model (a bundle) and --checkpoint/--random-init exclude each other; pass one")
     model = args.model
-    if not model and not (args.checkpoint or args.random_init or args.vocab) and not _torch_importable():
-        sys.stderr.write("rmpsam-edge: torch is not installed: running the shipped demo bundle (demo weights, "
-                         "FP16-stored, computed in FP32) %s\n" % SHIPPED_BUNDLE)
+    if not model and not (args.checkpoint or args.random_init or args.vocab):
+        from rmpsam_edge.media import asset_path  # checkpoint.DEFAULT_WEIGHTS, without importing torch
+        demo_pth = asset_path("weights", "rmpsam_r18_demo.pth")
+        sys.stderr.write("rmpsam-edge: no --model: running the shipped demo bundle %s (demo weights, FP16-stored, "
+                         "computed in FP32) on the deployed runtime, --backend %s; the PyTorch model runs with "
+                         "--checkpoint (the demo weights: --checkpoint %s)\n"
+                         % (SHIPPED_BUNDLE, getattr(args, "backend", None) or "auto", demo_pth))
         model = SHIPPED_BUNDLE
     if model:
         from rmpsam_edge.runtime import load

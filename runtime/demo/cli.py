@@ -6,8 +6,9 @@
     rmpsam-edge demo --source "frames/*.jpg" --mode points --points 320,240 --boxes 10,10,200,200
     rmpsam-edge demo --source csi://0 --mode everything # Jetson CSI camera (OpenCV with GStreamer)
 
-Weights: ``--model BUNDLE`` runs the torch-free runtime (ONNX Runtime / OpenVINO / TensorRT); ``--checkpoint``,
-``--random-init`` or nothing (the shipped demo weights) run the PyTorch model. Capture, inference and drawing
+Weights: ``--model BUNDLE`` or nothing (the shipped demo bundle, ``--backend auto``, with or without torch) runs the
+torch-free runtime (ONNX Runtime / OpenVINO / TensorRT); ``--checkpoint`` or ``--random-init`` run the PyTorch
+model. Capture, inference and drawing
 run as a pipeline (``pipeline.py``). Without a display (or without ``--show``) the demo writes an annotated
 video and a per-frame JSON Lines file (RLE masks, boxes, ids, scores); Ctrl-C ends cleanly with the summary.
 """

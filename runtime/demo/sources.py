@@ -243,9 +243,10 @@ def open_csi(text: str, retries: int = 5) -> Source:
             raise UserError("bad CSI option %r in %r; allowed: width, height, fps, flip (integers)" % (part, text))
         opts[key] = int(value)
     if not has_gstreamer():
+        from ..platform_facts import OPENCV_RESTORE
         raise UserError("%s needs OpenCV built with GStreamer, and this OpenCV (%s) has GStreamer: NO; on a "
-                        "Jetson use JetPack's OpenCV (apt python3-opencv, not the pip wheel) or use "
-                        "--source 0 for a USB camera" % (text, cv2.__version__))
+                        "Jetson restore JetPack's: %s; or use --source 0 for a USB camera"
+                        % (text, cv2.__version__, OPENCV_RESTORE))
     pipe = csi_pipeline(sensor, opts["width"], opts["height"], opts["fps"], opts["flip"])
     src = _open_capture(pipe, text, live=True, api=cv2.CAP_GSTREAMER, retries=retries)
     if src is None:

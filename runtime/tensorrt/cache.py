@@ -8,6 +8,7 @@ import collections
 import hashlib
 import json
 import os
+import re
 from typing import Dict, List, Optional, Tuple
 
 from rmpsam_edge.atomic import atomic_file, file_lock
@@ -50,6 +51,13 @@ def engine_paths(bundle_dir: str, graph: str, precision: str, dla_core: Optional
     name = "%s.%s%s.engine" % (graph, precision, "" if dla_core is None else ".dla%d" % int(dla_core))
     path = os.path.join(engine_dir(bundle_dir), name)
     return path, path + ".json"
+
+
+def timing_cache_name(tensorrt: str, gpu: str, module: str = "") -> str:
+    """'timing-trt10.3.0-orin-nvidia-jetson-orin-nano-developer-kit.cache': per TensorRT version, GPU name and
+    Jetson module (the device-tree model before ' | '), since every Orin module reports the GPU name 'Orin'."""
+    name = " ".join(p for p in (gpu, str(module or "").split(" | ")[0]) if p)
+    return "timing-trt%s-%s.cache" % (tensorrt, re.sub(r"[^A-Za-z0-9.]+", "-", name).strip("-").lower())
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,

@@ -4,7 +4,6 @@ overwritten without --force. Choices not given come from the bundle and the stor
 survives a TensorRT or GPU change). The one place that decides which graph gets which precision, DLA, calibration.
 """
 import os
-import re
 import sys
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -119,10 +118,6 @@ def _calib_shape(ranges) -> Tuple[int, int, int, int]:
     return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-").lower()
-
-
 class Session(object):
     """One machine (TensorRT module + GPU) and one bundle. ``log`` gets one line per build/rebuild."""
 
@@ -136,8 +131,8 @@ class Session(object):
         return cache.engine_dir(self.dir)
 
     def timing_cache_path(self) -> str:
-        return os.path.join(self.engine_dir(), "timing-trt%s-%s.cache"
-                            % (self.compat.version_string, _slug(self.gpu)))
+        return os.path.join(self.engine_dir(), cache.timing_cache_name(self.compat.version_string, self.gpu,
+                                                                       getattr(self.device, "module", "")))
 
     def fill_choices(self, requested: Choices) -> Choices:
         """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
