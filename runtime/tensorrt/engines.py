@@ -191,13 +191,14 @@ class Session(object):
                             % (graph, why, build_command(self.dir, choices.precision)))
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
+        self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         if stored_prec == "int8":
             precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
         elif typed and gp == "fp16" and stored_prec == "fp32":  # strong typing: the FP16 graph is the precision
             onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir(), pins, self.dir)
             if kept is not None:
-                self.log("%s: typed FP16 graph written, %d nodes kept FP32 by Casts" % (graph, kept))
-        self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
+                self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
+                         % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins,
                                          self.timing_cache_path(), choices.verbose, typed)

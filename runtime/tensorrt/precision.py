@@ -67,8 +67,9 @@ def typed_fp16(graph: str, src: str, src_sha: str, folder: str, patterns: Sequen
         os.remove(old)
     os.makedirs(folder, exist_ok=True)
     with atomic_file(path) as tmp:
-        kept = fp16.convert(src, tmp, extra)["kept_fp32"]
-    return path, len(kept)
+        info = fp16.convert(src, tmp, extra)
+    kept = set(info["kept_fp32"]), set(info["op_types_kept_fp32"])
+    return path, sum(1 for n in model.graph.node if n.name in kept[0] or n.op_type in kept[1])
 
 
 def check_qdq(manifest: dict, path: str, bundle_dir: str) -> None:
