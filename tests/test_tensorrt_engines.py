@@ -259,3 +259,23 @@ def test_int8_bundle_that_is_not_symmetric_qdq_is_refused(bundle):
     with pytest.raises(UserError, match=r"its quantization recipe is 'ort'.* run `rmpsam-edge quantize --model "
                                         r"bundles/r18 --precision int8 --target tensorrt --out bundles/r18-int8-trt`"):
         session(bundle)[0].engine_bytes("encoder", engines.Choices("int8", RANGES))
+
+
+def test_registry_fp16_on_tensorrt_11_runs_the_typed_graphs(bundle, monkeypatch):
+    """doctor's FP16 default and the benchmark's fp16 row call ``create(bundle, precision="fp16")`` on the FP32
+    bundle: on the pip TensorRT (11.4) that goes through the typed FP16 graphs, whose FP16 features come out close
+    to the FP32 graph's (the fake runs each engine's ONNX with ONNX Runtime)."""
+    import numpy as np
+    import onnxruntime as ort
+    from rmpsam_edge.runtime import tensorrt as trt_pkg
+    fake = FakeGPU("11.4.0").install(monkeypatch)
+    image = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    runner = trt_pkg.create(bundle, precision="fp16")
+    try:
+        feats = runner.encode(image)
+    finally:
+        runner.deactivate()
+    assert {b["typed"] for b in fake.builds} == {True} and all(".fp16-typed-" in b["source"] for b in fake.builds)
+    ref = ort.InferenceSession(os.path.join(bundle, "encoder.onnx")).run(None, {"image": image})[0]
+    assert feats.dtype == np.float32 and np.abs(feats - ref).max() < 0.05 * np.abs(ref).max()
+    assert not np.array_equal(feats, ref)  # it did run in FP16
