@@ -64,7 +64,8 @@ def typed_fp16(graph: str, src: str, src_sha: str, folder: str, patterns: Sequen
     chosen = select_fp32(nodes_from_onnx(model.graph), [o.name for o in model.graph.output], patterns)
     extra = [name for name, why in chosen.items() if why in TRT_ONLY]
     for old in glob.glob(os.path.join(folder, "%s.fp16-typed-*.onnx" % graph)):
-        os.remove(old)
+        if old != path:  # another process may be writing this very file
+            os.remove(old)
     os.makedirs(folder, exist_ok=True)
     with atomic_file(path) as tmp:
         info = fp16.convert(src, tmp, extra)
