@@ -2,13 +2,13 @@
 memory and threads do not leak into the measurements; their output streams to stderr as progress).
 
     plan_rows(backends, precisions) -> [(backend, precision, source)]  source: "torch" | "fp32" | "fp16" |
-                                                                        "int8_ort" | "int8_openvino" |
+                                                                        "int8_ort" | "int8_tensorrt" | "int8_openvino" |
                                                                         "bf16_openvino" | "int8_bf16_openvino" |
                                                                         None (n/a)
     ensure_base(...)    -> FP32 bundle path (given, found in the work folder, or exported there)
     ensure_derived(...) -> (bundle path or None, failure status or None)
 
-Derived bundles live in the work folder (default ``<model>.bench/``) as ``fp16``, ``int8_ort``,
+Derived bundles live in the work folder (default ``<model>.bench/``) as ``fp16``, ``int8_ort``, ``int8_tensorrt``,
 ``int8_openvino``, ``bf16_openvino``, ``int8_bf16_openvino`` (bf16 rows: OpenVINO on CPUs with AVX512-BF16 or
 AMX; elsewhere their quantize step fails with its one line and the row says so); one made from a different FP32 bundle (its manifest sha256 differs) is rebuilt.
 """
@@ -23,15 +23,17 @@ from rmpsam_edge.errors import UserError
 ALIASES = {"onnxruntime": "ort", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
 BACKENDS = ("torch", "ort", "openvino", "tensorrt")
 PRECISIONS = ("fp32", "fp16", "int8", "bf16", "int8+bf16")
-# (backend, precision) -> which bundle runs it. TensorRT builds its own FP16/INT8 engines from the FP32 ONNX.
+# (backend, precision) -> which bundle runs it. TensorRT builds FP16 from the FP32 ONNX (weak typing + pins on 8.x,
+# the typed FP16 graph it derives on 10+) and INT8 from the symmetric Q/DQ bundle of `quantize --target tensorrt`.
 SOURCES = {
     ("torch", "fp32"): "torch",
     ("ort", "fp32"): "fp32", ("ort", "fp16"): "fp16", ("ort", "int8"): "int8_ort",
     ("openvino", "fp32"): "fp32", ("openvino", "fp16"): "fp16", ("openvino", "int8"): "int8_openvino",
     ("openvino", "bf16"): "bf16_openvino", ("openvino", "int8+bf16"): "int8_bf16_openvino",
-    ("tensorrt", "fp32"): "fp32", ("tensorrt", "fp16"): "fp32", ("tensorrt", "int8"): "fp32",
+    ("tensorrt", "fp32"): "fp32", ("tensorrt", "fp16"): "fp32", ("tensorrt", "int8"): "int8_tensorrt",
 }
-QUANTIZE = {"fp16": ("fp16", "ort"), "int8_ort": ("int8", "ort"), "int8_openvino": ("int8", "openvino"),
+QUANTIZE = {"fp16": ("fp16", "ort"), "int8_ort": ("int8", "ort"),
+            "int8_tensorrt": ("int8", "ort", "--target", "tensorrt"), "int8_openvino": ("int8", "openvino"),
             "bf16_openvino": ("bf16", "openvino"), "int8_bf16_openvino": ("int8", "openvino", "--rest", "bf16")}
 
 

@@ -1,5 +1,5 @@
 """Media files: which endings count as images and videos, how a folder or a glob lists them (one place for the
-demo sources, quantize calibration and the TensorRT calibrator), and where the sample media and demo weights
+demo sources and quantize calibration), and where the sample media and demo weights
 shipped with rmpsam_edge live. numpy-free, no torch, Python 3.8."""
 import glob
 import os

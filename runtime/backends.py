@@ -21,8 +21,10 @@ Backend = namedtuple("Backend", "name aliases pip apt module auto_device")
 PKG = "rmpsam_edge.runtime."
 # auto order, best first
 BACKENDS = (
-    Backend("tensorrt", ("trt",), "pip install tensorrt pycuda (desktop GPU)",
-            "JetPack: sudo apt install python3-libnvinfer; pip install pycuda", PKG + "tensorrt", "gpu"),
+    Backend("tensorrt", ("trt",), "desktop GPU: pip install \"tensorrt-cu12<11\" pycuda (10.x; plain `tensorrt` is "
+            "11.x: strongly typed, FP16/INT8 from typed bundles, no DLA)",
+            "JetPack: TensorRT comes with JetPack (sudo apt install python3-libnvinfer, never pip); pip install pycuda",
+            PKG + "tensorrt", "gpu"),
     Backend("onnxruntime", ("ort",), "pip install onnxruntime (onnxruntime-gpu for CUDA/TensorRT providers)",
             "JetPack: pip install the onnxruntime-gpu wheel for your JetPack (Jetson Zoo)",
             PKG + "onnxruntime_backend", None),

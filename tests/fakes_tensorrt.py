@@ -7,9 +7,9 @@ wrong code fail:
 * ``OnnxParser.parse_from_file`` reads a REAL ONNX file and makes one layer per node (ReduceL2 split the
   way TensorRT's ONNX parser does it), so layer names and types are the exported graph's;
 * TensorRT 8.x networks without the EXPLICIT_BATCH flag cannot parse; 11 has no FP16/INT8 flags, no layer
-  precision and no calibrator; 8.6 parser errors have only ``node()``;
-* the builder drives an INT8 calibrator like TensorRT (cache first, then ``get_batch`` until None, then
-  ``write_calibration_cache``), reading the calibration images back from fake device memory;
+  precision and no calibrator; 8.6 parser errors have only ``node()``; a strongly typed network (10.x flag, always
+  on 11) fails to build with precision flags or pins; Q/DQ needs symmetric int8 zero points, and on weak typing
+  the INT8 flag;
 * a plan is bytes that only the same fake TensorRT version deserialises (corrupt bytes -> None);
 * pycuda copies and ``execute_async_v3`` are queued on their stream and only happen at
   ``Stream.synchronize()``; async copies from memory that is not page-locked raise;
@@ -290,7 +290,7 @@ class FakeGPU(object):
         # 8.5 (JetPack 5.1): named tensors, but no INormalizationLayer and no ONNX LayerNormalization importer
         trt.LayerType = enum.IntEnum("LayerType", "CONVOLUTION ACTIVATION ELEMENTWISE REDUCE UNARY SHUFFLE SOFTMAX "
                                      "MATRIX_MULTIPLY CAST IDENTITY GATHER SLICE CONCATENATION CONSTANT SHAPE "
-                                     "RESIZE GRID_SAMPLE PLUGIN_V2" + ("" if self.version.startswith("8.5") else
+                                     "RESIZE GRID_SAMPLE PLUGIN_V2 QUANTIZE DEQUANTIZE" + ("" if self.version.startswith("8.5") else
                                                                        " NORMALIZATION"))
         trt.ElementWiseOperation = enum.IntEnum("ElementWiseOperation", "SUM PROD MAX MIN SUB DIV POW GREATER LESS")
         trt.ReduceOperation = enum.IntEnum("ReduceOperation", "SUM PROD MAX MIN AVG")
@@ -467,7 +467,8 @@ class FakeGPU(object):
                      "Constant": ("CONSTANT", None), "Shape": ("SHAPE", None), "ReduceMax": ("REDUCE", "MAX"),
                      "ReduceMean": ("REDUCE", "AVG"), "ReduceSum": ("REDUCE", "SUM"), "Sqrt": ("UNARY", "SQRT"),
                      "Relu": ("ACTIVATION", None), "Sigmoid": ("ACTIVATION", None), "Conv": ("CONVOLUTION", None),
-                     "GridSample": ("GRID_SAMPLE", None), "Resize": ("RESIZE", None)}
+                     "GridSample": ("GRID_SAMPLE", None), "Resize": ("RESIZE", None),
+                     "QuantizeLinear": ("QUANTIZE", None), "DequantizeLinear": ("DEQUANTIZE", None)}
             ops = {"ELEMENTWISE": trt.ElementWiseOperation, "REDUCE": trt.ReduceOperation, "UNARY": trt.UnaryOperation}
             classes = {"ELEMENTWISE": IElementWiseLayer, "REDUCE": IReduceLayer, "UNARY": IUnaryLayer}
 
@@ -481,6 +482,10 @@ class FakeGPU(object):
                     errors.append(ParserError(index, node.name, node.op_type,
                                                "No importer registered for op: %s" % node.op_type))
                     continue
+                if node.op_type in ("QuantizeLinear", "DequantizeLinear") and not _symmetric_int8(model, node):
+                    errors.append(ParserError(index, node.name, node.op_type, "Assertion failed: TensorRT only "
+                                              "supports symmetric INT8 quantization (zero point 0, type INT8)"))
+                    continue
                 ins = [tensor(i) for i in node.input if i]
                 out_dtype = {"Greater": DataType.BOOL, "Shape": index_type}.get(node.op_type, DataType.FLOAT)
                 outs = [tensor(o, out_dtype) for o in node.output]
@@ -493,6 +498,14 @@ class FakeGPU(object):
                 ltype, op = kinds.get(node.op_type, ("PLUGIN_V2", None))
                 add(node.name, ltype, op, ins, outs)
             network.outputs = [tensor(o.name, onnx_types[o.type.tensor_type.elem_type]) for o in model.graph.output]
+
+        def _symmetric_int8(model, node):
+            zp = {i.name: i for i in model.graph.initializer}.get(node.input[2] if len(node.input) > 2 else "")
+            return zp is not None and zp.data_type == 3 and not any(onnx_numpy(zp).ravel())  # 3: INT8
+
+        def onnx_numpy(t):
+            from onnx import numpy_helper
+            return numpy_helper.to_array(t)
 
         trt.INetworkDefinition, trt.OnnxParser, trt.ParserError = INetworkDefinition, OnnxParser, ParserError
 
@@ -517,7 +530,6 @@ class FakeGPU(object):
         class IBuilderConfig(object):
             def __init__(self):
                 self.flags, self.profiles, self.pools = set(), [], {}
-                self.int8_calibrator_set, self.calibration_profile = None, None
                 self.default_device_type, self.DLA_core = trt.DeviceType.GPU, -1
                 self.timing_cache = None
 
@@ -550,17 +562,6 @@ class FakeGPU(object):
 
             def get_timing_cache(self):
                 return self.timing_cache
-
-        if major < 11:  # implicit quantization (calibrator, calibration profile): removed in TensorRT 11
-            def _set_calibrator(self, v):
-                _check_base(v, "IInt8EntropyCalibrator2")
-                self.int8_calibrator_set = v
-            IBuilderConfig.int8_calibrator = property(lambda self: self.int8_calibrator_set, _set_calibrator)
-
-            def set_calibration_profile(self, profile):
-                self.calibration_profile = profile
-                return True
-            IBuilderConfig.set_calibration_profile = set_calibration_profile
 
         class Builder(object):
             def __init__(self, logger):
@@ -596,37 +597,25 @@ class FakeGPU(object):
                         self.logger.log(Severity.ERROR, "%s: no implementation obeys reformatting-free rules "
                                         "(precision FLOAT on a %s layer)" % (l.name, l._outputs[0].dtype.name))
                         return None
+                # strongly typed (10.x with the flag; always on 11): precision flags and layer pins are build errors
+                typed = major >= 11 or (major >= 10 and bool(network.flags & (1 << int(
+                    trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))))
+                weak = {trt.BuilderFlag.__members__.get(n) for n in ("FP16", "INT8", "OBEY_PRECISION_CONSTRAINTS")}
+                if typed and (weak & config.flags or any(l._precision is not None for l in network.layers)):
+                    self.logger.log(Severity.ERROR, "precision flags or layer precisions on a strongly typed network")
+                    return None
+                qdq = any(l.type.name in ("QUANTIZE", "DEQUANTIZE") for l in network.layers)
+                if qdq and not typed and trt.BuilderFlag.INT8 not in config.flags:  # 8.x explicit quantization
+                    self.logger.log(Severity.ERROR, "Q/DQ layers in the network but the INT8 builder flag is not set")
+                    return None
                 profile = config.profiles[0].shapes
-                record = {"flags": sorted(f.name for f in config.flags), "profile": profile,
+                record = {"flags": sorted(f.name for f in config.flags), "profile": profile, "typed": typed,
+                          "source": network.source,
                           "pinned": [l.name for l in network.layers if l._precision is not None],
                           "output_types": {l.name: list(l.output_types) for l in network.layers if l.output_types},
-                          "device": config.default_device_type.name, "dla_core": config.DLA_core,
-                          "calibrated": 0}
+                          "device": config.default_device_type.name, "dla_core": config.DLA_core}
                 gpu.builds.append(record)
-                cal = getattr(config, "int8_calibrator_set", None)
-                if trt.BuilderFlag.__members__.get("INT8") in config.flags and cal is not None:
-                    record["calibrated"] = _calibrate(cal, config.calibration_profile or config.profiles[0])
-                    if record["calibrated"] < 0:
-                        self.logger.log(Severity.ERROR, "Calibration failure: no scaling factors")
-                        return None
                 return _plan(network, profile, record)
-
-        def _calibrate(cal, profile):
-            cached = cal.read_calibration_cache()
-            if cached:
-                return 0
-            (name, (_, opt, _)), = [(n, s) for n, s in profile.shapes.items()]
-            n = 0
-            while True:
-                ptrs = cal.get_batch([name])
-                if ptrs is None:
-                    break
-                gpu.calib_images = getattr(gpu, "calib_images", []) + [gpu.read(ptrs[0], opt, np.float32)]
-                n += 1
-            if n == 0:
-                return -1
-            cal.write_calibration_cache(b"TRT-fake-EntropyCalibration2 n=%d" % n)
-            return n
 
         def _plan(network, profile, record):
             body = {"version": gpu.version, "inputs": [(t.name, list(t.shape)) for t in network.inputs],
@@ -743,13 +732,6 @@ class FakeGPU(object):
                 return ICudaEngine(body)
 
         trt.Runtime, trt.ICudaEngine, trt.IExecutionContext = Runtime, ICudaEngine, IExecutionContext
-
-        if major < 11:  # implicit quantization: deprecated in 10.x, removed in 11
-            class IInt8EntropyCalibrator2(object):
-                def __init__(self):
-                    self._pybind_init = True
-                    gpu.log("IInt8EntropyCalibrator2.__init__")
-            trt.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
 
         return trt
 

@@ -169,14 +169,13 @@ def test_capture_at_normal_end_is_not_early():
     assert len(_read_all(src)) == 30 and src.ended_early is None
 
 
-def test_one_media_listing_for_demo_calibration_and_tensorrt(tmp_path):
-    """rmpsam_edge.media.list_media is the one listing: the demo, quantize calibration and the TensorRT
-    calibrator see the same images of a folder (sorted, plain files, known extensions only)."""
+def test_one_media_listing_for_demo_and_calibration(tmp_path):
+    """rmpsam_edge.media.list_media is the one listing: the demo and quantize calibration see the same images of
+    a folder (sorted, plain files, known extensions only)."""
     import cv2 as _cv2
     from rmpsam_edge.media import list_media
     from rmpsam_edge.quantize.calibration import source_units
     from rmpsam_edge.runtime.demo.sources import open_source
-    from rmpsam_edge.runtime.tensorrt.calibrator import list_calibration_files
     for name in ("b.png", "a.jpg", "c.PNG"):
         _cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "notes.txt").write_text("x")
@@ -184,6 +183,5 @@ def test_one_media_listing_for_demo_calibration_and_tensorrt(tmp_path):
     images, videos = list_media(str(tmp_path))
     assert [os.path.basename(p) for p in images] == ["a.jpg", "b.png", "c.PNG"] and videos == []
     assert [u[1] for u in source_units(str(tmp_path))] == images
-    assert list_calibration_files(str(tmp_path)) == images
     assert open_source(str(tmp_path)).paths == images
     assert list_media(str(tmp_path / "*.png"))[0] == [str(tmp_path / "b.png")]

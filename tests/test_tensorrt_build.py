@@ -1,5 +1,6 @@
-"""build.py + profiles.py + calibrator.py against the fake TensorRT: profiles, workspace, timing cache,
-parser errors, build failures, DLA, INT8 calibration and its cache."""
+"""build.py + profiles.py against the fake TensorRT: profiles, workspace, timing cache, parser errors, build
+failures, DLA, and precision per version: strongly typed networks (10.x, 11.x) from typed graphs, weak typing with
+flags (8.5, 8.6) for FP16 and for Q/DQ INT8 (explicit quantization)."""
 import os
 
 import numpy as np
@@ -10,7 +11,7 @@ from onnx import TensorProto, helper
 from _bundle_fixture import shared_bundle
 from fakes_tensorrt import FakeGPU
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.runtime.tensorrt import build, calibrator, compat, profiles
+from rmpsam_edge.runtime.tensorrt import build, compat, profiles
 
 
 @pytest.fixture(scope="session")
@@ -114,69 +115,51 @@ def test_dla_build_is_static_with_gpu_fallback(tiny_bundle):
         build.build_engine(compat.Compat(fake0.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
 
 
-def _frames(n, hw=(64, 96), seed=0):
-    rng = np.random.default_rng(seed)
-    return [rng.standard_normal((1, 3) + hw).astype(np.float32) for _ in range(n)]
+def qdq_conv(path, zero_point_type=TensorProto.INT8, zero_point=0):
+    """image (1, 3, H, W) -> Q/DQ -> Conv (Q/DQ int8 per-channel weights) -> features, as TensorRT's format wants."""
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.05]),
+             helper.make_tensor("zp", zero_point_type, [], [zero_point]),
+             helper.make_tensor("w", TensorProto.INT8, w.shape, np.clip(np.round(w / 0.02), -127, 127).astype(
+                 np.int8).ravel().tolist()),
+             helper.make_tensor("ws", TensorProto.FLOAT, [4], [0.02] * 4),
+             helper.make_tensor("wzp", TensorProto.INT8, [4], [0] * 4)]
+    nodes = [helper.make_node("QuantizeLinear", ["image", "s", "zp"], ["q"], name="/q"),
+             helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"], name="/dq"),
+             helper.make_node("DequantizeLinear", ["w", "ws", "wzp"], ["wdq"], name="/wdq", axis=0),
+             helper.make_node("Conv", ["dq", "wdq"], ["features"], name="/conv", pads=[1, 1, 1, 1])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, "H", "W"])],
+                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, "H", "W"])], inits)
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
 
 
-def test_int8_calibration_feeds_the_images_and_reuses_its_cache(tiny_bundle, tmp_path):
-    fake = FakeGPU("10.3.0")
+@pytest.mark.parametrize("version,typed,flags", [("8.5.2", False, {"FP16", "INT8"}), ("8.6.1", False, {"FP16", "INT8"}),
+                                                 ("10.3.0", True, set()), ("11.4.0", True, set())])
+def test_qdq_int8_builds_explicitly_on_every_version(tmp_path, version, typed, flags):
+    """8.x: explicit quantization needs the INT8 flag (and FP16 for the rest); 10.x/11.x: a strongly typed network,
+    the Q/DQ nodes are the precision, no flag."""
+    path = qdq_conv(str(tmp_path / "encoder.onnx"))
+    fake = FakeGPU(version)
     c = compat.Compat(fake.trt)
-    cache_file = str(tmp_path / "calib-x.cache")
-    enc = os.path.join(tiny_bundle, "encoder.onnx")
-    frames = _frames(5)
-    fake.cuda.Device(0).make_context()  # the CLI / runner make the current CUDA context
-    cal = calibrator.make_calibrator(fake.trt, fake.cuda, iter(frames), (1, 3, 64, 96), cache_file, limit=4)
-    build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=cal), print)
+    assert c.typed() == typed
+    build.build_engine(c, "encoder", path, build.BuildSettings("int8", RANGES, typed=c.typed()), print)
     rec = fake.builds[-1]
-    assert set(rec["flags"]) == {"FP16", "INT8"} and rec["calibrated"] == 4 and cal.used == 4
-    assert all(np.array_equal(a, b) for a, b in zip(fake.calib_images, frames[:4]))  # bytes went to the device
-    assert _shapes(fake)["image"][1] == (1, 3, 64, 96)
-    with open(cache_file, "rb") as f:
-        assert f.read() == b"TRT-fake-EntropyCalibration2 n=4"
-    # the second build reads the cache: no image is fed
-    cal2 = calibrator.make_calibrator(fake.trt, fake.cuda, iter(_frames(5)), (1, 3, 64, 96), cache_file)
-    build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=cal2), print)
-    assert cal2.used == 0 and cal2.cache_read and fake.builds[-1]["calibrated"] == 0
+    assert set(rec["flags"]) == flags and rec["typed"] == typed and rec["pinned"] == []
 
 
-def test_int8_calibration_errors(tiny_bundle, tmp_path):
-    fake = FakeGPU("10.3.0")
-    fake.cuda.Device(0).make_context()
-    c = compat.Compat(fake.trt)
-    enc = os.path.join(tiny_bundle, "encoder.onnx")
-    wrong = calibrator.make_calibrator(fake.trt, fake.cuda, iter(_frames(2, (64, 64))), (1, 3, 64, 96),
-                                       str(tmp_path / "a.cache"))
-    with pytest.raises(UserError, match=r"calibration image 0 has shape \[1, 3, 64, 64\], expected \[1, 3, 64, 96\]"):
-        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=wrong), print)
-    empty = calibrator.make_calibrator(fake.trt, fake.cuda, iter([]), (1, 3, 64, 96), str(tmp_path / "b.cache"))
-    with pytest.raises(UserError, match="INT8 calibration saw no images"):
-        build.build_engine(c, "encoder", enc, build.BuildSettings("int8", RANGES, calibrator=empty), print)
-    fake11 = FakeGPU("11.0.0")
-    with pytest.raises(UserError, match="strongly typed"):
-        build.build_engine(compat.Compat(fake11.trt), "encoder", enc, build.BuildSettings("int8", RANGES), print)
+def test_qdq_built_as_fp16_on_weak_typing_fails(tmp_path):
+    """Why a stored INT8 graph keeps precision int8 (engines.graph_precision): 8.x quantizes explicitly only with
+    the INT8 flag."""
+    path = qdq_conv(str(tmp_path / "encoder.onnx"))
+    fake = FakeGPU("8.6.1")
+    with pytest.raises(UserError, match="INT8 builder flag is not set"):
+        build.build_engine(compat.Compat(fake.trt), "encoder", path, build.BuildSettings("fp16", RANGES), print)
 
 
-def test_calibration_files_fingerprint_and_letterbox(tmp_path):
-    import cv2
-    for i in range(3):
-        cv2.imwrite(str(tmp_path / ("f%d.png" % i)), np.full((40, 80, 3), 50 * i, np.uint8))
-    (tmp_path / "notes.txt").write_text("x")
-    files = calibrator.list_calibration_files(str(tmp_path))
-    assert [os.path.basename(f) for f in files] == ["f0.png", "f1.png", "f2.png"]
-    assert calibrator.list_calibration_files(str(tmp_path / "f[12].png")) == files[1:]
-    fp = calibrator.data_fingerprint(files, 3, (1, 3, 64, 96))
-    assert fp != calibrator.data_fingerprint(files, 2, (1, 3, 64, 96))
-    cv2.imwrite(files[2], np.full((40, 80, 3), 7, np.uint8))
-    assert fp != calibrator.data_fingerprint(files, 3, (1, 3, 64, 96))
-    p1, k1 = calibrator.cache_path("d", "g" * 64, fp)
-    p2, k2 = calibrator.cache_path("d", "h" * 64, fp)  # new graph -> new cache file
-    assert p1 != p2 and p1 == os.path.join("d", "calib-%s.cache" % k1[:16])
-    imgs = list(calibrator.images_from_paths(files, (64, 96), (0, 0, 0), (1, 1, 1), count=2))
-    assert len(imgs) == 2 and imgs[1].shape == (1, 3, 64, 96)
-    # 40x80 -> scale 1.2 -> 48x96 at the top-left, zeros below
-    assert np.all(imgs[1][0, :, :48, :] == 50) and np.all(imgs[1][0, :, 48:, :] == 0)
-    with pytest.raises(UserError, match="no images found"):
-        calibrator.list_calibration_files(str(tmp_path / "*.jpg"))
-    with pytest.raises(UserError, match="no such folder"):
-        calibrator.list_calibration_files(str(tmp_path / "nope"))
+def test_asymmetric_uint8_qdq_is_refused_by_the_parser(tmp_path):
+    path = qdq_conv(str(tmp_path / "encoder.onnx"), TensorProto.UINT8, 128)
+    with pytest.raises(UserError, match="node 0 '/q' \\(QuantizeLinear\\): Assertion failed: TensorRT only supports "
+                                        "symmetric INT8"):
+        build.build_engine(compat.Compat(FakeGPU("10.3.0").trt), "encoder", path,
+                           build.BuildSettings("int8", RANGES, typed=True), print)

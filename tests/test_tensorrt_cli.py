@@ -1,9 +1,8 @@
 """`rmpsam-edge build-engine` through the real CLI entry point, with the fake TensorRT + pycuda."""
+import json
 import os
 import sys
 
-import cv2
-import numpy as np
 import pytest
 
 from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
@@ -45,19 +44,28 @@ def test_no_build_on_another_machine_says_what_differs(bundle, monkeypatch, caps
                    "(here); build it with `rmpsam-edge build-engine --model %s --precision fp32`\n" % bundle)
 
 
-def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_path):
-    fake = FakeGPU("8.6.2", dla_cores=2).install(monkeypatch)
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        cv2.imwrite(str(frames / ("%d.jpg" % i)), rng.integers(0, 255, (40, 64, 3), dtype=np.uint8))
-    assert main(["build-engine", "--model", bundle, "--precision", "int8", "--calib", str(frames),
-                 "--calib-count", "3", "--imgsz", "64", "--dla", "0", "--graphs", "encoder"]) == 0
+def _tensorrt_int8_bundle(bundle):
+    """The manifest of a `quantize --precision int8 --target tensorrt` bundle (encoder Q/DQ, recipe 'tensorrt')."""
+    mpath = os.path.join(bundle, "manifest.json")
+    with open(mpath) as f:
+        manifest = json.load(f)
+    manifest["precision"], manifest["graphs"]["encoder"]["precision"] = "int8", "int8"
+    manifest["quantization"] = {"recipe": "tensorrt"}
+    with open(mpath, "w") as f:
+        json.dump(manifest, f)
+
+
+@pytest.mark.parametrize("version,flags", [("8.6.2", {"FP16", "INT8", "GPU_FALLBACK"}),
+                                           ("10.3.0", {"FP16", "INT8", "GPU_FALLBACK"})])
+def test_int8_bundle_on_dla(bundle, monkeypatch, capsys, version, flags):
+    """DLA builds take their precision from the flags on 8.x and 10.x (weak typing), from an explicit Q/DQ graph."""
+    fake = FakeGPU(version, dla_cores=2).install(monkeypatch)
+    _tensorrt_int8_bundle(bundle)
+    assert main(["build-engine", "--model", bundle, "--imgsz", "64", "--dla", "0", "--graphs", "encoder"]) == 0
     out, _ = capsys.readouterr()
     assert out.splitlines()[1] == "encoder: int8 engine built (0.0 MB)"
     rec = fake.builds[-1]
-    assert rec["calibrated"] == 3 and rec["device"] == "DLA" and set(rec["flags"]) == {"FP16", "INT8", "GPU_FALLBACK"}
+    assert rec["device"] == "DLA" and set(rec["flags"]) == flags and not rec["typed"]
     assert os.path.isfile(os.path.join(bundle, "tensorrt", "encoder.int8.dla0.engine"))
     # precision and DLA are never guessed from what was built last: given, the engine is found; without --dla
     # it is the GPU engine, which was not built
@@ -68,9 +76,19 @@ def test_int8_with_calibration_folder_and_dla(bundle, monkeypatch, capsys, tmp_p
     assert "the encoder engine cannot be used: no engine built yet" in err
 
 
+def test_fp16_of_an_fp32_bundle_on_tensorrt_11(bundle, monkeypatch, capsys):
+    """The pip-installed TensorRT (11.4): every graph of the FP32 bundle builds FP16 through its typed graph."""
+    fake = FakeGPU("11.4.0").install(monkeypatch)
+    assert main(["build-engine", "--model", bundle, "--precision", "fp16", "--imgsz", "64"]) == 0
+    out, err = capsys.readouterr()
+    graphs = [line.split(":")[0] for line in out.splitlines()[1:]]
+    assert len(graphs) == len(fake.builds) >= 3 and all(b["typed"] and b["flags"] == [] for b in fake.builds)
+    assert all(b["source"].endswith(".onnx") and ".fp16-typed-" in b["source"] for b in fake.builds)
+    assert err.count("typed FP16 graph") == len(graphs)
+
+
 @pytest.mark.parametrize("argv,message", [
-    (["--precision", "int8"], "--precision int8 needs calibration images: add --calib FOLDER"),
-    (["--precision", "fp16", "--calib", "x"], "--calib is for --precision int8"),
+    (["--precision", "int8"], "--precision int8 --target tensorrt --out"),
     (["--graphs", "encoder,decoder"], "--graphs: unknown graph decoder"),
     (["--force", "--no-build"], "--force and --no-build contradict each other"),
     (["--imgsz", "big"], "--imgsz must be a number of pixels (e.g. 640) or 'official'"),

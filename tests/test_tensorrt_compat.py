@@ -1,4 +1,4 @@
-"""compat.py: the one adapter between TensorRT 8.6 / 10.x (/ 11) and the rest of the package."""
+"""compat.py: the one adapter between TensorRT 8.5 / 8.6 / 10.x / 11.x and the rest of the package."""
 import sys
 
 import numpy as np
@@ -10,26 +10,35 @@ from rmpsam_edge.runtime import tensorrt as trt_pkg
 from rmpsam_edge.runtime.tensorrt import compat
 
 
-@pytest.mark.parametrize("version,flags", [("8.6.1", 1), ("10.3.0", 0), ("11.0.0", 0)])
-def test_network_flags_by_version(version, flags):
+# version -> (typed on the GPU, typed with DLA, network flags of that decision: GPU, DLA)
+DECISIONS = {"8.5.2": (False, False, 1, 1), "8.6.1": (False, False, 1, 1), "10.3.0": (True, False, 2, 0),
+             "11.4.0": (True, True, 1, 1)}
+
+
+@pytest.mark.parametrize("version", sorted(DECISIONS))
+def test_precision_decision_and_network_flags_per_version(version):
+    """8.x: weak typing (1 << EXPLICIT_BATCH); 10.x: STRONGLY_TYPED (1 << 1), weak for DLA; 11.x: STRONGLY_TYPED
+    is member 0 and every network is typed."""
     fake = FakeGPU(version)
     c = compat.Compat(fake.trt)
-    c.create_network(fake.trt.Builder(fake.trt.Logger()))
-    assert ("create_network", flags) in fake.calls  # 8.x: 1 << EXPLICIT_BATCH; 10+: 0 (flag ignored/removed)
+    typed, typed_dla, flags, flags_dla = DECISIONS[version]
+    assert (c.typed(), c.typed(dla=True)) == (typed, typed_dla)
+    builder = fake.trt.Builder(fake.trt.Logger())
+    c.create_network(builder, c.typed())
+    c.create_network(builder, c.typed(dla=True))
+    assert [x[1] for x in fake.calls if x[0] == "create_network"] == [flags, flags_dla]
 
 
 def test_version_features():
-    assert compat.Compat(FakeGPU("8.6.1").trt).weak_typing and compat.Compat(FakeGPU("8.6.1").trt).has_calibrator
-    assert compat.Compat(FakeGPU("10.3.0").trt).has_calibrator
-    c11 = compat.Compat(FakeGPU("11.0.0").trt)
-    assert not c11.weak_typing and not c11.has_calibrator
+    assert compat.Compat(FakeGPU("8.6.1").trt).weak_typing and compat.Compat(FakeGPU("10.3.0").trt).weak_typing
+    assert not compat.Compat(FakeGPU("11.0.0").trt).weak_typing
     with pytest.raises(UserError, match=r"TensorRT 8\.4\.3 is too old.*8\.5"):
         compat.Compat(FakeGPU("8.4.3").trt)
     assert compat.parse_version("10.3.0.26") == (10, 3, 0, 26)
     assert compat.parse_version("8.6.2.3+cuda12") == (8, 6, 2, 3)
 
 
-@pytest.mark.parametrize("version", ["8.6.1", "10.3.0"])
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.1", "10.3.0"])
 def test_precision_flags_and_workspace(version):
     fake = FakeGPU(version)
     c = compat.Compat(fake.trt)
@@ -44,13 +53,9 @@ def test_precision_flags_and_workspace(version):
     cfg3 = fake.trt.IBuilderConfig()
     c.set_precision(cfg3, "fp32", pinned=True)
     assert cfg3.flags == set()
-
-
-def test_tensorrt11_refuses_weak_typing_with_a_line_saying_what_to_do():
-    c = compat.Compat(FakeGPU("11.0.0").trt)
-    cfg = FakeGPU("11.0.0").trt.IBuilderConfig()
-    with pytest.raises(UserError, match="strongly typed.*--precision fp32 from an FP16 or INT8 bundle"):
-        c.set_precision(cfg, "fp16", pinned=True)
+    cfg4 = fake.trt.IBuilderConfig()  # a strongly typed network takes its precision from the graph: no flags
+    c.set_precision(cfg4, "int8", pinned=False, typed=True)
+    assert cfg4.flags == set()
 
 
 def test_parser_error_lines_name_the_failing_node():
@@ -99,12 +104,15 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     monkeypatch.setitem(sys.modules, "pycuda", None)
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
-    with pytest.raises(UserError, match="JetPack.*pip install tensorrt"):
+    with pytest.raises(UserError) as err:
         compat.import_tensorrt()
+    assert "comes with JetPack (never pip" in str(err.value) and 'pip install "tensorrt-cu12<11"` (10.x)' in \
+        str(err.value) and "`pip install tensorrt` (11.x: strongly typed only" in str(err.value)
     with pytest.raises(UserError, match="pip install pycuda"):
         compat.import_pycuda()
     ok, why = trt_pkg.probe()
-    assert not ok and why.startswith("tensorrt not installed (JetPack ships it")
+    assert not ok and why.startswith('tensorrt not installed (Jetson: comes with JetPack, never pip; desktop GPU: '
+                                     'pip install "tensorrt-cu12<11" for 10.x')
     monkeypatch.setitem(sys.modules, "tensorrt", FakeGPU().trt)
     ok, why = trt_pkg.probe()
     assert not ok and why.startswith("pycuda not installed (pip install pycuda")

@@ -3,8 +3,6 @@ import json
 import os
 import shutil
 
-import cv2
-import numpy as np
 import onnx
 import pytest
 
@@ -161,52 +159,123 @@ def test_many_prompt_graph_gets_its_own_prompt_range(bundle):
     assert boxes == [((48, 4), (48, 4), (48, 4)), ((1, 4), (1, 4), (8, 4))]
 
 
-def test_quantized_bundle_graphs_keep_their_precision(bundle):
-    """A Q/DQ INT8 graph of a `rmpsam-edge quantize` bundle: INT8 + FP16 flags, no calibrator needed."""
+def _edit_manifest(bundle, **graph_fields):
     mpath = os.path.join(bundle, "manifest.json")
     with open(mpath) as f:
         manifest = json.load(f)
-    manifest["graphs"]["encoder"]["precision"] = "int8"
+    for key, value in graph_fields.items():
+        if key == "recipe":
+            manifest["quantization"] = {"recipe": value, "source_bundle": "bundles/r18"}
+        else:
+            manifest["graphs"]["encoder"][key] = value
     with open(mpath, "w") as f:
         json.dump(manifest, f)
-    s, fake, lines = session(bundle)
+
+
+@pytest.mark.parametrize("version", ["10.3.0", "11.4.0"])
+def test_fp16_from_an_fp32_bundle_is_a_typed_graph_on_tensorrt_10_and_11(bundle, version):
+    """The FP16 graph `quantize --precision fp16` writes (quantize/fp16.py) plus TensorRT's sum_squares rule, made
+    once into the engine folder, built as a strongly typed network with no precision flag."""
+    s, fake, lines = session(bundle, version)
+    s.engine_bytes("object_decoder", engines.Choices("fp16", RANGES))
+    rec = fake.builds[-1]
+    typed = [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".onnx")]
+    assert len(typed) == 1 and typed[0].startswith("object_decoder.fp16-typed-")
+    assert rec["typed"] and rec["flags"] == [] and rec["pinned"] == []
+    assert rec["source"] == os.path.join(bundle, "tensorrt", typed[0])
+    assert lines[1].startswith("object_decoder: typed FP16 graph %s written (" % typed[0])
+    model = onnx.load(rec["source"])
+    by_name = {n.name: n for n in model.graph.node}
+    assert by_name["/ReduceL2"].op_type == "ReduceL2" and any(n.op_type == "Cast" for n in model.graph.node)
+    fp16_inits = [i for i in model.graph.initializer if i.data_type == onnx.TensorProto.FLOAT16]
+    assert fp16_inits  # the weights went FP16; the graph's I/O stays FP32 (keep_io_types)
+    assert {i.type.tensor_type.elem_type for i in model.graph.input} == {onnx.TensorProto.FLOAT}
+    # a TensorRT upgrade rebuilds the engine from the same typed graph; new --fp32-layers make a new one
+    s2, fake2, lines2 = session(bundle, "10.4.0" if version.startswith("10") else "11.5.0")
+    s2.engine_bytes("object_decoder", engines.Choices("fp16", RANGES))
+    assert fake2.builds[-1]["source"] == rec["source"] and len(lines2) == 2
+    s2.engine_bytes("object_decoder", engines.Choices("fp16", RANGES, fp32_layers=["/stages.0/"]))
+    now = [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".onnx")]
+    assert len(now) == 1 and now != typed
+
+
+def test_fp16_on_tensorrt_8_is_weakly_typed_with_pins(bundle):
+    s, fake, lines = session(bundle, "8.6.1")
+    s.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
+    rec = fake.builds[-1]
+    assert not rec["typed"] and set(rec["flags"]) == {"FP16", "OBEY_PRECISION_CONSTRAINTS"} and len(rec["pinned"]) == 29
+    assert rec["source"] == os.path.join(bundle, "prompt_decoder.onnx")
+
+
+def test_typed_fp16_without_onnx_names_the_quantize_command(bundle, monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    s, fake, _ = session(bundle, "11.4.0")
+    with pytest.raises(UserError) as err:
+        s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert str(err.value) == ("this TensorRT builds FP16 from an FP16 graph, and the onnx package that makes one from "
+                              "the FP32 bundle is not installed: pip install onnx, or run `rmpsam-edge quantize --model "
+                              "%s --precision fp16 --out %s-fp16`, then build that bundle" % (bundle, bundle))
+    assert "build_serialized_network" not in fake.names()
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "8.6.1", "10.3.0", "11.4.0"])
+def test_int8_on_an_fp32_bundle_names_the_quantize_command(bundle, version):
+    s, fake, _ = session(bundle, version)
+    with pytest.raises(UserError) as err:
+        s.engine_bytes("encoder", engines.Choices("int8", RANGES))
+    assert str(err.value) == ("--precision int8 builds from a bundle whose encoder is a Q/DQ INT8 graph; %s is FP32: "
+                              "run `rmpsam-edge quantize --model %s --precision int8 --target tensorrt --out %s-int8-trt` "
+                              "(on any machine with the onnx package; it calibrates on your images), then build that "
+                              "bundle" % (bundle, bundle, bundle))
+    assert fake.builds == []
+
+
+@pytest.mark.parametrize("version,flags,typed", [("8.6.1", {"FP16", "INT8"}, False), ("10.3.0", set(), True),
+                                                 ("11.4.0", set(), True)])
+def test_tensorrt_int8_bundle_keeps_its_graph_precision(bundle, version, flags, typed):
+    """A bundle from `quantize --precision int8 --target tensorrt` (manifest recipe 'tensorrt'): the encoder is
+    built explicitly quantized (INT8 flag on 8.x, strongly typed on 10+); its decoders are FP16."""
+    _edit_manifest(bundle, precision="int8", recipe="tensorrt")
+    s, fake, lines = session(bundle, version)
     assert engines.graph_precision("encoder", "fp16", "int8") == "int8"
-    s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
-    assert set(fake.builds[-1]["flags"]) == {"FP16", "INT8"} and fake.builds[-1]["calibrated"] == 0
+    s.engine_bytes("encoder", engines.Choices("int8", RANGES))
+    assert set(fake.builds[-1]["flags"]) == flags and fake.builds[-1]["typed"] == typed
     assert lines[0].startswith("building encoder int8 engine (no engine built yet)")
-    manifest["graphs"]["encoder"]["format"] = "openvino-ir"
-    with open(mpath, "w") as f:
-        json.dump(manifest, f)
+    assert engines.graph_precision("prompt_decoder", "int8") == "fp16"
+    _edit_manifest(bundle, format="openvino-ir")
     with pytest.raises(UserError, match="is openvino-ir, not ONNX"):
         session(bundle)[0].engine_bytes("encoder", engines.Choices("fp16", RANGES))
 
 
-def test_int8_session_calibrates_once_and_rebuilds_from_the_cache(bundle, tmp_path):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        cv2.imwrite(str(frames / ("%d.jpg" % i)), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    s, fake, lines = session(bundle)
-    choices = engines.Choices("int8", RANGES, calib=str(frames), calib_count=2)
-    s.engine_bytes("encoder", choices)
-    assert fake.builds[-1]["calibrated"] == 2 and len(fake.calib_images) == 2
-    side = cache.read_sidecar(cache.engine_paths(bundle, "encoder", "int8")[1])[0]
-    calib_files = [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.startswith("calib-")]
-    assert calib_files == ["calib-%s.cache" % side["key"]["calibration"][:16]]
-    assert side["calib_source"] == str(frames)
-    # decoders of an int8 build are fp16
-    assert engines.graph_precision("prompt_decoder", "int8") == "fp16"
-    # new frames -> new calibration key -> rebuild
-    cv2.imwrite(str(frames / "3.jpg"), rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-    s.engine_bytes("encoder", engines.Choices("int8", RANGES, calib=str(frames), calib_count=2))
-    assert "INT8 calibration (data + graph sha256) changed" in lines[-2]
-    # TensorRT upgrade, no --calib given: rebuilt from the stored calibration cache, no image fed
-    shutil.rmtree(str(frames))
-    s2, fake2, lines2 = session(bundle, version="10.4.0")
-    s2.engine_bytes("encoder", engines.Choices("int8", RANGES))
-    assert fake2.builds[-1]["calibrated"] == 0 and "TensorRT version" in lines2[0]
-    for path in cache.engine_paths(bundle, "encoder", "int8"):
-        os.remove(path)
-    with pytest.raises(UserError, match="needs calibration images: add --calib"):
-        s2.engine_bytes("encoder", engines.Choices("int8", RANGES))
+def test_int8_bundle_that_is_not_symmetric_qdq_is_refused(bundle):
+    """No recipe in the manifest (an older quantize): the graph itself is read; an FP32 graph labelled int8, or an
+    ONNX Runtime uint8 bundle (recipe 'ort'), is refused naming the quantize command for the source bundle."""
+    _edit_manifest(bundle, precision="int8")
+    with pytest.raises(UserError, match=r"^encoder.onnx is not a TensorRT INT8 graph \(no QuantizeLinear/Dequantize"
+                                        r"Linear nodes; .*--precision int8 --target tensorrt"):
+        session(bundle)[0].engine_bytes("encoder", engines.Choices("int8", RANGES))
+    _edit_manifest(bundle, recipe="ort")
+    with pytest.raises(UserError, match=r"its quantization recipe is 'ort'.* run `rmpsam-edge quantize --model "
+                                        r"bundles/r18 --precision int8 --target tensorrt --out bundles/r18-int8-trt`"):
+        session(bundle)[0].engine_bytes("encoder", engines.Choices("int8", RANGES))
+
+
+def test_registry_fp16_on_tensorrt_11_runs_the_typed_graphs(bundle, monkeypatch):
+    """doctor's FP16 default and the benchmark's fp16 row call ``create(bundle, precision="fp16")`` on the FP32
+    bundle: on the pip TensorRT (11.4) that goes through the typed FP16 graphs, whose FP16 features come out close
+    to the FP32 graph's (the fake runs each engine's ONNX with ONNX Runtime)."""
+    import numpy as np
+    import onnxruntime as ort
+    from rmpsam_edge.runtime import tensorrt as trt_pkg
+    fake = FakeGPU("11.4.0").install(monkeypatch)
+    image = np.random.default_rng(0).standard_normal((1, 3, 64, 64)).astype(np.float32)
+    runner = trt_pkg.create(bundle, precision="fp16")
+    try:
+        feats = runner.encode(image)
+    finally:
+        runner.deactivate()
+    assert {b["typed"] for b in fake.builds} == {True} and all(".fp16-typed-" in b["source"] for b in fake.builds)
+    ref = ort.InferenceSession(os.path.join(bundle, "encoder.onnx")).run(None, {"image": image})[0]
+    assert feats.dtype == np.float32 and np.abs(feats - ref).max() < 0.05 * np.abs(ref).max()
+    assert not np.array_equal(feats, ref)  # it did run in FP16

@@ -122,3 +122,75 @@ def test_fp16_build_pins_exactly_the_selection(tiny_bundle, version):
     build.build_engine(c, "prompt_decoder", os.path.join(tiny_bundle, "prompt_decoder.onnx"),
                                       build.BuildSettings("fp32", ranges), lines.append)
     assert fake.builds[-1]["pinned"] == [] and fake.builds[-1]["flags"] == []
+
+
+def test_typed_fp16_graph_is_quantizes_fp16_graph_plus_tensorrts_rules(tiny_bundle, tmp_path):
+    """precision.typed_fp16 reuses quantize/fp16.py: on the prompt decoder (no sum of squares) the graph is the
+    one `quantize --precision fp16` writes; on the object decoder ReduceL2 (sum_squares) and --fp32-layers
+    matches also stay FP32."""
+    from rmpsam_edge.quantize import fp16
+
+    def fp16_nodes(path):
+        m = onnx.load(path)
+        return [(n.op_type, n.name) for n in m.graph.node], sorted(i.name for i in m.graph.initializer
+                                                                   if i.data_type == onnx.TensorProto.FLOAT16)
+    src = os.path.join(tiny_bundle, "prompt_decoder.onnx")
+    fp16.convert(src, str(tmp_path / "q.onnx"))
+    path, kept = precision.typed_fp16("prompt_decoder", src, "a" * 64, str(tmp_path / "trt"), [], tiny_bundle)
+    assert fp16_nodes(path) == fp16_nodes(str(tmp_path / "q.onnx")) and kept == 29  # the 29 sensitive nodes
+    assert precision.typed_fp16("prompt_decoder", src, "a" * 64, str(tmp_path / "trt"), [], tiny_bundle) == (path, None)
+
+    def casts_into(path, name):
+        m = onnx.load(path)
+        src_of = {o: n for n in m.graph.node for o in n.output}
+        node = next(n for n in m.graph.node if n.name == name)
+        return src_of[node.input[0]].op_type
+    obj = os.path.join(tiny_bundle, "object_decoder.onnx")
+    fp16.convert(obj, str(tmp_path / "q_obj.onnx"))
+    typed, _ = precision.typed_fp16("object_decoder", obj, "b" * 64, str(tmp_path / "trt"), [r"/stages\.2/"],
+                                    tiny_bundle)
+    assert casts_into(str(tmp_path / "q_obj.onnx"), "/ReduceL2") != "Cast"  # quantize's FP16 graph: FP16 ReduceL2
+    assert casts_into(typed, "/ReduceL2") == "Cast"  # TensorRT's: an FP32 island (Cast in, Cast out)
+    assert sorted(os.listdir(str(tmp_path / "trt"))) == sorted(os.path.basename(p) for p in (path, typed))
+
+
+def _float_conv(path):
+    from onnx import TensorProto, helper
+    import numpy as np
+    w = np.random.default_rng(0).standard_normal((4, 3, 3, 3)).astype(np.float32)
+    g = helper.make_graph([helper.make_node("Conv", ["image", "w"], ["features"], name="/conv", pads=[1, 1, 1, 1])],
+                          "g", [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, 16, 16])],
+                          [onnx.numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_qdq_check_on_onnx_runtime_quantized_graphs(tmp_path, symmetric):
+    """ONNX Runtime's default static QDQ (uint8 activations, asymmetric) is refused in one line naming the
+    quantize command; int8 symmetric activations + int8 per-channel weights pass."""
+    import numpy as np
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from rmpsam_edge.errors import UserError
+
+    class Feed(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"image": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(2)])
+
+        def get_next(self):
+            return next(self.it, None)
+    src, dst = str(tmp_path / "f.onnx"), str(tmp_path / "encoder.onnx")
+    _float_conv(src)
+    extra = {"ActivationSymmetric": True, "WeightSymmetric": True} if symmetric else {}
+    quantize_static(src, dst, Feed(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                    weight_type=QuantType.QInt8, extra_options=extra)
+    if symmetric:
+        precision.check_qdq({}, dst, "b")
+        return
+    with pytest.raises(UserError, match=r"^encoder.onnx is not a TensorRT INT8 graph \(QuantizeLinear \S+ is uint8, "
+                                        r"not int8; TensorRT takes symmetric int8 Q/DQ only\): run `rmpsam-edge quantize "
+                                        r"--model bundles/r18 --precision int8 --target tensorrt --out "
+                                        r"bundles/r18-int8-trt`"):
+        precision.check_qdq({"quantization": {"source_bundle": "bundles/r18"}}, dst, "b")
+    precision.check_qdq({"quantization": {"recipe": "tensorrt"}}, dst, "b")  # the recipe is trusted without reading

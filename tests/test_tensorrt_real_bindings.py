@@ -5,9 +5,10 @@ committed) need libnvinfer, libnvinfer_plugin, libnvonnxparser (and libnvparsers
 compiled here with gcc define exactly the symbols ``nm -D --undefined-only`` lists for the bindings .so and
 return NULL, so the real module imports; ``trt.Builder(logger)`` then raises TypeError (factory returned
 nullptr). In a subprocess per version (the real module aliased as ``tensorrt``) the checks are: every
-attribute, enum member and method the project touches exists with that kind or is guarded where absent; the
-project's logger and calibrator subclasses instantiate against the real pybind bases; the version-dependent
-branches pick right; the fakes (tests/fakes_tensorrt.py) expose nothing the real module of their version
+attribute, enum member and method the project touches exists with that kind or is guarded where absent (the
+strongly typed path of 10.x / 11.x: STRONGLY_TYPED; the weak-typed names of 8.6 / 10.x: FP16, INT8,
+OBEY_PRECISION_CONSTRAINTS, layer precision); the project's logger subclass instantiates against the real pybind
+base; the version-dependent branches (``compat.typed``, network flags) pick right; the fakes (tests/fakes_tensorrt.py) expose nothing the real module of their version
 lacks. Skipped only when the package index cannot be reached.
 """
 import glob
@@ -69,7 +70,7 @@ import inspect, json, sys, types
 sys.path[:0] = [SITE, TESTS, ROOT]
 import tensorrt_bindings as trt
 sys.modules["tensorrt"] = trt
-from rmpsam_edge.runtime.tensorrt import compat, calibrator
+from rmpsam_edge.runtime.tensorrt import compat
 major = int(trt.__version__.split(".")[0])
 problems = []
 
@@ -84,11 +85,12 @@ def kind(owner, name):
 T = [
  ("", "__version__", "value", "all"), ("", "ILogger", "callable", "all"), ("", "Logger", "callable", "all"),
  ("", "Builder", "callable", "all"), ("", "Runtime", "callable", "all"), ("", "OnnxParser", "callable", "all"),
- ("", "init_libnvinfer_plugins", "callable", "all"), ("", "IInt8EntropyCalibrator2", "callable", "<11"),
+ ("", "init_libnvinfer_plugins", "callable", "all"),
  ("", "ParserError", "callable", "all"), ("", "float32", "value", "all"), ("", "float16", "value", "all"),
  ("BuilderFlag", "FP16", "value", "<11"), ("BuilderFlag", "INT8", "value", "<11"),
  ("BuilderFlag", "OBEY_PRECISION_CONSTRAINTS", "value", "<11"), ("BuilderFlag", "GPU_FALLBACK", "value", "all"),
- ("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH", "value", "<11"), ("MemoryPoolType", "WORKSPACE", "value", "all"),
+ ("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH", "value", "<11"),
+ ("NetworkDefinitionCreationFlag", "STRONGLY_TYPED", "value", ">=10"), ("MemoryPoolType", "WORKSPACE", "value", "all"),
  ("DeviceType", "DLA", "value", "all"), ("TensorIOMode", "INPUT", "value", "all"),
  ("LayerType", "ELEMENTWISE", "value", "all"), ("LayerType", "REDUCE", "value", "all"),
  ("LayerType", "UNARY", "value", "all"), ("UnaryOperation", "SQRT", "value", "all"),
@@ -99,8 +101,7 @@ T = [
  ("IBuilderConfig", "set_memory_pool_limit", "callable", "all"), ("IBuilderConfig", "set_flag", "callable", "all"),
  ("IBuilderConfig", "add_optimization_profile", "callable", "all"),
  ("IBuilderConfig", "create_timing_cache", "callable", "all"), ("IBuilderConfig", "set_timing_cache", "callable", "all"),
- ("IBuilderConfig", "get_timing_cache", "callable", "all"), ("IBuilderConfig", "int8_calibrator", "property", "<11"),
- ("IBuilderConfig", "set_calibration_profile", "callable", "<11"),
+ ("IBuilderConfig", "get_timing_cache", "callable", "all"),
  ("IBuilderConfig", "default_device_type", "property", "all"), ("IBuilderConfig", "DLA_core", "property", "all"),
  ("IOptimizationProfile", "set_shape", "callable", "all"), ("ITimingCache", "serialize", "callable", "all"),
  ("OnnxParser", "parse_from_file", "callable", "all"), ("OnnxParser", "num_errors", "property", "all"),
@@ -144,16 +145,10 @@ dtypes = sorted(n for n in trt.DataType.__members__)
 c = compat.Compat(trt)
 logger = c.logger([])
 logger.log(trt.ILogger.Severity.ERROR, "x")
-cal_ok = None
-if c.has_calibrator:
-    class Cuda(object):
-        def mem_alloc(self, n): return 1
-    cal = calibrator.make_calibrator(trt, Cuda(), iter(()), (1, 3, 32, 32), "/nonexistent/cal.cache", 1)
-    cal_ok = isinstance(cal, trt.IInt8EntropyCalibrator2) and cal.get_batch_size() == 1
 # version branches
 class B(object):
     def create_network(self, flags): return flags
-flags = c.create_network(B())
+flags = [c.create_network(B(), typed) for typed in (False, True)] if major >= 10 else [c.create_network(B())]
 try:
     trt.Builder(logger)
     builder_error = "no error"
@@ -177,7 +172,7 @@ for name, value in vars(fake).items():
         else:
             extra += ["%s.%s" % (name, a) for a in vars(value) if not a.startswith("_") and not hasattr(real, a)]
 print(json.dumps({"version": trt.__version__, "problems": problems, "weak_typing": c.weak_typing,
-                  "has_calibrator": c.has_calibrator, "calibrator_ok": cal_ok, "network_flags": flags,
+                  "typed": [c.typed(False), c.typed(True)], "network_flags": flags,
                   "builder": builder_error, "fake_extra": extra, "dtypes": dtypes}))
 '''
 
@@ -192,9 +187,11 @@ def test_project_against_real_tensorrt_bindings(package, version):
     r = json.loads(p.stdout.strip().splitlines()[-1])
     major = int(version.split(".")[0])
     assert r["version"].startswith(version[:4]) and r["problems"] == []
-    assert r["weak_typing"] == (major < 11) and r["has_calibrator"] == (major < 11)
-    assert r["calibrator_ok"] is (True if major < 11 else None)
-    assert r["network_flags"] == (1 if major < 10 else 0)  # explicit batch requested on 8.x only
+    assert r["weak_typing"] == (major < 11)
+    # strongly typed from 10.x (DLA on 10.x stays weak), weak typing on 8.x
+    assert r["typed"] == [major >= 10, major >= 11]
+    # 8.x: 1 << EXPLICIT_BATCH; 10.x: 0 weak, 1 << STRONGLY_TYPED (= 1) typed; 11.x: STRONGLY_TYPED is 0
+    assert r["network_flags"] == {8: [1], 10: [0, 2], 11: [0, 1]}[major]
     assert r["builder"] == "TypeError"  # the stub factory returns NULL: pybind raises, nothing crashes
     assert r["fake_extra"] == []
     assert ("INT64" in r["dtypes"]) == (major >= 10)

@@ -5,7 +5,8 @@ from typing import Optional, Tuple
 
 from ..bundle_runner import BackendUnavailable
 
-NOT_INSTALLED = "tensorrt not installed (JetPack ships it; on a desktop GPU: pip install tensorrt)"
+NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip; desktop GPU: pip install "
+                 "\"tensorrt-cu12<11\" for 10.x, or pip install tensorrt for 11.x: strongly typed, no DLA)")
 
 
 def gpu_index(device) -> int:

@@ -1,5 +1,6 @@
-"""One engine of one graph: parse the ONNX, optimisation profile, workspace, timing cache, precision with FP32 pins,
-INT8 calibration and DLA (engines.Session decides which graph gets which), serialise; versions via ``compat``."""
+"""One engine of one graph (the loader: no running here): parse the ONNX, optimisation profile, workspace, timing
+cache, precision (a strongly typed network from a typed graph, or weak typing with FP32 pins: ``compat.typed``)
+and DLA (engines.Session decides which graph gets which ONNX file and precision), serialise."""
 import collections
 import os
 import re
@@ -16,11 +17,10 @@ OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation
                            re.I)
 
 
-# from_graph: the ONNX carries its own precision (FP16 / Q/DQ INT8 from `rmpsam-edge quantize`): no calibrator,
-# and no precision flags on a strongly typed TensorRT (11).
+# typed: a STRONGLY_TYPED network, the ONNX's own types are the precision (compat.typed decides per version)
 BuildSettings = collections.namedtuple("BuildSettings", "precision ranges workspace_bytes dla_core fp32_layers "
-                                       "calibrator timing_cache verbose from_graph",
-                                       defaults=(2 << 30, None, (), None, None, False, False))
+                                       "timing_cache verbose typed",
+                                       defaults=(2 << 30, None, (), None, False, False))
 
 
 BuildResult = collections.namedtuple("BuildResult", "data profile pinned")
@@ -35,11 +35,11 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     if hasattr(trt, "init_libnvinfer_plugins"):
         trt.init_libnvinfer_plugins(logger, "")
     builder = trt.Builder(logger)
-    if (settings.precision != "fp32" and not settings.from_graph
+    if (settings.precision != "fp32" and not settings.typed
             and getattr(builder, "platform_has_fast_fp16", True) is False):  # attribute gone in TensorRT 11
         raise UserError("this GPU has no fast FP16 (TensorRT reports platform_has_fast_fp16 False): build "
                         "--precision fp32")
-    network = compat.create_network(builder)
+    network = compat.create_network(builder, settings.typed)
     parser = trt.OnnxParser(network, logger)
     _parse(compat, parser, graph, onnx_path)
 
@@ -56,30 +56,18 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     config.add_optimization_profile(profile)
 
     pinned = {}  # type: Dict[str, str]
-    if settings.precision != "fp32" and compat.weak_typing:
+    if settings.precision != "fp32" and not settings.typed:
         nodes = prec.nodes_from_network(network, compat)
         pinned = prec.select_fp32(nodes, prec.network_outputs(network), settings.fp32_layers)
-    compat.set_precision(config, settings.precision, bool(pinned), settings.from_graph)
+    compat.set_precision(config, settings.precision, bool(pinned), settings.typed)
     if pinned:
         prec.apply_fp32(network, compat, pinned)
         log("%s: %s" % (graph, prec.summary(pinned)))
-    if settings.precision == "int8" and not settings.from_graph:  # the calibrator is engines.Session's
-        calib_profile = builder.create_optimization_profile()
-        for name, (_, opt, _) in shapes.items():
-            calib_profile.set_shape(name, opt, opt, opt)
-        compat.set_calibrator(config, settings.calibrator, calib_profile)
     if settings.dla_core is not None:
         compat.use_dla(builder, config, settings.dla_core)
 
     cache = _load_timing_cache(config, settings.timing_cache, log)
     data = builder.build_serialized_network(network, config)  # None on failure
-    calib_error = getattr(settings.calibrator, "error", None)
-    if calib_error is not None:
-        raise calib_error if isinstance(calib_error, UserError) else UserError(
-            "INT8 calibration failed: %s" % calib_error)
-    cal = settings.calibrator
-    if settings.precision == "int8" and getattr(cal, "used", 1) == 0 and not getattr(cal, "cache_read", True):
-        raise UserError("INT8 calibration saw no images: check --calib")
     if data is None:
         errors = [m for s, m in messages if s in ("ERROR", "INTERNAL_ERROR")]
         if any(OUT_OF_MEMORY.search(m) for m in errors):

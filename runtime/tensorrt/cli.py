@@ -1,7 +1,7 @@
 """``rmpsam-edge build-engine``: build (or check) the TensorRT engines of a bundle on this GPU.
 
     rmpsam-edge build-engine --model bundles/r18 --precision fp16 --imgsz 640 --max-prompts 64
-    rmpsam-edge build-engine --model bundles/r18 --precision int8 --calib my_frames/ [--dla 0]
+    rmpsam-edge build-engine --model bundles/r18-int8-trt --precision int8 [--dla 0]  # a Q/DQ bundle from quantize
     rmpsam-edge build-engine --model bundles/r18 --no-build      # are the cached engines usable here?
 
 Flags left out keep what the last build of this bundle used (stored in the engine sidecars), else the
@@ -26,8 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from rmpsam_edge.commands.common_args import add_device, add_force, add_imgsz, add_model, add_size
     add_model(p, required=True)
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"),
-                   help="fp16 (default): LayerNorm/Softmax/mask pooling/logits stay FP32; int8: INT8 encoder "
-                        "(calibrated, needs --calib) + FP16 decoders")
+                   help="fp16 (default): LayerNorm/Softmax/mask pooling/logits stay FP32 (TensorRT 10+: from a typed "
+                        "FP16 graph, made here when the onnx package is installed); int8: the Q/DQ encoder of a "
+                        "`quantize --precision int8 --target tensorrt` bundle + FP16 decoders")
     add_imgsz(p, help_text="long side in pixels, or 'official' (1344): sets max and opt to imgsz x imgsz, rounded "
               "up to 32")
     add_size(p, "--min-size", "smallest padded image (default 32)")
@@ -36,8 +37,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-prompts", type=int, help="most prompts per decoder call (default 64)")
     p.add_argument("--opt-prompts", type=int, help="prompt count TensorRT tunes for (default 1)")
     p.add_argument("--max-classes", type=int, help="most classes in a vocabulary (object decoder)")
-    p.add_argument("--calib", help="INT8 calibration images: folder, video or glob (frames like the deployment's)")
-    p.add_argument("--calib-count", type=int, default=64, help="calibration images to use (default 64)")
     p.add_argument("--dla", help="Jetson DLA core for the encoder (0 or 1; GPU fallback on), or 'off'")
     p.add_argument("--workspace", type=float, default=2.0, help="builder workspace limit in GiB (default 2)")
     p.add_argument("--fp32-layers", action="append", metavar="REGEX",
@@ -127,14 +126,11 @@ def run(args) -> int:
         with ctx:
             session = Session(compat, device, bundle, cuda)
             choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
-                              fp32_layers=args.fp32_layers, calib=args.calib, calib_count=args.calib_count,
-                              workspace_gib=args.workspace, verbose=args.verbose)
+                              fp32_layers=args.fp32_layers, workspace_gib=args.workspace, verbose=args.verbose)
             choices = session.fill_choices(choices)
             if dla == -1:
                 choices.dla_core = None
             choices.ranges = ranges_from_args(args, sizes, choices.ranges, bundle.many_prompts_from)
-            if choices.calib and choices.precision != "int8":
-                raise UserError("--calib is for --precision int8")
             r = choices.ranges
             many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
             sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"

@@ -11,9 +11,10 @@ from rmpsam_edge.errors import UserError
 
 MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address / execute_async_v3)
 
-INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it ships with JetPack "
-                    "(`sudo apt install python3-libnvinfer`, or use the system python3 / --system-site-packages), "
-                    "on a desktop GPU `pip install tensorrt`")
+INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it comes with JetPack (never pip: "
+                    "`sudo apt install python3-libnvinfer`, then the system python3 or a --system-site-packages "
+                    "venv); on a desktop GPU `pip install \"tensorrt-cu12<11\"` (10.x) or `pip install tensorrt` "
+                    "(11.x: strongly typed only, FP16/INT8 from FP16 or Q/DQ bundles, no DLA)")
 INSTALL_PYCUDA = "pycuda not installed (pip install pycuda; it needs the CUDA toolkit, nvcc on PATH)"
 
 
@@ -81,10 +82,8 @@ class Compat(object):
             raise UserError("TensorRT %s is too old: this runtime needs TensorRT 8.5 or newer (named-tensor API; "
                             "JetPack 5.1+ ships 8.5/8.6)" % self.version_string)
         flags = trt.BuilderFlag
-        # 8.6 and 10.x: weakly typed networks (FP16/INT8 builder flags). 11.x: strongly typed only.
+        # 8.5 to 10.x have weak typing (FP16/INT8 builder flags, layer pins); 11.x is strongly typed only.
         self.weak_typing = hasattr(flags, "FP16") and hasattr(flags, "OBEY_PRECISION_CONSTRAINTS")
-        # 8.6 and 10.x have the implicit-quantization calibrator (deprecated in 10.x); 11 removed it.
-        self.has_calibrator = hasattr(trt, "IInt8EntropyCalibrator2") and hasattr(flags, "INT8")
 
     @property
     def major(self) -> int:
@@ -107,26 +106,32 @@ class Compat(object):
 
         return _Logger()
 
-    def create_network(self, builder):
-        trt = self.trt
-        flags = 0
-        if self.major < 10:  # 8.x: explicit batch must be requested; 10.x: always explicit, flag ignored
-            flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    def typed(self, dla: bool = False) -> bool:
+        """The one precision decision per version: True = a STRONGLY_TYPED network whose precision is the ONNX
+        graph's (FP16 graph with FP32 Casts, Q/DQ INT8), no precision flags: 10.x and 11.x (11 has nothing else).
+        False = weak typing, 8.5 / 8.6 (no STRONGLY_TYPED flag): FP16 flag + FP32 layer pins under
+        OBEY_PRECISION_CONSTRAINTS, INT8 flag for Q/DQ graphs (explicit quantization); and DLA builds on 10.x,
+        whose DLA path takes precision from the FP16/INT8 flags (typed DLA builds arrive with 11.4.1)."""
+        return not self.weak_typing or (self.major >= 10 and not dla)
+
+    def create_network(self, builder, typed: bool = False):
+        """8.x: explicit batch must be requested; 10.x: always explicit (flag ignored); STRONGLY_TYPED from 10.0
+        (ignored by 11, where every network is strongly typed)."""
+        ncf = self.trt.NetworkDefinitionCreationFlag
+        flags = 1 << int(ncf.EXPLICIT_BATCH) if self.major < 10 else 0
+        if typed:
+            flags |= 1 << int(ncf.STRONGLY_TYPED)
         return builder.create_network(flags)
 
     def set_workspace(self, config, nbytes: int) -> None:  # max_workspace_size: removed in 10
         config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
 
-    def set_precision(self, config, precision: str, pinned: bool, from_graph: bool = False) -> None:
-        """fp16: FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned); int8: INT8 + FP16, for calibrated
-        and for Q/DQ graphs alike on 8.6/10.x. ``from_graph`` (the ONNX's own types) needs none on 11."""
+    def set_precision(self, config, precision: str, pinned: bool, typed: bool = False) -> None:
+        """Weak typing only: fp16 = FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned); int8 = INT8 + FP16
+        (a Q/DQ graph: TensorRT 8.x quantizes explicitly only with the INT8 flag set). A typed network: nothing."""
         trt = self.trt
-        if precision == "fp32" or (not self.weak_typing and from_graph):
+        if precision == "fp32" or typed:
             return
-        if not self.weak_typing:
-            raise UserError("TensorRT %s builds strongly typed networks only (no FP16/INT8 builder flags): build "
-                            "--precision fp32 from an FP16 or INT8 bundle made by `rmpsam-edge quantize`"
-                            % self.version_string)
         config.set_flag(trt.BuilderFlag.FP16)
         if precision == "int8":
             config.set_flag(trt.BuilderFlag.INT8)
@@ -155,12 +160,6 @@ class Compat(object):
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-
-    @staticmethod
-    def set_calibrator(config, calibrator, calib_profile) -> None:
-        """Only where ``has_calibrator`` (engines.Session checks it: TensorRT 11 removed implicit INT8)."""
-        config.int8_calibrator = calibrator  # deprecated in 10.x, still honoured
-        config.set_calibration_profile(calib_profile)
 
     def parser_error_line(self, error, node_names: Optional[Sequence[Tuple[str, str]]] = None) -> str:
         """One line per parser error naming the failing node. 10.x: node_name()/node_operator(); 8.6: only the

@@ -1,7 +1,8 @@
 """A usable engine per graph: the cached one when its sidecar key matches (cache.py), else a rebuild (build.py)
 with one line saying why; --no-build makes that an error naming what differs, and a foreign engine file is never
 overwritten without --force. Choices not given come from the bundle and the stored sidecars (a custom profile
-survives a TensorRT or GPU change). The one place that decides which graph gets which precision, DLA, calibration.
+survives a TensorRT or GPU change). The one place that decides which graph gets which precision and DLA, and
+which ONNX file carries that precision (the bundle's, or its typed FP16 graph: precision.typed_fp16).
 """
 import os
 import sys
@@ -12,7 +13,7 @@ from rmpsam_edge.errors import UserError
 
 from ..bundle import OPTIONAL_GRAPHS, REQUIRED_GRAPHS, Bundle
 from . import build as builder
-from . import cache, calibrator, precision, profiles
+from . import cache, precision, profiles
 
 GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "Np"),
                  "prompt_decoder_many": ("B", "h", "w", "Npm"), "object_decoder": ("B", "h", "w", "K", "P")}
@@ -31,7 +32,7 @@ def stderr_log(line: str) -> None:
 
 def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
     """A graph the bundle stores quantized (by `rmpsam-edge quantize`) keeps that precision; else int8 applies
-    to the encoder only (calibrated), the decoders of an int8 build are fp16 with the FP32 pins."""
+    to the encoder only (it must be a Q/DQ graph), the decoders of an int8 build are fp16."""
     if stored in ("int8", "fp16"):
         return stored
     return "fp16" if precision == "int8" and graph != "encoder" else precision
@@ -49,10 +50,8 @@ class Choices(object):
 
     def __init__(self, precision: Optional[str] = None, ranges: Optional[Dict[str, tuple]] = None,
                  dla_core: Optional[int] = None, fp32_layers: Optional[Sequence[str]] = None,
-                 calib: Optional[str] = None, calib_count: int = 64, workspace_gib: float = 2.0,
-                 verbose: bool = False):
-        self.precision, self.ranges, self.dla_core = precision, ranges, dla_core
-        self.fp32_layers, self.calib, self.calib_count = fp32_layers, calib, calib_count
+                 workspace_gib: float = 2.0, verbose: bool = False):
+        self.precision, self.ranges, self.dla_core, self.fp32_layers = precision, ranges, dla_core, fp32_layers
         self.workspace_gib, self.verbose = workspace_gib, verbose
 
 
@@ -114,8 +113,6 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
     return {s: list(ranges[s]) for s in GRAPH_SYMBOLS[graph] if s in ranges}
 
 
-def _calib_shape(ranges) -> Tuple[int, int, int, int]:
-    return 1, 3, int(ranges["H"][1]), int(ranges["W"][1])
 
 
 class Session(object):
@@ -164,9 +161,11 @@ class Session(object):
         choices = self.fill_choices(choices)  # no-op when precision and ranges are given
         stored_prec = stored_precision(self.bundle, graph)
         gp = graph_precision(graph, choices.precision, stored_prec)
-        explicit = stored_prec != "fp32"  # FP16 / Q/DQ INT8 ONNX: its own types (explicit quantization, no calibrator)
-        calibrated = gp == "int8" and not explicit
+        if gp == "int8" and stored_prec != "int8":  # INT8 is explicit (Q/DQ) on every version: no calibrator
+            raise UserError("--precision int8 builds from a bundle whose encoder is a Q/DQ INT8 graph; %s is FP32: "
+                            "run %s" % (self.dir, precision.QUANTIZE_INT8 % (self.dir, self.dir)))
         dla = choices.dla_core if graph == "encoder" else None
+        typed = self.compat.typed(dla is not None)
         onnx_path, onnx_sha = onnx_file(self.bundle, graph)
         engine_path, side_path = cache.engine_paths(self.dir, graph, gp, dla)
         stored_side, _ = cache.read_sidecar(side_path)
@@ -174,10 +173,8 @@ class Session(object):
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        calib_key, calib_source = (self._calibration(choices, ranges, onnx_sha, stored, stored_side) if calibrated
-                                   else (None, None))
         key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
-                             profile_key(graph, ranges), dla, calib_key,
+                             profile_key(graph, ranges), dla, None,
                              precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
                              *tuple(self.device)[2:5])
         verdict = cache.check(engine_path, side_path, key)
@@ -189,25 +186,22 @@ class Session(object):
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `%s`"
                             % (graph, why, build_command(self.dir, choices.precision)))
-        if calibrated and not self.compat.has_calibrator:
-            raise UserError("TensorRT %s has no INT8 calibration (IInt8EntropyCalibrator2 was removed): only explicit "
-                            "(Q/DQ) INT8 from `rmpsam-edge quantize` builds on it" % self.compat.version_string)
-        if calibrated and calib_key is None:
-            raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
+        if stored_prec == "int8":
+            precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
+        elif typed and gp == "fp16" and stored_prec == "fp32":  # strong typing: the FP16 graph is the precision
+            onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir(), pins, self.dir)
+            if kept is not None:
+                self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
+                         % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
-        cal = self._make_calibrator(ranges, calib_source, choices, calib_key) if calibrated else None
-        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
-                                         self.timing_cache_path(), choices.verbose, explicit)
-        try:
-            result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
-        finally:
-            if cal is not None:
-                cal.free()
+        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins,
+                                         self.timing_cache_path(), choices.verbose, typed)
+        result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),
-                 "calib_source": calib_source or (stored_side or {}).get("calib_source")}
+                 "typed": typed}
         cache.write(engine_path, side_path, result.data, key, extra)
         self.log("%s engine saved: %s (%.1f MB, built in %.0f s)"
                  % (graph, engine_path, len(result.data) / 1e6, time.time() - t0))
@@ -227,31 +221,3 @@ class Session(object):
             raise UserError("TensorRT %s could not deserialise the %s engine it just built"
                             % (self.compat.version_string, graph))
         return engine, data, status
-
-    # ------------------------------------------------------------------ INT8
-    def _calibration(self, choices, ranges, onnx_sha, stored, stored_side) -> Tuple[Optional[str], Optional[str]]:
-        """-> (calibration key, calibration source). Without --calib the stored calibration is kept (its cache
-        file is in the bundle, so a rebuild after a TensorRT upgrade needs no images)."""
-        if not choices.calib:
-            if stored.get("calibration"):
-                src = (stored_side or {}).get("calib_source")
-                return stored["calibration"], (src if src and os.path.exists(str(src)) else None)
-            return None, None  # nothing to compare with; building will ask for --calib
-        files = calibrator.list_calibration_files(choices.calib)
-        spec = self.bundle.spec()
-        fp = calibrator.data_fingerprint(files, choices.calib_count, _calib_shape(ranges),
-                                         "%s|%s" % (list(spec.mean), list(spec.std)))
-        _, key = calibrator.cache_path(self.engine_dir(), onnx_sha, fp)
-        return key, choices.calib
-
-    def _make_calibrator(self, ranges, source, choices, calib_key):
-        path = os.path.join(self.engine_dir(), "calib-%s.cache" % calib_key[:16])
-        if source is None and not os.path.isfile(path):
-            raise UserError("the INT8 encoder must be rebuilt and its calibration images are gone: "
-                            "run build-engine --precision int8 --calib FOLDER")
-        if self.cuda is None:
-            raise UserError("INT8 calibration needs pycuda (`pip install pycuda`)")
-        shape = _calib_shape(ranges)
-        spec, files = self.bundle.spec(), calibrator.list_calibration_files(source) if source else []
-        feed = calibrator.images_from_paths(files, shape[2:], spec.mean, spec.std, choices.calib_count)
-        return calibrator.make_calibrator(self.compat.trt, self.cuda, feed, shape, path, choices.calib_count)
