@@ -4,7 +4,8 @@
    (``runtime/platform_facts.py``).
 2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here
    (with ``--device``: on that device; the checks below then run only there).
-3. On a bundle (``--model``, default the shipped demo bundle): the shipped images through every usable backend
+3. On a bundle (``--model``, default the shipped demo bundle): whether the installed TensorRT's ONNX importer takes
+   its graphs (every TensorRT version when none is installed; ``runtime/tensorrt/importers.py``); the shipped images through every usable backend
    (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX Runtime CPU FP32 by
    the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
    tolerances) and timed (encoder, prompt decoder, object decoder p50).
@@ -98,6 +99,17 @@ def check_bundle(registry, bundle, backends, precision, runs, threads, device=No
     return results
 
 
+def tensorrt_import(bundle) -> list:
+    """Which TensorRT's ONNX importer takes the bundle: one line for the installed TensorRT, else one per version."""
+    import importlib
+    from rmpsam_edge.runtime.tensorrt import importers
+    try:
+        key = importers.version_key(importlib.import_module("tensorrt").__version__)
+    except Exception:  # noqa: BLE001 - not installed (or its libraries are missing): every version is reported
+        key = None
+    return importers.verdicts(bundle, [key] if key else importers.VERSIONS)
+
+
 def _fmt(v, pattern="%.4f"):
     return "-" if v is None else pattern % v
 
@@ -113,9 +125,9 @@ def markdown(report) -> str:
              "- GPU: %s" % ("%s, %s MB, %s SMs, sm %s, driver %s, CUDA %s" % (
                  gpu["name"], gpu["memory_mb"], gpu["sm_count"], gpu["compute_capability"], gpu["driver"],
                  gpu["cuda"]) if gpu["name"] else gpu["why_not"]),
-             "- bundle: %s%s" % (report["bundle"], ", --device %s" % report["device"] if report.get("device") else ""),
-             "",
-             "| backend | usable | version, devices / why not |", "|---|---|---|"]
+             "- bundle: %s%s" % (report["bundle"], ", --device %s" % report["device"] if report.get("device") else "")]
+    lines += ["- %s" % line for line in report.get("tensorrt_import", [])]
+    lines += ["", "| backend | usable | version, devices / why not |", "|---|---|---|"]
     for b in report["backends"]:
         lines.append("| %s | %s | %s |" % (b["backend"], "yes" if b["usable"] else "**no**",
                                            b["detail"] + ("" if b["usable"] else " (install: %s)" % b["install"])))
@@ -148,6 +160,7 @@ def run(args) -> int:
     report = {"platform": platform_facts.collect(), "bundle": os.path.abspath(bundle.path), "runs": args.runs,
               "device": args.device}
     report["backends"] = check_backends(registry, args.device)
+    report["tensorrt_import"] = tensorrt_import(bundle)
     for b in report["backends"]:
         if not b["usable"]:
             sys.stderr.write("doctor: %s cannot run here: %s\n" % (b["backend"], b["detail"]))
