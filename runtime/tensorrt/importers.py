@@ -116,8 +116,10 @@ def bundle_graphs(bundle) -> Dict[str, dict]:
         return graphs
     out = {}
     for name, entry in graphs.items():
-        model = onnx.load(bundle.graph_path(name), load_external_data=False)
-        out[name] = dict(entry, **graph_record(model))
+        try:
+            out[name] = dict(entry, **graph_record(onnx.load(bundle.graph_path(name), load_external_data=False)))
+        except Exception:  # noqa: BLE001 - an unreadable file keeps its op counts; the parser will name the problem
+            out[name] = entry
     return out
 
 
