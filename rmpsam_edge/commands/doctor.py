@@ -5,9 +5,9 @@
 2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here
    (with ``--device``: on that device; the checks below then run only there).
 3. On a bundle (``--model``, default the shipped demo bundle): whether the installed TensorRT's ONNX importer takes
-   its graphs (every TensorRT version when none is installed; ``runtime/tensorrt/importers.py``); the shipped images through every usable backend
-   (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX Runtime CPU FP32 by
-   the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
+   its graphs (every version when none is installed; ``runtime/tensorrt/importers.py``); the shipped images through
+   every usable backend (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX
+   Runtime CPU FP32 by the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
    tolerances) and timed (encoder, prompt decoder, object decoder p50).
 Writes ``--json`` (default doctor.json; an existing file is overwritten only with ``--force``), prints a Markdown block.
 Exit 0: every usable backend agrees; 1: one disagrees beyond tolerance or fails to run; 2: bad input.
