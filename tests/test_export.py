@@ -30,7 +30,7 @@ def manifest(bundle):
 
 def test_bundle_files_and_manifest(bundle, manifest):
     assert manifest["format"] == "rmpsam-edge-bundle" and manifest["format_version"] == 1
-    assert manifest["variant"] == "r18" and manifest["opset"] == 16  # every TensorRT 8.5-11 imports it
+    assert manifest["variant"] == "r18" and manifest["opset"] == 17  # the fixture's --opset
     assert manifest["input"]["size"] == IMGSZ and manifest["input"]["mean"] == [123.675, 116.28, 103.53]
     assert manifest["vocabulary"]["names"] == VOCAB_NAMES and manifest["vocabulary"]["num_things"] == 2
     assert manifest["weights"] == {"kind": "random-init", "file": None, "sha256": None, "seed": SEED,
@@ -49,7 +49,7 @@ def test_bundle_files_and_manifest(bundle, manifest):
         assert sha256_file(path) == entry["sha256"]
         assert not os.path.exists(path + ".data")  # single file
         model = onnx.load(path)
-        assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == 16
+        assert {o.domain or "ai.onnx": o.version for o in model.opset_import}["ai.onnx"] == 17
         assert not any(n.op_type in ("DeformConv", "Einsum") for n in model.graph.node)
     assert sha256_file(os.path.join(bundle, "vocab.npy")) == manifest["vocabulary"]["sha256"]
     parent, name = os.path.split(os.path.abspath(bundle))
