@@ -19,8 +19,8 @@ from rmpsam_edge.runtime.tensorrt import importers
 
 onnx = pytest.importorskip("onnx")
 BUILDS = ["TensorRT 8.5: builds", "TensorRT 8.6: builds", "TensorRT 10.x: builds", "TensorRT 11.x: builds"]
-REFUSED_85 = ("TensorRT 8.5: cannot import LayerNormalization (24 nodes in prompt_decoder, 24 nodes in "
-              "prompt_decoder_many, 28 nodes in object_decoder); export with --opset 16")
+REFUSED_85 = ("TensorRT 8.5: cannot import LayerNormalization (24 nodes in prompt_decoder, 28 nodes in "
+              "object_decoder, 24 nodes in prompt_decoder_many); export with --opset 16")
 
 
 @pytest.fixture(scope="session")

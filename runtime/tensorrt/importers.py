@@ -22,7 +22,8 @@ VERSIONS = ("8.5", "8.6", "10.x", "11.x")
 PORTABLE_OPSET = 16
 REDUCE = ("ReduceMax", "ReduceMin", "ReduceMean", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
           "ReduceSumSquare", "ReduceLogSum", "ReduceLogSumExp")
-AXES_ATTRIBUTE_ONLY = tuple(o for o in REDUCE if o != "ReduceSum")  # 8.x reads their axes only as an attribute
+AXES_INPUT_8X = ("ReduceSum", "ReduceLogSum")  # 8.x reads these two's axes input; the others' only as an attribute
+AXES_ATTRIBUTE_ONLY = tuple(o for o in REDUCE if o not in AXES_INPUT_8X)
 FIX = "export with --opset %d" % PORTABLE_OPSET
 
 # (ops, form ('' = any node of the ops), TensorRT versions, what happens). A form is what ``graph_record`` writes.
@@ -30,15 +31,16 @@ LIMITS = (
     # 8.5-GA docs/operators.md: "LayerNormalization | N"; 8.6-GA docs/operators.md: Y (importer added in 8.6-GA
     # builtin_op_importers.cpp DEFINE_BUILTIN_OP_IMPORTER(LayerNormalization)).
     (("LayerNormalization",), "", ("8.5",), "cannot import"),
-    # 8.5-GA and 8.6-GA builtin_op_importers.cpp: ReduceMax/Min/Mean/Prod/L1/L2/SumSquare/LogSum* call
-    # reduceTensor(ctx, node, inputs.at(0), op) without the axes input; reduceTensor (onnx2trt_utils.cpp) then
-    # reduces over ALL axes when the attribute is absent (opset 18+ form): a wrong result, no error.
+    # 8.5-GA and 8.6-GA builtin_op_importers.cpp: ReduceMax/Min/Mean/Prod/L1/L2/SumSquare call
+    # reduceTensor(ctx, node, inputs.at(0), op) without the axes input (ReduceLogSumExp passes only the Exp
+    # output on to ReduceLogSum); reduceTensor (onnx2trt_utils.cpp) then reduces over ALL axes when the attribute
+    # is absent (opset 18+ form): a wrong result, no error.
     (AXES_ATTRIBUTE_ONLY, "axes=initializer", ("8.5", "8.6"), "reduces over all axes (axes input ignored) in"),
     (AXES_ATTRIBUTE_ONLY, "axes=input", ("8.5", "8.6"), "reduces over all axes (axes input ignored) in"),
-    # 8.5-GA/8.6-GA ReduceSum reads the axes input (opset >= 13) and onnx2trt_utils.cpp reduceTensor asserts
-    # "Axis input must be an initializer!"; 10.1-GA importerUtils.cpp reduceTensor asserts the same for every
-    # Reduce* and docs/operators.md 10.1-GA says "`axes` must be an initializer".
-    (("ReduceSum",), "axes=input", ("8.5", "8.6"), "cannot import"),
+    # 8.5-GA/8.6-GA ReduceSum (and ReduceLogSum, through it) reads the axes input (opset >= 13) and
+    # onnx2trt_utils.cpp reduceTensor asserts "Axis input must be an initializer!"; 10.1-GA importerUtils.cpp
+    # reduceTensor asserts the same for every Reduce* ("`axes` must be an initializer", docs/operators.md).
+    (AXES_INPUT_8X, "axes=input", ("8.5", "8.6"), "cannot import"),
     (REDUCE, "axes=input", ("10.x", "11.x"), "cannot import"),
     # GridSample importer (8.5-GA/8.6-GA builtin_op_importers.cpp, 10.1-GA onnxOpImporters.cpp) maps only
     # "bilinear"/"nearest"/"bicubic"; opset 20's "linear"/"cubic" fall through to kNEAREST: a wrong result.
@@ -107,7 +109,7 @@ def verdict(graphs: Dict[str, dict], version: str) -> str:
 def bundle_graphs(bundle) -> Dict[str, dict]:
     """The manifest's records of ``bundle``'s ONNX graphs. A bundle exported before ``op_forms`` were recorded is
     read with onnx when it is installed; without onnx only its op counts (``ops``) are checked."""
-    graphs = {n: e for n, e in bundle.manifest["graphs"].items() if bundle.graph_format(n) == "onnx"}
+    graphs = {n: bundle.manifest["graphs"][n] for n in bundle.graph_names() if bundle.graph_format(n) == "onnx"}
     if all("op_forms" in e for e in graphs.values()):
         return graphs
     try:
