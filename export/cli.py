@@ -9,7 +9,9 @@ import os
 
 from rmpsam_edge.errors import UserError
 
-OPSETS = (17, 18, 19, 20)
+from rmpsam_edge.runtime.tensorrt.importers import PORTABLE_OPSET as DEFAULT_OPSET
+
+OPSETS = (16, 17, 18, 19, 20)
 
 
 def add_arguments(p) -> None:
@@ -29,7 +31,8 @@ def add_arguments(p) -> None:
                    "prompt batch and the vocabulary's class count (for backends that want static shapes)")
     p.add_argument("--static-prompts", type=int, default=1, metavar="N", help="prompt batch of a --static bundle "
                    "(default 1; more prompts run in chunks)")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17; 17-20)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default %d: every supported "
+                   "TensorRT (8.5 to 11) imports it; 16-20)" % DEFAULT_OPSET)
     add_size(p, "--min-size", "smallest padded image the dynamic graphs declare (default 32)")
     add_size(p, "--max-size", "largest padded image the dynamic graphs declare (default: imgsz rounded up to 32; "
              "1344 for 'official'; e.g. 384x640 for landscape 16:9 at 640)")

@@ -63,8 +63,7 @@ def _io_shapes(path: str) -> dict:
                 v.type.tensor_type.elem_type).name}
         return out
 
-    opsets = {o.domain or "ai.onnx": o.version for o in model.opset_import}
-    return {"inputs": desc(model.graph.input), "outputs": desc(model.graph.output), "opset": opsets.get("ai.onnx")}
+    return {"inputs": desc(model.graph.input), "outputs": desc(model.graph.output)}
 
 
 def _check_out(out: str, force: bool) -> None:
@@ -154,13 +153,11 @@ def _write(model, folder, input_size, class_embed, class_names, num_things, weig
         ins, outs = GRAPHS.get(name) or OUTPUT_NAMES[name]
         axes = _dynamic_axes(name, st is not None, class_embed is not None)
         stats = export_onnx(module, sample[name], path, list(ins), list(outs), axes, opset=opset)
-        io = _io_shapes(path)
-        if io["opset"] != opset:
+        if stats["opset"] != opset:
             raise UserError("%s was written at opset %s instead of %d; report this with your torch/onnx versions"
-                            % (fname, io["opset"], opset))
-        entries[name] = {"file": fname, "sha256": sha256_file(path), "bytes": os.path.getsize(path),
-                         "nodes": stats["nodes"], "ops": stats["ops"], "inputs": io["inputs"],
-                         "outputs": io["outputs"]}
+                            % (fname, stats["opset"], opset))
+        entries[name] = dict(stats, file=fname, sha256=sha256_file(path), bytes=os.path.getsize(path),
+                             **_io_shapes(path))
         log("exported %-20s %6.1f MB  %4d nodes  %.1f s" % (fname, os.path.getsize(path) / 1e6, stats["nodes"],
                                                             time.time() - t))
     vocab = None

@@ -1,4 +1,4 @@
-"""Write one deploy module to a single-file ONNX graph (legacy TorchScript exporter, opset 17) and slim it.
+"""Write one deploy module to a single-file ONNX graph (legacy TorchScript exporter, opset 16 by default) and slim it.
 
 The legacy exporter keeps every op at the requested opset (the dynamo exporter silently lifts graphs with
 ReduceMax to opset 18); onnxslim removes its Constant/Shape/Gather clutter. Weights stay inside the file
@@ -10,14 +10,15 @@ from typing import Dict, List, Sequence
 
 import torch
 
-DEFAULT_OPSET = 17
+from rmpsam_edge.runtime.tensorrt.importers import PORTABLE_OPSET as DEFAULT_OPSET, graph_record
 
 
 def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str, input_names: List[str],
                 output_names: List[str], dynamic_axes: Dict[str, Dict[int, str]] = None,
                 opset: int = DEFAULT_OPSET, slim: bool = True) -> dict:
     """Trace ``module(*args)`` to ``path``. dynamic_axes: {tensor name: {axis: symbolic name}} or None for
-    static shapes. Returns {'nodes': count, 'ops': {op_type: count}}."""
+    static shapes. Returns the graph's record (``rmpsam_edge.runtime.tensorrt.importers.graph_record``: nodes,
+    ops, opset, op_forms)."""
     import onnx
 
     buf = io.BytesIO()
@@ -32,10 +33,7 @@ def export_onnx(module: torch.nn.Module, args: Sequence[torch.Tensor], path: str
     _name_dims(model, dynamic_axes or {})
     onnx.checker.check_model(model)
     onnx.save(model, path)
-    ops = {}
-    for node in model.graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    return {"nodes": len(model.graph.node), "ops": dict(sorted(ops.items()))}
+    return graph_record(model)
 
 
 def _name_dims(model, dynamic_axes: Dict[str, Dict[int, str]]) -> None:

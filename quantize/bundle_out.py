@@ -66,15 +66,12 @@ def graph_entry(old: dict, staging: str, file: str, precision: str, weights: Opt
     entry.pop("format", None)
     entry.pop("weights", None)
     entry["bytes"] = os.path.getsize(os.path.join(staging, file))
-    entry.pop("nodes", None)
-    entry.pop("ops", None)
+    for key in ("nodes", "ops", "opset", "op_forms"):
+        entry.pop(key, None)
     if file.endswith(".onnx"):
         import onnx
-        nodes = onnx.load(os.path.join(staging, file), load_external_data=False).graph.node
-        ops = {}
-        for n in nodes:
-            ops[n.op_type] = ops.get(n.op_type, 0) + 1
-        entry["nodes"], entry["ops"] = len(nodes), dict(sorted(ops.items()))
+        from rmpsam_edge.runtime.tensorrt.importers import graph_record
+        entry.update(graph_record(onnx.load(os.path.join(staging, file), load_external_data=False)))
     if weights is not None:
         entry["format"] = "openvino-ir"
         entry["weights"] = {"file": weights, "sha256": sha256_file(os.path.join(staging, weights))}

@@ -1,8 +1,11 @@
 """One small exported bundle shared by the export / bundle / runtime tests (exported once per test session).
 
 R18, seeded random weights (seed 0), input size 128, a 5-class vocabulary with names (written as .npy + .json
-sidecar and passed with --vocab), exported through the real CLI (``rmpsam-edge export``). A second, static
-bundle (--static, prompt batch 2) is exported on first use. Each test module wraps these in its own fixture:
+sidecar and passed with --vocab), exported through the real CLI (``rmpsam-edge export``) at --opset 17, so the
+LayerNormalization ops (TensorRT pins, quantize exclusions, the 8.5 refusal) stay tested; the default export
+(opset 16, LayerNorm decomposed) is tested on the shipped bundle and in tests/test_tensorrt_importers.py. A second,
+static bundle (--static, prompt batch 2) is exported on first use. Each test module wraps these in its own
+fixture:
 
     @pytest.fixture(scope="session")
     def bundle(tmp_path_factory):
@@ -39,7 +42,8 @@ def _export(tmp_path_factory, name, extra):
     base = tmp_path_factory.mktemp(name)
     vocab = write_vocab(base)
     out = os.path.join(str(base), "bundle")
-    argv = ["export", "--random-init", "--seed", str(SEED), "--imgsz", str(IMGSZ), "--vocab", vocab, "--out", out]
+    argv = ["export", "--random-init", "--seed", str(SEED), "--imgsz", str(IMGSZ), "--vocab", vocab, "--opset", "17",
+            "--out", out]
     rc = main(argv + list(extra))
     assert rc == 0, "export failed: %s" % argv
     return out

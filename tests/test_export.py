@@ -30,7 +30,7 @@ def manifest(bundle):
 
 def test_bundle_files_and_manifest(bundle, manifest):
     assert manifest["format"] == "rmpsam-edge-bundle" and manifest["format_version"] == 1
-    assert manifest["variant"] == "r18" and manifest["opset"] == 17
+    assert manifest["variant"] == "r18" and manifest["opset"] == 17  # the fixture's --opset
     assert manifest["input"]["size"] == IMGSZ and manifest["input"]["mean"] == [123.675, 116.28, 103.53]
     assert manifest["vocabulary"]["names"] == VOCAB_NAMES and manifest["vocabulary"]["num_things"] == 2
     assert manifest["weights"] == {"kind": "random-init", "file": None, "sha256": None, "seed": SEED,

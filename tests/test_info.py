@@ -12,8 +12,9 @@ def test_info_shows_the_shipped_bundle_provenance(capsys):
     assert main(["info", SHIPPED_BUNDLE]) == 0
     out = capsys.readouterr().out
     assert "kind: demo" in out and "provenance:" in out
-    assert "1. rmpsam-edge export (2026-12-01T22:48:42Z): rmpsam-edge export --no-many-prompts-graph" in out
-    assert "2. rmpsam_edge.export.fp16_storage (?): python -m rmpsam_edge.export.fp16_storage" in out
+    assert "1. rmpsam-edge export (2026-12-07T13:34:10Z): rmpsam-edge export --no-many-prompts-graph" in out
+    assert "2. rmpsam_edge.export.fp16_storage (2026-12-07T13:34:24Z): python -m rmpsam_edge.export.fp16_storage" in out
+    assert "TensorRT 8.5: builds" in out.splitlines()  # exported at opset 16
     assert main(["info", SHIPPED_BUNDLE, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["kind"] == "bundle" and d["weights"]["kind"] == "demo" and len(d["provenance"]) == 2

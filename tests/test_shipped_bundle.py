@@ -26,6 +26,8 @@ def test_shipped_bundle_is_valid_and_small():
         assert b.manifest["graphs"][g]["fp16_initializers"] > 0
     assert b.class_embed() is not None and b.static is None
     assert b.size_mb() < 55  # the FP32 export of the same weights is ~100 MB
+    from rmpsam_edge.runtime.tensorrt.importers import VERSIONS, verdicts
+    assert b.manifest["opset"] == 16 and verdicts(b) == ["TensorRT %s: builds" % v for v in VERSIONS]
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,10 @@
    that cannot reach the driver), and one ``ready`` line.
 2. Every backend of the registry (``runtime/backends.py``): version and devices, or why it cannot run here
    (with ``--device``: on that device; the checks below then run only there).
-3. On a bundle (``--model``, default the shipped demo bundle): the shipped images through every usable backend
-   (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX Runtime CPU FP32 by
-   the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
+3. On a bundle (``--model``, default the shipped demo bundle): whether the installed TensorRT's ONNX importer takes
+   its graphs (every version when none is installed; ``runtime/tensorrt/importers.py``); the shipped images through
+   every usable backend (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX
+   Runtime CPU FP32 by the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
    tolerances) and timed (encoder, prompt decoder, object decoder p50).
 Writes ``--json`` (default doctor.json; an existing file is overwritten only with ``--force``), prints a Markdown block.
 Exit 0: every usable backend agrees; 1: one disagrees beyond tolerance or fails to run; 2: bad input.
@@ -161,6 +162,17 @@ def check_bundle(registry, bundle, backends, precision, runs, threads, device=No
     return results
 
 
+def tensorrt_import(bundle) -> list:
+    """Which TensorRT's ONNX importer takes the bundle: one line for the installed TensorRT, else one per version."""
+    import importlib
+    from rmpsam_edge.runtime.tensorrt import importers
+    try:
+        key = importers.version_key(importlib.import_module("tensorrt").__version__)
+    except Exception:  # noqa: BLE001 - not installed (or its libraries are missing): every version is reported
+        key = None
+    return importers.verdicts(bundle, [key] if key else importers.VERSIONS)
+
+
 def _fmt(v, pattern="%.4f"):
     return "-" if v is None else pattern % v
 
@@ -177,9 +189,9 @@ def markdown(report) -> str:
                  gpu["name"], gpu["memory_mb"], gpu["sm_count"], gpu["compute_capability"], gpu["driver"],
                  gpu["cuda"]) if gpu["name"] else gpu["why_not"]),
              "- bundle: %s%s" % (report["bundle"], ", --device %s" % report["device"] if report.get("device") else ""),
-             "- ready: %s" % report["ready"]] + ["- trap: %s; fix: %s" % (t["trap"], t["fix"]) for t in report["traps"]] + [
-             "",
-             "| backend | usable | version, devices / why not |", "|---|---|---|"]
+             "- ready: %s" % report["ready"]] + ["- trap: %s; fix: %s" % (t["trap"], t["fix"]) for t in report["traps"]]
+    lines += ["- %s" % line for line in report.get("tensorrt_import", [])]
+    lines += ["", "| backend | usable | version, devices / why not |", "|---|---|---|"]
     for b in report["backends"]:
         lines.append("| %s | %s | %s |" % (b["backend"], "yes" if b["usable"] else "**no**",
                                            b["detail"] + ("" if b["usable"] else " (install: %s)" % b["install"])))
@@ -217,6 +229,7 @@ def run(args) -> int:
     for t in report["traps"]:
         sys.stderr.write("doctor: %s; fix: %s\n" % (t["trap"], t["fix"]))
     report["backends"] = check_backends(registry, args.device)
+    report["tensorrt_import"] = tensorrt_import(bundle)
     for b in report["backends"]:
         if not b["usable"]:
             sys.stderr.write("doctor: %s cannot run here: %s\n" % (b["backend"], b["detail"]))

@@ -3,7 +3,8 @@
 Checkpoint: variant, parameter count per part, keys, sha256, weights note, input policy, and the training record
 (steps, seconds, settings) of weights made by ``rmpsam-edge train``. Vocabulary: classes,
 prototypes, names. Bundle folder: variant, precision, graphs and their hashes, the weights it was exported from,
-parity, and its provenance (one step per command that wrote it: export, quantize, ...).
+parity, its provenance (one step per command that wrote it: export, quantize, ...) and which TensorRT versions'
+ONNX importers take its graphs (``runtime/tensorrt/importers.py``).
 """
 import json
 import os
@@ -43,6 +44,7 @@ def describe_vocab(path):
 
 def describe_bundle(path):
     from rmpsam_edge.runtime.bundle import Bundle
+    from rmpsam_edge.runtime.tensorrt.importers import verdicts
     b = Bundle.open(path)
     m, voc = b.manifest, b.manifest.get("vocabulary") or {}
     return {"kind": "bundle", "path": os.path.abspath(path), "variant": b.variant,
@@ -50,7 +52,7 @@ def describe_bundle(path):
             "static": b.static, "graphs": {g: {"file": e["file"], "sha256": e["sha256"], "bytes": e.get("bytes")}
                                            for g, e in m["graphs"].items()},
             "vocabulary": voc.get("names"), "weights": b.weights_info(),
-            "parity_ok": (m.get("parity") or {}).get("ok"), "provenance": b.provenance()}
+            "parity_ok": (m.get("parity") or {}).get("ok"), "provenance": b.provenance(), "tensorrt": verdicts(b)}
 
 
 def run(args):
@@ -90,6 +92,8 @@ def _text(d, indent=""):
         if k == "provenance" and isinstance(v, list):
             lines.append("%sprovenance:" % indent)
             lines += [indent + _step(i + 1, s) for i, s in enumerate(v)]
+        elif k == "tensorrt" and isinstance(v, list):  # one line per TensorRT version
+            lines += [indent + line for line in v]
         elif isinstance(v, dict):
             lines.append("%s%s:" % (indent, k))
             lines.append(_text(v, indent + "  ").rstrip("\n"))

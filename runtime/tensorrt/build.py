@@ -93,9 +93,8 @@ def _parse(compat, parser, graph: str, onnx_path: str) -> None:
         lines = ["the file is not a valid ONNX model"]
     more = " (+%d more errors)" % (len(lines) - 1) if len(lines) > 1 else ""
     if "LayerNormalization" in lines[0] and compat.version[:2] < (8, 6):
-        lines[0] += (" - TensorRT %s (JetPack 5.1) cannot import ONNX LayerNormalization (opset 17, which "
-                     "`rmpsam-edge export` writes): use TensorRT 8.6+ (JetPack 6), or ONNX Runtime / OpenVINO"
-                     % compat.version_string)
+        lines[0] += (" - TensorRT %s (JetPack 5.1) cannot import ONNX LayerNormalization (opset 17+): export "
+                     "with --opset 16 (the default)" % compat.version_string)
     raise UserError("TensorRT cannot parse %s: %s%s" % (os.path.basename(onnx_path), lines[0], more))
 
 

@@ -13,7 +13,7 @@ from rmpsam_edge.errors import UserError
 
 from ..bundle import OPTIONAL_GRAPHS, REQUIRED_GRAPHS, Bundle
 from . import build as builder
-from . import cache, precision, profiles
+from . import cache, importers, precision, profiles
 
 GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "Np"),
                  "prompt_decoder_many": ("B", "h", "w", "Npm"), "object_decoder": ("B", "h", "w", "K", "P")}
@@ -188,6 +188,7 @@ class Session(object):
                             % (graph, why, build_command(self.dir, choices.precision)))
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
+        importers.check_build(self.bundle, self.compat.version_string, [graph])  # before the parser: one line
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         if stored_prec == "int8":
             precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
