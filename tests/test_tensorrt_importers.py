@@ -201,3 +201,19 @@ def test_doctor_reports_the_installed_version(bundle17, monkeypatch):
 def test_version_keys():
     assert [importers.version_key(v) for v in ("8.5.2.2", "8.6.1", "10.3.0", "10.13.0.35", "11.4.0.106", "9.0.1",
                                                "7.1.3")] == ["8.5", "8.6", "10.x", "10.x", "11.x", None, None]
+
+
+def test_runtime_build_refuses_before_parsing(bundle17, tmp_path, monkeypatch):
+    """The runtime path (predict / demo --backend tensorrt builds on first use) checks each graph where its build
+    starts: the opset-17 prompt decoder is refused on 8.5 before the parser sees it."""
+    from rmpsam_edge.errors import UserError
+    from rmpsam_edge.runtime import tensorrt as trt_pkg
+    from rmpsam_edge.runtime.tensorrt import profiles
+    path = _bundle(bundle17, tmp_path / "b")
+    fake = FakeGPU("8.5.2").install(monkeypatch)
+    ranges = profiles.make_ranges((64, 64), prompts=(1, 1, 4), classes=(1, 5, 8), protos=(1, 2, 2))
+    with pytest.raises(UserError, match=r"TensorRT 8\.5: cannot import LayerNormalization \(24 nodes in "
+                                        r"prompt_decoder\); export with --opset 16"):
+        trt_pkg.create_runner(path, precision="fp32", ranges=ranges).activate()
+    parsed = [c for c in fake.calls if c[0] == "parse_from_file"]
+    assert len(parsed) == 1 and parsed[0][1].endswith("encoder.onnx")  # only the encoder reached the parser

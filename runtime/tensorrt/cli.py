@@ -14,7 +14,7 @@ from rmpsam_edge.commands.common_args import image_sizes, input_size
 from rmpsam_edge.errors import UserError
 
 from . import compat as compat_mod
-from . import gpu_index
+from . import gpu_index, importers
 from . import profiles
 from .cuda_context import CudaContext
 from ..bundle import Bundle
@@ -113,6 +113,7 @@ def run(args) -> int:
     trt = compat_mod.import_tensorrt()
     cuda = compat_mod.import_pycuda()
     compat = compat_mod.Compat(trt)
+    importers.check_build(bundle, compat.version_string, graphs)  # every graph, before any is built
     try:
         index = gpu_index(args.device)
     except BackendUnavailable as exc:
