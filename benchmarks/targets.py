@@ -40,9 +40,11 @@ def compute(bench: dict, fidelity_reports) -> dict:
     fast_prompt = min(v for (b, p), v in prm.items() if b != "torch")
     int8 = {k: v for k, v in enc.items() if k[0] != "torch" and "int8" in k[1]}
     f32 = {k: v for k, v in enc.items() if k[1] == "fp32" and k[0] != "torch"}
+    load = ", load average (1/5/15 min) %s at the start, %s at the end" % (
+        head["load_average_start"], head["load_average_end"]) if "load_average_start" in head else ""
     out = {"cpu": head.get("cpu"), "isa": head.get("isa"), "eager_enc_plus_1": eager, "fast_prompt_1": fast_prompt,
-           "load_note": "shared cores; ratios between rows of one stage are interleaved; stage sums mix stages "
-                        "measured one after another"}
+           "load_note": "%s cores shared%s; ratios between rows of one stage are interleaved; stage sums mix "
+                        "stages measured one after another" % (head.get("cores_logical") or "?", load)}
     for key, pool, need in (("t1", int8, SPEEDUP_INT8), ("t2", f32, SPEEDUP_FP32)):
         best = min(pool, key=pool.get) if pool else None
         ms = pool[best] + fast_prompt if best else None

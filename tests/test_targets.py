@@ -22,7 +22,8 @@ def _report(tmp_path, name, size, iou, precision="int8"):
 
 
 def test_ratios_come_from_the_rows_and_the_isa_from_the_header(tmp_path):
-    bench = {"header": {"cpu": "AMD EPYC", "isa": ["avx512", "avx2", "vnni", "bf16"]},
+    bench = {"header": {"cpu": "AMD EPYC", "isa": ["avx512", "avx2", "vnni", "bf16"], "cores_logical": 2,
+                        "load_average_start": [3.8, 6.9, 6.5], "load_average_end": [5.7, 6.1, 6.2]},
              "rows": [_row("torch", "fp32", 300.0, 50.0), _row("torch", "int8", 1.0, 1.0),
                       _row("ort", "fp32", 130.0, 4.0), _row("openvino", "fp32", 125.0, 10.0),
                       _row("openvino", "int8", 46.0, 10.0), dict(_row("ort", "int8", 1.0, 1.0), status="failed")]}
@@ -40,6 +41,7 @@ def test_ratios_come_from_the_rows_and_the_isa_from_the_header(tmp_path):
     md = targets.markdown(t, "cmd", "bench")
     assert md.startswith("# CPU targets on AMD EPYC, ISA: avx512 avx2 vnni bf16")
     assert md.count("| avx512 avx2 vnni bf16 |") == 3 and "reference" not in md
+    assert "2 cores shared, load average (1/5/15 min) [3.8, 6.9, 6.5] at the start, [5.7, 6.1, 6.2] at the end" in md
 
 
 def test_a_header_without_isa_says_so():
