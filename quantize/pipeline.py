@@ -1,6 +1,6 @@
 """``quantize_bundle``: FP32 bundle -> FP16 / INT8 / BF16 bundle + fidelity report (``rmpsam-edge quantize``), in
-steps: check options, open the source, calibration feeds, quantize the graphs, manifest, fidelity, auto-fallback,
-latency, report. INT8 by default quantizes the encoder only (INT8 decoders collapsed panoptic classes, and
+steps: check options (and the INT8 recipe of ``--target``: ``ort_quant.recipe`` / ``ov_quant.recipe``), open the
+source, calibration feeds, quantize the graphs, manifest, fidelity, auto-fallback, latency, report. INT8 by default quantizes the encoder only (INT8 decoders collapsed panoptic classes, and
 OpenVINO's INT8 prompt decoder was slower than FP32); ``quantize_decoders`` adds them, through the fidelity gate.
 FP16 converts every graph (sensitive parts kept FP32). BF16 (OpenVINO CPUs with AVX512-BF16/AMX) keeps the graph
 files and marks them ``"inference_precision": "bf16"``; ``rest="bf16"`` does so next to INT8 (``int8+bf16``).
