@@ -16,7 +16,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-from rmpsam_edge.runtime import platform_facts
+from rmpsam_edge.runtime import cpu_features, platform_facts
 
 PACKAGES = ("rmpsam_edge", "numpy", "opencv-python-headless", "opencv-python", "onnx", "onnxruntime",
             "onnxruntime-gpu", "openvino", "nncf", "torch", "tensorrt", "matplotlib")
@@ -90,6 +90,7 @@ def collect(command: Optional[List[str]] = None, threads: Optional[int] = None, 
         "command": " ".join(shlex.quote(a) for a in argv),
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(root),
+        "isa": _isa(root),
         "cores_logical": os.cpu_count(),
         "cores_usable": affinity,
         "memory_gb": memory_total_gb(root),
@@ -104,6 +105,19 @@ def collect(command: Optional[List[str]] = None, threads: Optional[int] = None, 
     return info
 
 
+def _isa(root: str) -> Optional[List[str]]:
+    """What the CPU paths can use (cpu_features.isa), None when /proc/cpuinfo lists no flags."""
+    cpu = cpu_features.read(os.path.join(root, "proc/cpuinfo"))
+    return cpu_features.isa(cpu) if cpu.arch else None
+
+
+def isa_text(info: dict) -> str:
+    """'avx512 avx2 vnni bf16' (what the CPU paths can use, from /proc/cpuinfo), 'unknown' for a header without."""
+    isa = info.get("isa")
+    return " ".join(isa) if isa else ("none of avx512/avx2/vnni/bf16 (neon/dotprod on ARM)" if isa == [] else
+                                      "unknown (no CPU flags readable)")
+
+
 def header_lines(info: dict) -> List[str]:
     """Human-readable header, one 'key: value' per line (the table's preamble in the terminal and .md)."""
     pk = info.get("packages") or {}
@@ -112,6 +126,7 @@ def header_lines(info: dict) -> List[str]:
         "date: %s" % info.get("date_utc"),
         "cpu: %s (%s logical cores, %s usable), %s GB RAM" % (info.get("cpu"), info.get("cores_logical"),
                                                              info.get("cores_usable"), info.get("memory_gb")),
+        "isa: %s" % isa_text(info),
         "os: %s, python %s" % (info.get("os"), info.get("python")),
         "packages: %s" % (", ".join("%s %s" % kv for kv in sorted(pk.items())) or "none found"),
         "threads: %s%s" % (info.get("threads") if info.get("threads") else "backend default",

@@ -2,12 +2,13 @@
 
     rmpsam-edge quantize --model bundles/r18 --precision int8 --backend ort --calib my_frames/ --out bundles/r18-int8
     rmpsam-edge quantize --model bundles/r18 --precision int8 --backend openvino --calib street.mp4 --out bundles/r18-ov-int8
+    rmpsam-edge quantize --model bundles/r18 --precision int8 --target tensorrt --out bundles/r18-trt-int8
     rmpsam-edge quantize --model bundles/r18 --precision fp16 --out bundles/r18-fp16
     rmpsam-edge quantize --model bundles/r18 --precision bf16 --backend openvino --out bundles/r18-bf16
     rmpsam-edge quantize --model bundles/r18 --precision int8 --rest bf16 --backend openvino --out bundles/r18-int8-bf16
 """
 from .calibration import DEFAULT_HOLDOUT
-from .ort_quant import METHODS
+from .ort_quant import METHODS, TARGETS
 
 
 def add_arguments(p) -> None:
@@ -24,6 +25,10 @@ def add_arguments(p) -> None:
     add_backend(p, help_text="auto (default: openvino for bf16, else ort), ort (ONNX Runtime static QDQ, output "
                 "loads in ORT and OpenVINO) or openvino (NNCF, writes OpenVINO IR); fidelity and latency are "
                 "measured on it")
+    p.add_argument("--target", choices=("auto",) + TARGETS, default="auto", help="where the INT8 bundle will run, "
+                   "which picks its recipe: auto (default: this machine's CPU), x86-vnni, x86 (no VNNI: 7-bit "
+                   "weights), arm, tensorrt (symmetric int8 Q/DQ for TensorRT; fidelity still measured on ONNX "
+                   "Runtime's CPU); the manifest records the recipe and why")
     p.add_argument("--calib", default=None, help="calibration images: a folder, a video (frames sampled evenly) or "
                    "a quoted glob; default: the small sample set shipped with rmpsam_edge (with a warning)")
     p.add_argument("--calib-count", type=int, default=None, help="calibration images to use (error if the source "
@@ -62,5 +67,5 @@ def run(args) -> int:
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,
                    fail_below=args.fail_below, auto_fallback=args.auto_fallback, force=args.force,
                    threads=args.threads, runs=args.runs, imgsz=imgsz, rest=args.rest, device=args.device,
-                   argv=getattr(args, "_argv", None))
+                   argv=getattr(args, "_argv", None), target=args.target)
     return quantize_bundle(opts)

@@ -8,16 +8,34 @@ are ignored too, and so are the transposed convolutions: see IGNORED_TYPES). Dec
 """
 from typing import Dict, Iterable, List
 
-from . import patterns
+from rmpsam_edge.errors import UserError
+from rmpsam_edge.runtime import cpu_features
+
+from . import ort_quant, patterns
 
 # MVN = LayerNorm, SoftMax: numerically sensitive. ConvolutionBackpropData (ConvTranspose): OpenVINO CPU's INT8
 # kernel for it is inaccurate (measured: encoder feature cosine 0.977 with it INT8, 0.9997 without, R18 at 512).
 IGNORED_TYPES = ("MVN", "SoftMax", "Softmax", "GridSample", "ConvolutionBackpropData")
 
 
+def recipe(target: str = "auto", cpuinfo: str = cpu_features.CPUINFO) -> Dict[str, str]:
+    """{name, target, why}: NNCF's recipe for ``target`` (as ``ort_quant.recipe``; no TensorRT). NNCF's default
+    "overflow fix" stores the first layer's INT8 weights with 7 bits, for x86 CPUs without VNNI whose u8 x s8
+    multiply-add saturates. With VNNI (or on ARM) it only costs accuracy (measured, R18 demo weights at 512:
+    encoder cosine 0.9977 with it, 0.9995 without), so it is off there."""
+    if target == "tensorrt":
+        raise UserError("--target tensorrt writes ONNX QDQ graphs for TensorRT: use --backend ort")
+    base = ort_quant.recipe(target, cpuinfo)
+    fix = base["target"] == "x86"
+    return {"name": "nncf-mixed" + ("-overflow-fix" if fix else ""), "target": base["target"],
+            "why": "%s -> NNCF min-max, mixed preset, %s" % (base["why"].split(" -> ")[0], "first-layer overflow "
+                   "fix (7-bit weights: no VNNI)" if fix else "no overflow fix (no saturation on this target)")}
+
+
 def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool = False,
-             ignored_names: Iterable[str] = (), preset: str = "mixed") -> dict:
-    """FP32 ONNX -> INT8 OpenVINO IR at ``dst_xml`` (+ .bin). feeds: calibration inputs ({name: array})."""
+             ignored_names: Iterable[str] = (), preset: str = "mixed", overflow_fix: bool = False) -> dict:
+    """FP32 ONNX -> INT8 OpenVINO IR at ``dst_xml`` (+ .bin). feeds: calibration inputs ({name: array});
+    overflow_fix: NNCF's first-layer overflow fix (targets without VNNI, see ``recipe``)."""
     import logging
 
     import nncf
@@ -31,7 +49,7 @@ def quantize(src_onnx: str, dst_xml: str, feeds: List[Dict], transformer: bool =
     extra = [n for n in ov_names(ignored_names, present) if n not in by_pattern]
     scope = nncf.IgnoredScope(names=by_pattern + extra, types=list(IGNORED_TYPES), validate=False)
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
-    overflow = OverflowFix.DISABLE if cpu_has_vnni() else OverflowFix.FIRST_LAYER
+    overflow = OverflowFix.FIRST_LAYER if overflow_fix else OverflowFix.DISABLE
     kwargs = {"subset_size": len(feeds), "ignored_scope": scope,
               "advanced_parameters": AdvancedQuantizationParameters(overflow_fix=overflow),
               "preset": nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE}
@@ -53,16 +71,3 @@ def ov_names(onnx_names: Iterable[str], present) -> List[str]:
             if cand in present and cand not in out:
                 out.append(cand)
     return out
-
-
-def cpu_has_vnni() -> bool:
-    """NNCF's default "overflow fix" stores the first layer's INT8 weights with 7 bits, for CPUs without VNNI whose
-    u8 x s8 multiply-add saturates. On a VNNI CPU it only costs accuracy (measured, R18 demo weights at 512: encoder
-    cosine 0.9977 with it, 0.9995 without), so it is disabled when the quantizing CPU has VNNI (AVX512-VNNI,
-    AVX-VNNI or AMX). Quantize on a CPU like the deployment one."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except (OSError, IOError):
-        return False
-    return any(flag in flags.split() for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))

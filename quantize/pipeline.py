@@ -1,6 +1,6 @@
 """``quantize_bundle``: FP32 bundle -> FP16 / INT8 / BF16 bundle + fidelity report (``rmpsam-edge quantize``), in
-steps: check options, open the source, calibration feeds, quantize the graphs, manifest, fidelity, auto-fallback,
-latency, report. INT8 by default quantizes the encoder only (INT8 decoders collapsed panoptic classes, and
+steps: check options (and the INT8 recipe of ``--target``: ``ort_quant.recipe`` / ``ov_quant.recipe``), open the
+source, calibration feeds, quantize the graphs, manifest, fidelity, auto-fallback, latency, report. INT8 by default quantizes the encoder only (INT8 decoders collapsed panoptic classes, and
 OpenVINO's INT8 prompt decoder was slower than FP32); ``quantize_decoders`` adds them, through the fidelity gate.
 FP16 converts every graph (sensitive parts kept FP32). BF16 (OpenVINO CPUs with AVX512-BF16/AMX) keeps the graph
 files and marks them ``"inference_precision": "bf16"``; ``rest="bf16"`` does so next to INT8 (``int8+bf16``).
@@ -16,7 +16,7 @@ import numpy as np
 from rmpsam_edge.atomic import atomic_dir
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.media import repo_path
-from rmpsam_edge.runtime import compare
+from rmpsam_edge.runtime import compare, cpu_features
 
 from . import bundle_out, fidelity, ort_quant, report, sensitivity
 from .calibration import DEFAULT_HOLDOUT, load_frames
@@ -32,7 +32,7 @@ class Options(object):
     def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
                  fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
-                 rest="fp32", device=None, argv=None):
+                 rest="fp32", device=None, argv=None, target="auto", cpuinfo=None):
         self.__dict__.update(locals())
         del self.__dict__["self"]
 
@@ -126,6 +126,17 @@ def check_options(opts: Options) -> None:
         raise UserError("--calib-method applies to --backend ort; NNCF chooses its own ranges (drop --calib-method)")
     if opts.auto_fallback and opts.precision != "int8":
         raise UserError("--auto-fallback applies to --precision int8")
+    opts.recipe = None  # {name, target, why} of the INT8 recipe
+    target = getattr(opts, "target", None) or "auto"
+    if opts.precision != "int8":
+        if target != "auto":
+            raise UserError("--target applies to --precision int8 (drop --target %s)" % target)
+        return
+    from . import ov_quant
+    cpuinfo = getattr(opts, "cpuinfo", None) or cpu_features.CPUINFO
+    opts.recipe = (ov_quant.recipe if backend == "openvino" else ort_quant.recipe)(target, cpuinfo)
+    if opts.recipe["target"] == "tensorrt" and rest != "fp32":
+        raise UserError("--target tensorrt makes an INT8 graph for TensorRT; --rest bf16 is OpenVINO's (drop it)")
 
 
 def open_source(opts: Options):
@@ -230,7 +241,8 @@ def quantize_graph(job: _Job, graph: str, feeds, extra_exclude=()) -> dict:
     transformer = graph != "encoder"
     if opts.backend == "openvino":
         from . import ov_quant
-        info = ov_quant.quantize(src, out + ".xml", feeds, transformer=transformer, ignored_names=extra_exclude)
+        info = ov_quant.quantize(src, out + ".xml", feeds, transformer=transformer, ignored_names=extra_exclude,
+                                 overflow_fix=opts.recipe["name"].endswith("-overflow-fix"))
         return {"file": graph + ".xml", "weights": graph + ".bin", "kept_fp32": info["excluded"],
                 "nncf_overflow_fix": info["overflow_fix"]}
     prep = job.prepared_graph(graph)
@@ -238,7 +250,7 @@ def quantize_graph(job: _Job, graph: str, feeds, extra_exclude=()) -> dict:
     cache = os.path.join(job.workdir, "%s.%s.calib.json" % (graph, opts.calib_method))
     calibrated = os.path.exists(cache)  # re-quantizing (auto-fallback) reuses the ranges: no bar
     ort_quant.quantize(prep, out + ".onnx", feeds, opts.calib_method, kept + list(extra_exclude), cache,
-                       None if calibrated else "calibrating %s" % graph)
+                       None if calibrated else "calibrating %s" % graph, opts.recipe["target"])
     return {"file": graph + ".onnx", "kept_fp32": kept}
 
 
@@ -269,6 +281,7 @@ def write_manifest(job: _Job, pieces) -> dict:
                  "default_samples": frames.is_default, "method": opts.calib_method if job.backend == "onnxruntime"
                  else "nncf (min-max / mixed preset)", "images": [repo_path(n) for n, _ in frames.calib]}
     info = {"tool": "rmpsam-edge quantize", "precision": label(opts), "backend": job.backend, "calibration": calib,
+            "recipe": opts.recipe,
             "graphs": {g: dict({"precision": opts.precision, "kept_fp32": p.get("kept_fp32", []),
                                 "fallback_fp32": p.get("fallback", [])},
                                **({"nncf_overflow_fix": p["nncf_overflow_fix"]} if "nncf_overflow_fix" in p else {}))
@@ -300,7 +313,8 @@ def auto_fallback(job: _Job, feeds):
         prep = job.prepared_graph(g)
         kept = ort_quant.sensitive_nodes(prep) if g != "encoder" else []
         q = os.path.join(int8_dir, g + ".onnx")
-        ort_quant.quantize(prep, q, feeds[g], "minmax", kept, os.path.join(job.workdir, g + ".rank.calib.json"))
+        ort_quant.quantize(prep, q, feeds[g], "minmax", kept, os.path.join(job.workdir, g + ".rank.calib.json"),
+                           target=job.opts.recipe["target"])  # OpenVINO's targets are ORT's CPU ones
         for name, score in sensitivity.rank(prep, q, feeds[g][:4], ort_quant.quantizable_nodes(prep, kept)):
             ranked.append((score, g, name))
     ranked.sort(key=lambda r: -r[0])

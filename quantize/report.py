@@ -48,6 +48,7 @@ def markdown(report: dict) -> str:
               "- backend: %s; quantized graphs: %s" % (q["backend"], ", ".join(
                   "%s (%s)" % (g, v["precision"]) for g, v in sorted(q["graphs"].items()))),
               "- calibration: %s" % _calib_line(q.get("calibration")),
+              "- recipe: %s" % _recipe_line(q.get("recipe")),
               "- held-out images (never used for calibration): %d, prompts compared: %d (%s)"
               % (report["metrics"]["images"], report["metrics"]["prompts"], report.get("prompts_note", "")),
               "- verdict (gate: %s): **%s**" % (", ".join(report["gate"]), "PASS" if report["pass"] else
@@ -108,6 +109,12 @@ def _calib_line(c) -> str:
         return "none (FP16 and bf16 need no calibration)"
     return "%d image(s) from %s, method %s%s" % (c["count"], c["source"], c.get("method", "-"),
                                                   " (the shipped samples: a tiny set)" if c.get("default_samples") else "")
+
+
+def _recipe_line(r) -> str:
+    if not r:
+        return "none (FP16 and bf16 keep float math)"
+    return "`%s` for target %s (%s)" % (r["name"], r["target"], r["why"])
 
 
 def write(bundle_dir: str, report: dict) -> None:

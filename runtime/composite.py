@@ -2,9 +2,8 @@
 answers, and routes ``infer(graph, ...)`` to the runner that holds the graph. Exact: every graph computes what it
 computes on its backend alone (the features are plain numpy arrays handed from one runner to the next).
 
-``FASTEST_MS`` is the table ``auto`` and ``backend="onnxruntime+openvino"`` choose from: p50 ms per graph,
-measured on this project's CPU machine (2 threads, 512x512, r18 FP32 bundle; issue 14 / deployment notes
-section 14). ``plan()`` turns a spec into {graph: backend name}. No torch, Python 3.8.
+``plan()`` turns a spec and per-graph timings ({graph: {backend: ms}}, measured on this machine by
+``runtime/placement.py``) into {graph: backend name}. No torch, Python 3.8.
 """
 from typing import Dict, Iterable, Optional
 
@@ -13,31 +12,28 @@ from rmpsam_edge.errors import UserError
 from .base import GRAPHS, Runner
 from .bundle import Bundle
 
-FASTEST_MS = {
-    "encoder": {"openvino": 69.3, "onnxruntime": 87.0},
-    "prompt_decoder": {"onnxruntime": 3.8, "openvino": 9.9},
-    "object_decoder": {"onnxruntime": 29.5, "openvino": 35.6},
-}
-TABLE_SOURCE = "p50 ms measured on a 2-thread x86 CPU at 512x512 (issue 14)"
+CPU_BACKENDS = ("onnxruntime", "openvino")  # the backends ``auto`` may split a bundle over (no GPU)
 FOLLOWERS = {"prompt_decoder_many": "prompt_decoder"}  # runs wherever its main graph runs
 
 
-def fastest(graph: str, candidates: Iterable[str]) -> str:
-    """The fastest of ``candidates`` for ``graph`` by the table (the first candidate when none is in it)."""
+def fastest(graph: str, candidates: Iterable[str], ms: Dict[str, Dict[str, float]]) -> str:
+    """The fastest of ``candidates`` for ``graph`` by ``ms`` (the first candidate when none was timed)."""
     cands = list(candidates)
-    timed = [(FASTEST_MS.get(graph, {}).get(c), i, c) for i, c in enumerate(cands)]
+    timed = [(ms.get(graph, {}).get(c), i, c) for i, c in enumerate(cands)]
     known = [t for t in timed if t[0] is not None]
     return min(known)[2] if known else cands[0]
 
 
-def plan(candidates: Iterable[str], overrides: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """{graph: backend} for the three graphs: ``overrides`` first, the rest the table's fastest of ``candidates``."""
+def plan(candidates: Iterable[str], overrides: Optional[Dict[str, str]] = None,
+         ms: Optional[Dict[str, Dict[str, float]]] = None) -> Dict[str, str]:
+    """{graph: backend} for the three graphs: ``overrides`` first, the rest the fastest of ``candidates`` by
+    ``ms``."""
     overrides = dict(overrides or {})
     for graph in overrides:
         if graph not in GRAPHS:
             raise UserError("unknown graph %r in the backend placement; graphs are %s" % (graph, ", ".join(GRAPHS)))
     cands = list(candidates) or sorted(set(overrides.values()))
-    return {g: overrides.get(g) or fastest(g, cands) for g in GRAPHS}
+    return {g: overrides.get(g) or fastest(g, cands, ms or {}) for g in GRAPHS}
 
 
 class GraphSubset(Bundle):

@@ -4,12 +4,12 @@ Backends come from the one registry (``runtime/backends.py``). ``auto`` walks it
 backend that loads; a backend whose package is not installed, or that cannot serve the device
 (``BackendUnavailable``: no GPU, no cached TensorRT engine, ...), is skipped; one that fails while loading the
 bundle is a fallback and gets one line on stderr. Without a GPU backend, ``auto`` puts each graph of a dynamic
-FP32 bundle on its fastest installed CPU backend (``runtime/composite.py``'s measured table). The choice gets
-one line. An explicitly requested backend that is missing is a ``UserError`` naming the package to install.
+FP32 bundle on its fastest installed CPU backend, timed on this machine the first time and cached
+(``runtime/placement.py``). The choice gets one line, saying "measured here" or "from cache". An explicitly requested backend that is missing is a ``UserError`` naming the package to install.
 
 ``backend`` spellings: ``auto``, a registry name or alias (``onnxruntime``/``ort``, ``openvino``/``ov``,
 ``tensorrt``/``trt``), ``onnxruntime+openvino`` (each graph on the faster of the two), or a placement
-``encoder=openvino,prompt_decoder=onnxruntime`` (graphs not named: the faster of the named backends); the
+``encoder=openvino,prompt_decoder=onnxruntime`` (graphs not named: the faster here of the named backends); the
 keyword ``graphs={"encoder": "openvino"}`` does the same from Python.
 """
 import sys
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional
 from rmpsam_edge.errors import UserError
 
 from . import backends as registry
-from . import composite
+from . import composite, placement
 from .bundle import Bundle
 from .bundle_runner import BackendUnavailable
 
@@ -90,8 +90,9 @@ def load_runner(bundle, backend: str = "auto", device: Optional[str] = None, thr
         runner = _explicit(rows, b, device, threads)
         line = "%s (requested)" % runner.describe()
     else:
-        runner = _per_graph(b, rows, overrides, device, threads, auto=False)
-        line = "%s (requested; unnamed graphs on the fastest by %s)" % (runner.describe(), composite.TABLE_SOURCE)
+        runner, source = _per_graph(b, rows, overrides, device, threads, auto=False, verbose=verbose)
+        line = "%s (requested%s)" % (runner.describe(), "; unnamed graphs on the fastest, %s" % source
+                                     if source else "")
     if verbose:
         _say(line)
     return runner, b, line
@@ -106,15 +107,22 @@ def _explicit(row, b: Bundle, device, threads, graphs_of: Optional[Bundle] = Non
         raise UserError(str(exc))
 
 
-def _per_graph(b: Bundle, rows, overrides, device, threads, auto: bool):
+def _per_graph(b: Bundle, rows, overrides, device, threads, auto: bool, verbose: bool = True, measure_fn=None):
+    """-> (runner, 'measured here' | 'from cache' | None when nothing was left to time). ``measure_fn``: see
+    ``placement.timings``."""
     if b.static:
         raise UserError("%s is a static-shape bundle: per-graph backends need a dynamic bundle (or pick one "
                         "backend)" % b.path)
-    placement = composite.plan([r.name for r in rows], overrides)
+    names = [r.name for r in rows]
+    ms, source = {}, None
+    if len(names) > 1 and any(g not in overrides for g in composite.GRAPHS):
+        ms, source = placement.timings(b, names, threads, measure_fn=measure_fn or placement.measure,
+                                       say=_say if verbose else None)
+    placement_ = composite.plan(names, overrides, ms)
     runners = {}
     try:
-        for name in sorted(set(placement.values()), key=lambda n: list(placement.values()).index(n)):
-            subset = composite.GraphSubset(b, [g for g, n in placement.items() if n == name])
+        for name in sorted(set(placement_.values()), key=lambda n: list(placement_.values()).index(n)):
+            subset = composite.GraphSubset(b, [g for g, n in placement_.items() if n == name])
             row = registry.get(name)
             runners[name] = (registry.create(row, subset, device=device, threads=threads, auto=True) if auto
                              else _explicit(row, b, device, threads, graphs_of=subset))
@@ -123,25 +131,25 @@ def _per_graph(b: Bundle, rows, overrides, device, threads, auto: bool):
             r.deactivate()
         raise
     if len(runners) == 1:
-        return next(iter(runners.values()))
-    return composite.CompositeRunner(runners, placement)
+        return next(iter(runners.values())), source
+    return composite.CompositeRunner(runners, placement_), source
 
 
 def _auto_per_graph_rows(b: Bundle, device):
-    """The CPU backends of the speed table that are installed, when ``auto`` may split graphs (no device named,
+    """The CPU backends that are installed, when ``auto`` may split graphs (no device named,
     a dynamic FP32 ONNX bundle, no GPU provider in ONNX Runtime); else []."""
     if device is not None or b.static or str(b.manifest.get("precision", "fp32")) != "fp32":
         return []
     if any(b.graph_format(g) != "onnx" for g in b.graph_names()):
         return []
     rows = []
-    for name in ("onnxruntime", "openvino"):
+    for name in composite.CPU_BACKENDS:
         row = registry.get(name)
         if registry.import_module(row)[0] is None or not registry.probe(row)[0]:
             return []
         rows.append(row)
     if registry.probe(registry.get("onnxruntime"), "cuda")[0]:
-        return []  # ONNX Runtime would run on a GPU: the CPU table does not apply
+        return []  # ONNX Runtime would run on a GPU: today's GPU rules (TensorRT EP > CUDA EP) apply
     return rows
 
 
@@ -149,15 +157,15 @@ def _auto(b: Bundle, device: Optional[str], threads: Optional[int], verbose: boo
     skipped, failed = [], []  # type: List[str], List[str]
     split_tried = False
     for row in registry.BACKENDS:
-        if not split_tried and row.name in composite.FASTEST_MS["encoder"]:
+        if not split_tried and row.name in composite.CPU_BACKENDS:
             split_tried = True
             rows = _auto_per_graph_rows(b, device)
             if rows:
                 try:
-                    runner = _per_graph(b, rows, {}, None, threads, auto=True)
+                    runner, source = _per_graph(b, rows, {}, None, threads, auto=True, verbose=verbose)
                     why = "; ".join(skipped + ["%s failed" % f for f in failed])
-                    return runner, "%s (auto: fastest per graph by %s%s)" % (
-                        runner.describe(), composite.TABLE_SOURCE, "; skipped: " + why if why else "")
+                    return runner, "%s (auto: fastest per graph, %s%s)" % (
+                        runner.describe(), source, "; skipped: " + why if why else "")
                 except UserError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - fall back to one backend for all graphs

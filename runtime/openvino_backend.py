@@ -14,23 +14,18 @@ import openvino as ov
 
 from rmpsam_edge.errors import UserError, warn
 
+from . import cpu_features
 from .bundle_runner import BackendUnavailable, BundleRunner
 
 PACKAGE = "openvino"
 MAX_STATIC_SHAPES = 4  # per graph, when dynamic shapes fail
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of x86 CPUs with native bf16 math
+BF16_FLAGS = cpu_features.BF16_FLAGS  # /proc/cpuinfo flags of x86 CPUs with native bf16 math
 
 
-def _cpu_flags(path: str = "/proc/cpuinfo") -> Optional[set]:
+def _cpu_flags(path: str = cpu_features.CPUINFO) -> Optional[set]:
     """The x86 CPU flags (None when the file is unreadable or lists none, e.g. not Linux / not x86)."""
-    try:
-        with open(path) as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        return None
-    return None
+    info = cpu_features.read(path)
+    return set(info.flags) if info.arch == "x86" else None
 
 
 def bf16_support(core=None, cpuinfo: str = "/proc/cpuinfo") -> Tuple[bool, str]:

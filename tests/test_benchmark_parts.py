@@ -84,6 +84,12 @@ def test_sysinfo_reads_a_jetson_tree(tmp_path):
     assert info["cpu"] == "ARMv8 Processor rev 1 (v8l)" and info["memory_gb"] == 7.6
     assert any(l.startswith("jetson: NVIDIA Jetson Orin Nano") and "L4T 36.4.3" in l
                for l in sysinfo.header_lines(info))
+    assert "isa: unknown (no CPU flags readable)" in sysinfo.header_lines(info)
+    (tmp_path / "proc/cpuinfo").write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_vnni\n")
+    info = sysinfo.collect(command=["x"], root=str(tmp_path))
+    assert info["isa"] == ["avx512", "avx2", "vnni"] and "isa: avx512 avx2 vnni" in sysinfo.header_lines(info)
+    (tmp_path / "proc/cpuinfo").write_text("processor\t: 0\nFeatures\t: fp asimd asimddp\n")
+    assert sysinfo.collect(command=["x"], root=str(tmp_path))["isa"] == ["neon", "dotprod"]
 
 
 def test_nvpmodel_output_parsed():

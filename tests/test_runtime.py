@@ -1,6 +1,7 @@
 """The torch-free runtime: ONNX Runtime and OpenVINO give PyTorch's results through the same Predictor API on a
 shipped real image; dynamic H/W and Np; the many-prompt graph; static bundles; auto choice, fallback and
 missing-backend errors; no torch import."""
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from rmpsam_edge.errors import UserError
 from rmpsam_edge.media import asset_path
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.preprocess import load_image, normalize_boxes, points_to_boxes, preprocess
-from rmpsam_edge.runtime import backends, composite, load, load_runner
+from rmpsam_edge.runtime import backends, composite, load, load_runner, placement
 from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.spec import ModelSpec
 
@@ -175,15 +176,24 @@ def test_static_bundle_pads_chunks_and_crops(tmp_path_factory, torch_runner):
 
 
 # ---------------------------------------------------------------------------------------------- backend choice
-def test_auto_prints_one_choice_line(bundle, capsys):
+def test_auto_prints_one_choice_line(bundle, capsys, monkeypatch, tmp_path):
+    """No GPU here, both CPU backends installed: each graph on its fastest backend, timed here the first time
+    (one line saying so), then from the cache; the placement follows the cached timings."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     runner, _, line = load_runner(bundle, "auto", threads=1)
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "auto" in err[0] and runner.describe() in err[0]
-    # no GPU here and both CPU backends installed: each graph on its fastest by the measured table
-    assert runner.name == "onnxruntime+openvino" and "fastest per graph" in err[0]
-    assert runner.placement == {"encoder": "openvino", "prompt_decoder": "onnxruntime",
-                                "object_decoder": "onnxruntime"}
-    assert "encoder on openvino" in err[0] and "prompt_decoder+object_decoder on onnxruntime" in err[0]
+    assert len(err) == 2 and err[0].startswith("rmpsam-edge: measuring each graph on onnxruntime and openvino")
+    assert "auto" in err[1] and runner.describe() in err[1] and "fastest per graph, measured here" in err[1]
+    runner.deactivate()
+    runner, _, line = load_runner(bundle, "auto", threads=1)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "fastest per graph, from cache" in err[0] and runner.describe() in err[0]
+    with open(placement.cache_path()) as f:
+        (entry,) = json.load(f)["entries"].values()
+    assert set(entry["ms"]) == {"encoder", "prompt_decoder", "object_decoder"}
+    want = composite.plan(BACKENDS, {}, entry["ms"])
+    assert getattr(runner, "placement", None) == want or set(want.values()) == {runner.name}
+    runner.deactivate()
 
 
 def test_auto_falls_back_with_one_line_per_failure(bundle, capsys, monkeypatch):
@@ -196,6 +206,7 @@ def test_auto_falls_back_with_one_line_per_failure(bundle, capsys, monkeypatch):
     broken.probe = lambda device=None: (True, "broken 0.1")
     monkeypatch.setitem(sys.modules, broken.__name__, broken)
     row = backends.Backend("broken", (), "pip install broken", "apt install broken", broken.__name__, None)
+    load_runner(bundle, "auto", threads=1, verbose=False)[0].deactivate()  # the placement measured (or cached)
     monkeypatch.setattr(backends, "BACKENDS", (row,) + backends.BACKENDS)
     runner, _, line = load_runner(bundle, "auto", threads=1)
     err = capsys.readouterr().err.strip().splitlines()
@@ -320,11 +331,16 @@ def test_runtime_runs_without_torch(bundle):
 
 
 # ---------------------------------------------------------------------------------------------- per-graph backends
-def test_per_graph_backends_are_exact_and_overridable(bundle, runners, capsys):
+def test_per_graph_backends_are_exact_and_overridable(bundle, runners, capsys, monkeypatch, tmp_path):
+    # timings injected into the placement cache: OpenVINO fastest for the encoder, ONNX Runtime for the decoders
+    fake = {"encoder": {"openvino": 1.0, "onnxruntime": 2.0}, "prompt_decoder": {"openvino": 2.0, "onnxruntime": 1.0},
+            "object_decoder": {"openvino": 2.0, "onnxruntime": 1.0}}
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    placement.timings(Bundle.open(bundle), list(BACKENDS), 2, measure_fn=lambda *a: fake)
     runner, _, line = load_runner(bundle, "onnxruntime+openvino", threads=2)
-    assert runner.placement == composite.plan(["onnxruntime", "openvino"])
-    assert runner.placement["encoder"] == "openvino" and runner.placement["prompt_decoder"] == "onnxruntime"
-    assert "encoder on openvino" in capsys.readouterr().err
+    assert runner.placement == {"encoder": "openvino", "prompt_decoder": "onnxruntime",
+                                "object_decoder": "onnxruntime"}
+    assert "encoder on openvino" in capsys.readouterr().err and "unnamed graphs on the fastest, from cache" in line
     # each sub-runner loaded only its graphs
     assert sorted(runner.runners["openvino"].graphs) == ["encoder"]
     assert "encoder" not in runner.runners["onnxruntime"].sessions

@@ -1,25 +1,52 @@
-"""benchmarks/targets.py: the issue-14 ratios from a benchmark JSON (rows of one run)."""
+"""benchmarks/targets.py: the CPU targets from one benchmark JSON (rows of one run) and quantize reports, for the
+ISA the benchmark header names; no figure from another machine enters (no --reference)."""
+import json
+
+import pytest
+
 from rmpsam_edge.benchmarks import targets
 
 
-def _row(backend, precision, enc, prm, obj):
+def _row(backend, precision, enc, prm):
     return {"backend": backend, "precision": precision, "status": "ok", "encoder_ms": {"p50": enc},
-            "prompt_ms": {"1": {"p50": prm}}, "object_ms": {"p50": obj},
-            "flops": {"encoder": {"gflops": 26.0}, "object_decoder": {"gflops": 9.0}}}
+            "prompt_ms": {"1": {"p50": prm}}, "object_ms": {"p50": 1.0}}
 
 
-def test_ratios_come_from_the_rows():
-    bench = {"rows": [_row("torch", "fp32", 150.0, 50.0, 90.0), _row("ort", "fp32", 87.0, 4.0, 30.0),
-                      _row("openvino", "fp32", 70.0, 10.0, 35.0), _row("openvino", "int8", 30.0, 10.0, 35.0),
-                      _row("openvino", "bf16", 40.0, 9.0, 24.0),
-                      dict(_row("ort", "bf16", 1, 1, 1), status="n/a")]}
-    t = targets.compute(bench, [], targets.Reference(48.5, 8.8, 87.0, 449.0))
-    assert t["nanosam_reference"]["load_scale"] == 1.0  # ORT FP32 encoder equals the issue's 87.0
-    assert t["t1"]["ms"] == 34.0 and "openvino int8" in t["t1"]["path"]  # INT8 encoder + fastest prompt (ORT)
-    assert abs(t["t1"]["speedup_vs_eager"] - 200.0 / 34.0) < 1e-9
-    assert t["t2"]["ms"] == 74.0 and "openvino fp32" in t["t2"]["path"]
-    assert t["t3"]["ms"] == 24.0 and abs(t["t3"]["vs_nanosam_enc_issue"] - 24.0 / 48.5) < 1e-9
-    assert "openvino fp32" in t["t5"]["path"] and abs(t["t5"]["gflops_per_s"] - 26000.0 / 70.0) < 1e-9
-    assert t["t5"]["bf16_ms"] == 40.0  # shown beside, not used for the FP32 comparison
+def _report(tmp_path, name, size, iou, precision="int8"):
+    path = tmp_path / (name + ".json")
+    path.write_text(json.dumps({
+        "quantization": {"precision": precision, "backend": "onnxruntime", "recipe": {"name": "u8s8"}},
+        "metrics": {"mask_iou_mean": iou, "mask_iou_worst_decile": iou - 0.3},
+        "latency": {"setting": "onnxruntime CPU, 2 threads, input %dx%d, 1 prompt" % (size, size)}}))
+    return str(path)
+
+
+def test_ratios_come_from_the_rows_and_the_isa_from_the_header(tmp_path):
+    bench = {"header": {"cpu": "AMD EPYC", "isa": ["avx512", "avx2", "vnni", "bf16"], "cores_logical": 2,
+                        "load_average_start": [3.8, 6.9, 6.5], "load_average_end": [5.7, 6.1, 6.2]},
+             "rows": [_row("torch", "fp32", 300.0, 50.0), _row("torch", "int8", 1.0, 1.0),
+                      _row("ort", "fp32", 130.0, 4.0), _row("openvino", "fp32", 125.0, 10.0),
+                      _row("openvino", "int8", 46.0, 10.0), dict(_row("ort", "int8", 1.0, 1.0), status="failed")]}
+    reps = [_report(tmp_path, "a", 512, 0.91), _report(tmp_path, "b", 512, 0.93), _report(tmp_path, "c", 192, 0.96),
+            _report(tmp_path, "d", 512, 0.99, precision="fp16")]
+    t = targets.compute(bench, reps)
+    assert t["eager_enc_plus_1"] == 350.0 and t["fast_prompt_1"] == 4.0
+    assert t["t1"]["ms"] == 50.0 and "openvino int8" in t["t1"]["path"]  # torch and failed rows never count
+    assert t["t1"]["speedup_vs_eager"] == pytest.approx(7.0) and t["t1"]["met"]
+    assert t["t2"]["ms"] == 129.0 and "openvino fp32" in t["t2"]["path"] and not t["t2"]["met"]  # 2.71x < 3x
+    assert t["t2"]["speedup_vs_eager"] == pytest.approx(350.0 / 129.0)
+    # IoU at 512 only, INT8 only: the 192 report and the FP16 one are listed, not used
+    assert t["t3"]["best"]["report"].endswith("b.json") and not t["t3"]["met"]
+    assert [r["input"] for r in t["t3"]["reports"]] == [512, 512, 192, 512]
     md = targets.markdown(t, "cmd", "bench")
-    assert "not this run" in md and md.count("\n| ") >= 6
+    assert md.startswith("# CPU targets on AMD EPYC, ISA: avx512 avx2 vnni bf16")
+    assert md.count("| avx512 avx2 vnni bf16 |") == 3 and "reference" not in md
+    assert "2 cores shared, load average (1/5/15 min) [3.8, 6.9, 6.5] at the start, [5.7, 6.1, 6.2] at the end" in md
+
+
+def test_a_header_without_isa_says_so():
+    bench = {"header": {}, "rows": [_row("torch", "fp32", 300.0, 50.0), _row("ort", "fp32", 100.0, 5.0)]}
+    t = targets.compute(bench, [])
+    assert t["t1"]["path"] == "no row" and not t["t1"]["met"] and t["t2"]["met"]
+    md = targets.markdown(t, "cmd", "bench")
+    assert "ISA: unknown (the benchmark header has no isa)" in md and "no report at 512" in md
