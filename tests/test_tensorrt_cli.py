@@ -50,7 +50,7 @@ def _tensorrt_int8_bundle(bundle):
     with open(mpath) as f:
         manifest = json.load(f)
     manifest["precision"], manifest["graphs"]["encoder"]["precision"] = "int8", "int8"
-    manifest["quantization"] = {"recipe": "tensorrt"}
+    manifest["quantization"] = {"recipe": {"name": "trt-s8s8-symmetric", "target": "tensorrt"}}
     with open(mpath, "w") as f:
         json.dump(manifest, f)
 

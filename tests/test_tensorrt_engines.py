@@ -8,6 +8,7 @@ import pytest
 
 from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.quantize import ort_quant
 from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
 
@@ -234,9 +235,9 @@ def test_int8_on_an_fp32_bundle_names_the_quantize_command(bundle, version):
 @pytest.mark.parametrize("version,flags,typed", [("8.6.1", {"FP16", "INT8"}, False), ("10.3.0", set(), True),
                                                  ("11.4.0", set(), True)])
 def test_tensorrt_int8_bundle_keeps_its_graph_precision(bundle, version, flags, typed):
-    """A bundle from `quantize --precision int8 --target tensorrt` (manifest recipe 'tensorrt'): the encoder is
+    """A bundle from `quantize --precision int8 --target tensorrt` (manifest recipe target 'tensorrt'): the encoder is
     built explicitly quantized (INT8 flag on 8.x, strongly typed on 10+); its decoders are FP16."""
-    _edit_manifest(bundle, precision="int8", recipe="tensorrt")
+    _edit_manifest(bundle, precision="int8", recipe=ort_quant.recipe("tensorrt"))
     s, fake, lines = session(bundle, version)
     assert engines.graph_precision("encoder", "fp16", "int8") == "int8"
     s.engine_bytes("encoder", engines.Choices("int8", RANGES))
@@ -250,13 +251,13 @@ def test_tensorrt_int8_bundle_keeps_its_graph_precision(bundle, version, flags, 
 
 def test_int8_bundle_that_is_not_symmetric_qdq_is_refused(bundle):
     """No recipe in the manifest (an older quantize): the graph itself is read; an FP32 graph labelled int8, or an
-    ONNX Runtime uint8 bundle (recipe 'ort'), is refused naming the quantize command for the source bundle."""
+    ONNX Runtime uint8 bundle (recipe for a CPU target), is refused naming the quantize command for the source bundle."""
     _edit_manifest(bundle, precision="int8")
     with pytest.raises(UserError, match=r"^encoder.onnx is not a TensorRT INT8 graph \(no QuantizeLinear/Dequantize"
                                         r"Linear nodes; .*--precision int8 --target tensorrt"):
         session(bundle)[0].engine_bytes("encoder", engines.Choices("int8", RANGES))
-    _edit_manifest(bundle, recipe="ort")
-    with pytest.raises(UserError, match=r"its quantization recipe is 'ort'.* run `rmpsam-edge quantize --model "
+    _edit_manifest(bundle, recipe=ort_quant.recipe("x86"))  # an ONNX Runtime CPU bundle
+    with pytest.raises(UserError, match=r"it was quantized for --target x86 \(recipe u8s8-reduce-range\).* run `rmpsam-edge quantize --model "
                                         r"bundles/r18 --precision int8 --target tensorrt --out bundles/r18-int8-trt`"):
         session(bundle)[0].engine_bytes("encoder", engines.Choices("int8", RANGES))
 

@@ -193,4 +193,4 @@ def test_qdq_check_on_onnx_runtime_quantized_graphs(tmp_path, symmetric):
                                         r"--model bundles/r18 --precision int8 --target tensorrt --out "
                                         r"bundles/r18-int8-trt`"):
         precision.check_qdq({"quantization": {"source_bundle": "bundles/r18"}}, dst, "b")
-    precision.check_qdq({"quantization": {"recipe": "tensorrt"}}, dst, "b")  # the recipe is trusted without reading
+    precision.check_qdq({"quantization": {"recipe": {"name": "trt-s8s8-symmetric", "target": "tensorrt"}}}, dst, "b")  # the recipe is trusted without reading

@@ -77,11 +77,13 @@ def check_qdq(manifest: dict, path: str, bundle_dir: str) -> None:
     """An INT8 graph TensorRT can build: symmetric int8 Q/DQ (zero point 0, int8 type). The manifest's
     quantization recipe decides when it names one; else the graph is read (skipped without the onnx package:
     TensorRT's parser then refuses a uint8 zero point itself)."""
-    recipe = (manifest.get("quantization") or {}).get("recipe")
-    if recipe == "tensorrt":
+    recipe = (manifest.get("quantization") or {}).get("recipe")  # {name, target, why} (quantize --target)
+    target = recipe.get("target") if isinstance(recipe, dict) else recipe
+    if target == "tensorrt":
         return
-    if recipe is not None:
-        problem = "its quantization recipe is %r" % recipe
+    if target is not None:
+        problem = "it was quantized for --target %s (recipe %s)" % (
+            target, recipe.get("name", "?") if isinstance(recipe, dict) else target)
     else:
         try:
             import onnx
