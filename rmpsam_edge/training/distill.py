@@ -145,6 +145,7 @@ class Distiller(Trainer):
         self.step = 0
         self.elapsed = 0.0
         self.last_losses: Dict[str, float] = {}
+        self.reported_step = -1
 
     def _optimizer(self):
         groups = []
@@ -185,17 +186,18 @@ class Distiller(Trainer):
         """-> views (B, 3, S, S), boxes (B, Np, 4), teacher targets; the teacher runs once, on the views that
         are not cached."""
         keys = self.step_keys(step)
-        made = [self.view(f, v) for f, v in keys]
-        x = normalise_images([m[0] for m in made])
-        boxes = torch.from_numpy(np.stack([m[1] for m in made]))
-        entries = [self.cache.get(k) for k in keys]
-        todo = [i for i, e in enumerate(entries) if e is None]
+        made = {k: self.view(*k) for k in dict.fromkeys(keys)}  # a view drawn twice in a step is made once
+        entries = {k: self.cache.get(k) for k in made}
+        todo = [k for k, e in entries.items() if e is None]
         if todo:
-            out = self.teacher_outputs(x[todo], boxes[todo])
-            for j, i in enumerate(todo):
-                entries[i] = {k: v[j].clone() for k, v in out.items()}
-                self.cache.put(keys[i], entries[i])
-        target = {k: torch.stack([e[k] for e in entries]).to(self.device) for k in entries[0]}
+            out = self.teacher_outputs(normalise_images([made[k][0] for k in todo]),
+                                       torch.from_numpy(np.stack([made[k][1] for k in todo])))
+            for j, k in enumerate(todo):
+                entries[k] = {name: v[j].clone() for name, v in out.items()}
+                self.cache.put(k, entries[k])
+        x = normalise_images([made[k][0] for k in keys])
+        boxes = torch.from_numpy(np.stack([made[k][1] for k in keys]))
+        target = {name: torch.stack([entries[k][name] for k in keys]).to(self.device) for name in entries[keys[0]]}
         return x.to(self.device), boxes.to(self.device), target
 
     # ------------------------------------------------------------------ loop (Trainer.run drives it)
@@ -227,6 +229,9 @@ class Distiller(Trainer):
     def report(self) -> Dict:
         """Held-out agreement with the teacher now -> appended to OUT/distill.json and OUT/distill.md."""
         from .distill_report import agreement, append_report
+        if self.reported_step == self.step:  # a checkpoint right at the end: already reported
+            return {}
+        self.reported_step = self.step
         self.model.eval()
         row = {"step": self.step, "train_seconds": round(self.elapsed, 1), "loss": self.last_losses.get("total"),
                "cache": self.cache.stats()}
