@@ -70,7 +70,7 @@ def test_distillation_lowers_the_loss_and_raises_agreement(tmp_path, setup):
     before = agreement(teacher, d.model, held, 64, num_things)
     losses = [d.train_step()["total"] for _ in range(12)]
     after = agreement(teacher, d.model, held, 64, num_things)
-    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3])
+    assert np.mean(losses[-3:]) < 0.7 * np.mean(losses[:2])
     assert after["feature_cosine_mean"] > before["feature_cosine_mean"] + 0.05
     assert after["mask_iou_mean"] > before["mask_iou_mean"] + 0.1
     # the teacher ran once per distinct view (2 views x 3 frames at most); repeats were served from the cache
