@@ -84,11 +84,11 @@ def append_report(out_dir: str, row: Dict, extra: Dict) -> Dict:
     return doc
 
 
-def _fmt(v) -> str:
+def _fmt(v, key: str = "") -> str:
     if v is None:
         return "-"
     if isinstance(v, float):
-        return "%.4f" % v if abs(v) < 100 else "%.0f" % v
+        return "%.0f" % v if key == "train_seconds" else "%.4f" % v
     return str(v)
 
 
@@ -111,5 +111,5 @@ def markdown(doc: Dict) -> str:
                                                                 lat["teacher_ms"], lat["student_ms"], lat["speedup"])]
     lines += ["", "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for r in doc.get("reports", []):
-        lines.append("| " + " | ".join(_fmt(r.get(k)) for k, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_fmt(r.get(k), k) for k, _ in COLUMNS) + " |")
     return "\n".join(lines) + "\n"
