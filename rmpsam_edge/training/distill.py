@@ -270,8 +270,8 @@ class Distiller(Trainer):
         info = load_training_checkpoint(self.last_path, self.model, self.optimizer)
         sha = info["extra"].get("teacher_sha256")
         if sha and sha != self.teacher_info["sha256"]:
-            raise UserError("%s was distilled from another teacher (sha256 %s...); pass that --teacher or --force to "
-                            "start over" % (self.last_path, sha[:12]))
+            raise UserError("%s was distilled from another teacher (sha256 %s...); pass that --teacher, or "
+                            "--force to overwrite it and start over" % (self.last_path, sha[:12]))
         for state in self.optimizer.state.values():
             for k, v in state.items():
                 if torch.is_tensor(v) and k != "step":
