@@ -133,6 +133,8 @@ def test_a_teacher_of_the_wrong_kind_is_one_line(tmp_path, capsys):
     for argv in (_argv(tmp_path, str(tmp_path / "narrow.pth")),
                  _argv(tmp_path, DEFAULT_WEIGHTS, "--init", str(tmp_path / "narrow.pth"))):
         assert "wrong shape" in _one_line(capsys, argv)
+    if not torch.cuda.is_available():  # a device torch does not have: one line, before any work
+        assert "--device cuda" in _one_line(capsys, _argv(tmp_path, DEFAULT_WEIGHTS, "--device", "cuda"))
     assert not os.path.exists(str(tmp_path / "out" / "last.pth"))
 
 

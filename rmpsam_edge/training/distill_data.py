@@ -23,6 +23,7 @@ import numpy as np
 from ..errors import UserError
 from ..media import IMAGE_EXTS, VIDEO_EXTS, is_image, is_video, list_media
 from ..preprocess import load_image, normalize_boxes, points_to_boxes
+from ..quantize.calibration import even_indices
 
 HINT = "give --images a folder of images, a video file, an image or a quoted glob such as 'frames/*.jpg'"
 
@@ -61,11 +62,6 @@ def source_units(source: str) -> List[tuple]:
     if not units:
         raise UserError("%s holds no images or videos; %s" % (source, HINT))
     return units
-
-
-def even_indices(n: int, k: int) -> List[int]:
-    """k indices spread evenly over range(n) (k <= n), centred in their strata."""
-    return [int((i + 0.5) * n / k) for i in range(k)]
 
 
 def _shrink(img: np.ndarray, long_side: int) -> np.ndarray:
