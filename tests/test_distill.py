@@ -41,6 +41,8 @@ def test_frames_are_split_evenly_and_shrunk(setup):
     train, held, n = load_frames([IMAGES, asset_path("video")], count=10, holdout=2, long_side=64)
     assert n == 4 + 60 and len(train) == 10 and len(held) == 2
     assert any("#" in name for name, _ in train)  # video frames, named path#index
+    train, held, n = load_frames([IMAGES], count=10, holdout=2, long_side=64, val=[asset_path("video")])
+    assert len(train) == 4 and [name.rsplit("#", 1)[1] for name, _ in held] == ["15", "45"]  # --val: even spread
 
 
 def test_views_and_prompts_are_seeded_and_in_range():
@@ -150,3 +152,26 @@ def test_cli_end_to_end_writes_report_and_refuses_to_overwrite(tmp_path, capsys)
     assert "--resume" in _one_line(capsys, argv)
     assert main(argv + ["--resume", "--steps", "2"]) == 0
     assert [r["step"] for r in json.loads((out / "distill.json").read_text())["reports"]] == [0, 1, 2]
+
+
+def test_sigterm_finishes_the_step_and_saves(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "rmpsam_edge.cli"] + _argv(tmp_path, DEFAULT_WEIGHTS)[:-2] + [
+        "--out", str(out), "--steps", "100000", "--ckpt-minutes", "0"]  # last.pth after every step: in the loop
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    t0 = time.time()
+    while not (out / "last.pth").exists():
+        assert proc.poll() is None, proc.communicate()[0]
+        assert time.time() - t0 < 300
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    text = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 143, text
+    assert "Traceback" not in text and "stopped by SIGTERM" in text and "--resume" in text
+    assert not [f for f in os.listdir(str(out)) if ".tmp-" in f]
+    student, info = load_checkpoint(str(out / "last.pth"))
+    assert info["training"]["steps"] >= 1
