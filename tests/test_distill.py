@@ -175,3 +175,17 @@ def test_sigterm_finishes_the_step_and_saves(tmp_path):
     assert not [f for f in os.listdir(str(out)) if ".tmp-" in f]
     student, info = load_checkpoint(str(out / "last.pth"))
     assert info["training"]["steps"] >= 1
+
+
+def test_init_from_a_checkpoint_and_head_lr_fine_tunes_the_head(tmp_path, setup):
+    teacher, info, train, held, num_things = setup
+    d = Distiller(str(tmp_path), teacher, info, train, dict(CFG, steps=3, head_lr=1e-4), init=DEFAULT_WEIGHTS,
+                  held_out=held, log=lambda s: None, num_things=num_things)
+    init, _ = load_checkpoint(DEFAULT_WEIGHTS)
+    assert torch.equal(d.model.backbone.conv1.weight, init.backbone.conv1.weight)
+    assert d.init_info["init_sha256"] == info["sha256"]
+    head_before = {k: v.clone() for k, v in d.model.panoptic_head.state_dict().items()}
+    d.train_step()
+    assert [g["lr_scale"] for g in d.optimizer.param_groups] == [1.0, 0.1]  # head at --head-lr / --lr
+    changed = [k for k, v in d.model.panoptic_head.state_dict().items() if not torch.equal(v, head_before[k])]
+    assert changed and not torch.equal(d.model.backbone.conv1.weight, init.backbone.conv1.weight)
