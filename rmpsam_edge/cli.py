@@ -24,6 +24,7 @@ COMMANDS = {  # README.md's command table lists these lines (tests/test_cli_flag
     "doctor": ("rmpsam_edge.commands.doctor", "this machine: platform, every backend (or why not), each backend's results vs ONNX Runtime CPU + timings"),
     "train": ("rmpsam_edge.training.cli", "train demo weights on synthetic scenes"),
     "eval": ("rmpsam_edge.training.eval_cli", "evaluate weights on the held-out synthetic set"),
+    "distill": ("rmpsam_edge.training.distill_cli", "a fast R18 student from a teacher checkpoint on your own frames, no labels; held-out agreement report"),
 }
 
 

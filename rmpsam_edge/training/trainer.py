@@ -78,11 +78,13 @@ def official_state_dict(model: nn.Module, half: bool = False) -> Dict[str, torch
     return sd
 
 
-def save_checkpoint(path: str, model, optimizer, step: int, cfg: Dict, extra: Optional[Dict] = None) -> None:
-    """Atomic: a hidden sibling renamed over ``path`` when complete (a kill never leaves a torn checkpoint)."""
+def save_checkpoint(path: str, model, optimizer, step: int, cfg: Dict, extra: Optional[Dict] = None,
+                    meta: Optional[Dict] = None) -> None:
+    """Atomic: a hidden sibling renamed over ``path`` when complete (a kill never leaves a torn checkpoint).
+    ``meta``: more plain entries for the checkpoint's meta (what the strict loader reports, e.g. weights_note)."""
     from rmpsam_edge.atomic import atomic_file
     obj = {"state_dict": official_state_dict(model), "optimizer": optimizer.state_dict(),
-           "meta": {"step": step, "config": json.dumps(cfg), "extra": json.dumps(extra or {})}}
+           "meta": dict(meta or {}, step=step, config=json.dumps(cfg), extra=json.dumps(extra or {}))}
     with atomic_file(path, force=True) as tmp:
         torch.save(obj, tmp)
 
@@ -152,6 +154,8 @@ def load_optimizer_state(optimizer, state: Dict, model) -> None:
 
 
 class Trainer(object):
+    desc = "train"  # the progress bar's label
+
     def __init__(self, out_dir: str, cfg: Optional[Dict] = None, photos=None, log=print):
         self.cfg = dict(DEFAULTS)
         self.cfg.update(cfg or {})
@@ -180,6 +184,12 @@ class Trainer(object):
         path = path or self.last_path
         save_checkpoint(path, self.model, self.optimizer, self.step, self.cfg, {"elapsed_s": self.elapsed})
         return path
+
+    def progress_note(self, avg: Dict[str, float]) -> str:
+        return "loss %.3f pm %.3f miou %.2f" % (avg["total"], avg["prompt_mask"], avg["prompt_miou"])
+
+    def on_checkpoint(self) -> None:
+        """Called after each periodic save of last.pth (subclasses report there)."""
 
     def train_step(self) -> Dict[str, float]:
         set_train_mode(self.model)
@@ -215,7 +225,7 @@ class Trainer(object):
         old = {s: signal.signal(s, on_signal) for s in sigs} if _main_thread() else {}
         if show_progress:
             from ..progress import Progress
-            bar = Progress(steps, "train", initial=self.step)
+            bar = Progress(steps, self.desc, initial=self.step)
         while self.step < steps and progress(self.step, self.elapsed, self.cfg) < 1.0 and not stop:
             t0 = time.time()
             out = self.train_step()
@@ -223,12 +233,13 @@ class Trainer(object):
             for k, v in out.items():
                 avg[k] = v if k not in avg else 0.98 * avg[k] + 0.02 * v
             if bar is not None:
-                bar.update(1, "loss %.3f pm %.3f miou %.2f" % (avg["total"], avg["prompt_mask"], avg["prompt_miou"]))
+                bar.update(1, self.progress_note(avg))
             if self.step % 50 == 0:
                 self.log("step %d %s elapsed %.0fs" % (self.step, " ".join(
                     "%s=%.4g" % (k, v) for k, v in sorted(avg.items())), self.elapsed))
             if time.time() - last_ckpt > self.cfg["ckpt_minutes"] * 60:
                 self.save()
+                self.on_checkpoint()
                 last_ckpt = time.time()
             if self.step % 1000 == 0:
                 self.save(os.path.join(self.out_dir, "step_%06d.pth" % self.step))
