@@ -45,6 +45,7 @@ class FakeGPU(object):
         self._tls = threading.local()
         self.all_stacks = []      # every thread's context stack
         self.live_contexts = set()
+        self.leaked = []          # contexts detached off their thread while not current (pycuda leaks them)
         if abort_at_exit:         # what pycuda does at module cleanup with a context still on a stack
             atexit.register(self._abort_if_left)
         self.major = int(version.split(".")[0])
@@ -119,10 +120,13 @@ class FakeGPU(object):
 
         class Context(object):
             """pycuda's Context: one context STACK PER THREAD; ``pop`` is static (pops the calling thread's
-            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``)."""
+            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``).
+            ``detach`` as pycuda's context::detach (src/cpp/cuda.hpp): a context current on the calling thread
+            is destroyed and popped; else one made on this thread is destroyed; else it is leaked
+            ("leaked out-of-thread context": never destroyed, see ``FakeGPU.leaked``)."""
 
-            def __init__(self):
-                self.detached = False
+            def __init__(self, flags):
+                self.detached, self.flags, self.thread = False, flags, threading.get_ident()
 
             def push(self):
                 gpu.log("ctx.push", threading.current_thread().name)
@@ -143,10 +147,18 @@ class FakeGPU(object):
                 return stack[-1] if stack else None
 
             def detach(self):
-                gpu.log("ctx.detach")
-                assert not any(self in st for st in gpu.all_stacks), "detaching a context that is still pushed"
+                gpu.log("ctx.detach", threading.current_thread().name)
+                if self.detached:
+                    raise Error("context::detach: cannot detach from invalid context")
+                stack = gpu.stack()
+                if stack and stack[-1] is self:
+                    stack.pop()  # detach_internal pops it; current_context(this) drops it from pycuda's stack
+                    gpu.live_contexts.discard(self)
+                elif self.thread == threading.get_ident():
+                    gpu.live_contexts.discard(self)
+                else:
+                    gpu.leaked.append(self)
                 self.detached = True
-                gpu.live_contexts.discard(self)
 
         class Device(object):
             def __init__(self, index):
@@ -172,14 +184,18 @@ class FakeGPU(object):
                 return gpu.sm_count
 
             def make_context(self, flags=0):
-                gpu.log("make_context", self.index)
-                ctx = Context()
+                gpu.log("make_context", self.index, ctx_flags(int(flags)))
+                ctx = Context(ctx_flags(int(flags)))
                 gpu.stack().append(ctx)  # like cuCtxCreate: pushed on the CALLING thread's stack
                 gpu.live_contexts.add(ctx)
                 return ctx
 
         device_attribute = enum.IntEnum("device_attribute", "MULTIPROCESSOR_COUNT TOTAL_CONSTANT_MEMORY")
         cuda.device_attribute = device_attribute
+        # pycuda's ctx_flags (wrap_cudadrv.cpp): 0 = SCHED_AUTO spins in synchronize while the GPU is busy
+        ctx_flags = enum.IntFlag("ctx_flags", {"SCHED_AUTO": 0, "SCHED_SPIN": 1, "SCHED_YIELD": 2,
+                                               "SCHED_BLOCKING_SYNC": 4, "MAP_HOST": 8, "LMEM_RESIZE_TO_MAX": 16})
+        cuda.ctx_flags = ctx_flags
 
         class Stream(object):
             def __init__(self, flags=0):
