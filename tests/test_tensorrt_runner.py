@@ -194,6 +194,27 @@ def test_predictor_on_tensorrt_gives_the_onnxruntime_results(bundle, monkeypatch
     p_trt.runner.deactivate()
 
 
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_encoder_on_tensorrt_decoders_on_onnxruntime_builds_only_the_encoder(bundle, monkeypatch, version):
+    """A per-graph placement: TensorRT builds and runs only the graphs placed on it (8.5 cannot even import the
+    decoders' LayerNormalization), the decoders run on ONNX Runtime, results equal the all-ONNX Runtime run."""
+    fake = FakeGPU(version).install(monkeypatch)
+    placed = load(bundle, backend="encoder=tensorrt,prompt_decoder=onnxruntime,object_decoder=onnxruntime",
+                  verbose=False)
+    assert [b["profile"].keys() for b in fake.builds] == [{"image": 0}.keys()]  # one build: the encoder
+    assert [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")] == ["encoder.fp32.engine"]
+    assert placed.runner.placement["encoder"] == "tensorrt" and placed.runner.runners["tensorrt"].name == "tensorrt"
+    outs = []
+    for p in (placed, load(bundle, backend="onnxruntime", verbose=False)):
+        p.set_image(IMAGE)
+        outs.append(p.predict(boxes=[[100, 50, 350, 280]]) + tuple(p.object_outputs()))
+    assert any(c[0] == "execute_async_v3" for c in fake.calls)
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    placed.runner.deactivate()
+    assert fake.leftover() == [] and not fake.live_contexts
+
+
 def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):
     fake = FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9)).install(monkeypatch)
     # no engine yet: auto never builds (minutes on a Jetson); it moves on, naming the build-engine command
