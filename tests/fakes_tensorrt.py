@@ -567,6 +567,12 @@ class FakeGPU(object):
             def get_timing_cache(self):
                 return self.timing_cache
 
+            def can_run_on_DLA(self, layer):
+                """Layer kinds on NVIDIA's DLA supported-layers list (GridSample, Gather, Shape, Cast, MatMul and
+                normalisation are not: they fall back to the GPU)."""
+                return layer.type.name in ("CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "CONCATENATION", "RESIZE",
+                                           "SHUFFLE", "SLICE", "SOFTMAX", "REDUCE", "UNARY")
+
         if major < 11:  # implicit quantization (calibrator, calibration profile): removed in TensorRT 11
             def _set_calibrator(self, v):
                 _check_base(v, "IInt8EntropyCalibrator2")
@@ -680,13 +686,48 @@ class FakeGPU(object):
                 assert profile_index == 0
                 return [tuple(s) for s in self.body["profile"][name]]
 
-            def create_execution_context(self):
-                gpu.log("create_execution_context")
-                return IExecutionContext(self)
+            def _activation_bytes(self):
+                """A stand-in for the activation memory real TensorRT sizes from its tactics: the inputs' bytes at
+                the profile max (it grows with the profile, as the real one does)."""
+                return sum(4 * int(np.prod(s[2])) for s in self.body["profile"].values())
+
+            device_memory_size = property(_activation_bytes)
+
+            def _context(self, how, own_memory):
+                gpu.log("create_execution_context", how)
+                return IExecutionContext(self, own_memory)
+
+            def create_execution_context(self, strategy=None):  # 8.x: no argument
+                name = "STATIC" if strategy is None else trt.ExecutionContextAllocationStrategy(strategy).name
+                return self._context(name, name != "USER_MANAGED")
+
+            def create_execution_context_without_device_memory(self):
+                return self._context("without_device_memory", False)
+
+        if major >= 10:
+            trt.ExecutionContextAllocationStrategy = enum.IntEnum("ExecutionContextAllocationStrategy",
+                                                                  "STATIC ON_PROFILE_CHANGE USER_MANAGED", start=0)
+            ICudaEngine.device_memory_size_v2 = property(ICudaEngine._activation_bytes)
+        if major >= 11:  # the pre-v2 names are gone in 11
+            del ICudaEngine.device_memory_size, ICudaEngine.create_execution_context_without_device_memory
 
         class IExecutionContext(object):
-            def __init__(self, engine):
+            def __init__(self, engine, own_memory=True):
                 self.engine, self.shapes, self.addresses, self._session, self._out_shapes = engine, {}, {}, None, {}
+                self._memory = None if own_memory else 0  # 0: the caller must give activation memory
+
+            def _give(self, memory, size):
+                assert size >= self.engine._activation_bytes(), "activation memory smaller than the engine needs"
+                assert len(gpu.memory[int(memory)]) >= size, "activation memory beyond its allocation"
+                gpu.log("device_memory", int(memory), int(size))
+                self._memory = int(memory)
+
+            device_memory = property(lambda self: self._memory,
+                                     lambda self, memory: self._give(memory, self.engine._activation_bytes()))
+
+            if major >= 10:
+                def set_device_memory(self, memory, size):
+                    self._give(memory, size)
 
             def set_input_shape(self, name, shape):
                 shape = tuple(int(d) for d in shape)
@@ -724,6 +765,7 @@ class FakeGPU(object):
 
             def execute_async_v3(self, stream_handle):
                 gpu.log("execute_async_v3", stream_handle)
+                assert self._memory != 0, "execute without activation memory (context made without it)"
                 missing = [n for n in self.engine.names if n not in self.addresses]
                 assert not missing, "tensor addresses not set: %s" % missing
                 shapes = {n: self.get_tensor_shape(n) for n in self.engine.body["outputs"]}

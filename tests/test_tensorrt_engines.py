@@ -161,6 +161,13 @@ def test_many_prompt_graph_gets_its_own_prompt_range(bundle):
     assert boxes == [((48, 4), (48, 4), (48, 4)), ((1, 4), (1, 4), (8, 4))]
 
 
+def test_dla_refused_where_tensorrt_has_none(bundle):
+    s, fake, lines = session(bundle, "11.4.0")
+    with pytest.raises(UserError, match=r"--dla 0: TensorRT 11.4.0 has no DLA .*build without --dla"):
+        s.engine_bytes("encoder", engines.Choices("fp16", RANGES, dla_core=0))
+    assert lines == [] and fake.builds == []
+
+
 def test_quantized_bundle_graphs_keep_their_precision(bundle):
     """A Q/DQ INT8 graph of a `rmpsam-edge quantize` bundle: INT8 + FP16 flags, no calibrator needed."""
     mpath = os.path.join(bundle, "manifest.json")

@@ -69,7 +69,7 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
             calib_profile.set_shape(name, opt, opt, opt)
         compat.set_calibrator(config, settings.calibrator, calib_profile)
     if settings.dla_core is not None:
-        compat.use_dla(builder, config, settings.dla_core)
+        log("%s: %s" % (graph, compat.use_dla(builder, config, settings.dla_core, network)))
 
     cache = _load_timing_cache(config, settings.timing_cache, log)
     data = builder.build_serialized_network(network, config)  # None on failure

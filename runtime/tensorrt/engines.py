@@ -199,6 +199,9 @@ class Session(object):
                             "(Q/DQ) INT8 from `rmpsam-edge quantize` builds on it" % self.compat.version_string)
         if calibrated and calib_key is None:
             raise UserError("--precision int8 needs calibration images: add --calib FOLDER (or a video or glob)")
+        if dla is not None and self.compat.major >= 11:
+            raise UserError("--dla %d: TensorRT %s has no DLA (TensorRT 11 dropped it and does not run on Jetson); "
+                            "build without --dla" % (dla, self.compat.version_string))
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))

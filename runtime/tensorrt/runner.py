@@ -1,6 +1,9 @@
-"""TensorRT runner: a ``BundleRunner`` running one engine per graph. Buffers are allocated once at the profile's
-max shapes; a call is set_input_shape -> async H2D -> execute_async_v3 -> async D2H -> one sync. The decoders read
-the encoder's features from its device buffer (no copy); more prompts than a profile's max run in exact chunks."""
+"""TensorRT runner (the shape of polygraphy's TrtRunner): load one engine per graph (``engines.Session``: cached,
+or built once), then run them. Buffers are allocated once all engines are loaded, each I/O tensor at its profile
+max, except ``features``: ONE device buffer and one page-locked staging buffer shared by every graph (the
+encoder writes it, the decoders read it in place). The execution contexts share one activation area, the
+largest engine's (calls run one at a time on one stream). A call is set_input_shape -> async H2D ->
+execute_async_v3 -> async D2H -> one sync. Prompt chunks and fixed-size padding: ``BundleRunner``."""
 import os
 from typing import Dict, List, Optional, Tuple
 
@@ -13,6 +16,9 @@ from . import compat as compat_mod
 from .cuda_context import CudaContext
 from .engines import Choices, Session, graph_precision, stderr_log, stored_precision
 from .profiles import check_within
+
+SHARED = "features"
+GROW = {"image": "--max-size", SHARED: "--max-size", "class_embed": "--max-classes"}
 
 
 class EngineUnavailable(BackendUnavailable, UserError):
@@ -40,10 +46,26 @@ def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int
     return plan
 
 
+def execution_context(trt, engine):
+    """-> (a context without its own activation memory, the bytes it needs): 10.x+ the USER_MANAGED allocation
+    strategy and ``device_memory_size_v2``; 8.x ``create_execution_context_without_device_memory``."""
+    if hasattr(trt, "ExecutionContextAllocationStrategy"):
+        return (engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED),
+                int(engine.device_memory_size_v2))
+    return engine.create_execution_context_without_device_memory(), int(engine.device_memory_size)
+
+
+def give_activation_memory(context, address: int, size: int) -> None:
+    if hasattr(context, "set_device_memory"):  # 10.x+
+        context.set_device_memory(address, size)
+    else:
+        context.device_memory = address
+
+
 class _Graph(object):
-    def __init__(self, engine, context, plan, profiles, host, device):
-        self.engine, self.context, self.plan, self.profiles = engine, context, plan, profiles
-        self.host, self.device = host, device
+    def __init__(self, engine, context, activation, plan, profiles):
+        self.engine, self.context, self.activation, self.plan, self.profiles = engine, context, activation, plan, profiles
+        self.host, self.device = {}, {}  # type: (Dict[str, np.ndarray], Dict[str, object])
         self.inputs = [n for n, p in plan.items() if p[2]]
         self.outputs = [n for n, p in plan.items() if not p[2]]
 
@@ -53,19 +75,20 @@ class _GpuState(object):
 
     def __init__(self):
         self.stream, self.runtime, self.graphs = None, None, {}  # type: (object, object, Dict[str, _Graph])
+        self.device, self.pinned = [], []  # every allocation, freed once
 
     def release(self) -> None:
         if self.stream is not None:
             self.stream.synchronize()
         for g in self.graphs.values():
-            for buf in g.device.values():
-                buf.free()
-            for arr in g.host.values():
-                base = getattr(arr, "base", None)
-                if hasattr(base, "free"):
-                    base.free()  # pycuda HostAllocation
-            g.context = g.engine = None
-        self.graphs, self.runtime, self.stream = {}, None, None
+            g.context = g.engine = None  # contexts before the memory they use
+        for buf in self.device:
+            buf.free()
+        for arr in self.pinned:
+            base = getattr(arr, "base", None)
+            if hasattr(base, "free"):
+                base.free()  # pycuda HostAllocation
+        self.graphs, self.device, self.pinned, self.runtime, self.stream = {}, [], [], None, None
 
 
 class TensorRTRunner(BundleRunner):
@@ -79,7 +102,7 @@ class TensorRTRunner(BundleRunner):
         self._trt, self._cuda = trt, cuda
         self._ctx = None  # type: Optional[CudaContext]
         self._gpu = _GpuState()
-        self._features = None  # (array returned by the encoder, its device buffer)
+        self._on_device = None  # (array, dtype) whose values the shared features buffer holds
         self._gpu_bytes = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,6 +127,7 @@ class TensorRTRunner(BundleRunner):
                 self.choices = self.session.fill_choices(self.choices)
                 free = cuda.mem_get_info()[0]
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
+                self._allocate()
                 self._gpu_bytes = free - cuda.mem_get_info()[0]  # engines, activations, buffers
         except BaseException:
             self._release()
@@ -111,8 +135,8 @@ class TensorRTRunner(BundleRunner):
 
     def _release(self) -> None:
         if self._ctx is not None:
-            self._ctx.close()  # releases _GpuState inside the context, then pops and detaches it
-        self._ctx, self._features = None, None
+            self._ctx.close()  # releases _GpuState inside the context, then detaches it
+        self._ctx, self._on_device = None, None
 
     def deactivate(self) -> None:
         super(TensorRTRunner, self).deactivate()
@@ -134,64 +158,83 @@ class TensorRTRunner(BundleRunner):
             return "tensorrt (not active)"
         dla = ", DLA %d" % self.choices.dla_core if self.choices.dla_core is not None else ""
         return "tensorrt %s, %s (sm %s)%s, %s" % (self.compat.version_string, self.gpu[0], self.gpu[1], dla,
-                                                 self.engine_precision("encoder"))
+                                                 self.engine_precision(self.bundle.graph_names()[0]))
 
     def engine_precision(self, graph: str) -> str:
         return graph_precision(graph, self.choices.precision, stored_precision(self.bundle, graph))
 
-    # ------------------------------------------------------------------ BundleRunner hooks
+    # ------------------------------------------------------------------ loading
     def _load(self, graph: str, path: str) -> None:
         try:
             engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
-            context = engine.create_execution_context()
+            context, activation = execution_context(self.compat.trt, engine)
             plan = plan_buffers(self.compat, engine, context)
         except EngineUnavailable:
             raise
         except UserError as exc:  # the graph file itself was checked by BundleRunner.activate already
             raise EngineUnavailable("TensorRT could not prepare the %s engine: %s" % (graph, exc))
         profiles = {n: self.compat.profile_shapes(engine, n) for n, p in plan.items() if p[2]}
-        host, device = {}, {}
-        for name, (dtype, shape, _) in plan.items():
-            count = int(np.prod(shape))
-            host[name] = self.cuda.pagelocked_empty(count, dtype)
-            device[name] = self.cuda.mem_alloc(max(1, count * dtype.itemsize))
-            context.set_tensor_address(name, int(device[name]))
-        self._gpu.graphs[graph] = _Graph(engine, context, plan, profiles, host, device)
+        self._gpu.graphs[graph] = _Graph(engine, context, activation, plan, profiles)
+
+    def _buffer(self, nbytes: int):
+        """-> (page-locked host bytes, device allocation) of ``nbytes``, freed with the runner."""
+        host, dev = self.cuda.pagelocked_empty(max(1, nbytes), np.uint8), self.cuda.mem_alloc(max(1, nbytes))
+        self._gpu.pinned.append(host)
+        self._gpu.device.append(dev)
+        return host, dev
+
+    def _allocate(self) -> None:
+        graphs = self._gpu.graphs.values()
+        need = [int(np.prod(p[1])) * p[0].itemsize for g in graphs for n, p in g.plan.items() if n == SHARED]
+        shared = self._buffer(max(need)) if need else None
+        for g in graphs:
+            for name, (dtype, shape, _) in g.plan.items():
+                host, dev = shared if name == SHARED else self._buffer(int(np.prod(shape)) * dtype.itemsize)
+                g.host[name], g.device[name] = host.view(dtype), dev
+                g.context.set_tensor_address(name, int(dev))
+        size = max([g.activation for g in graphs] + [0])
+        if size:
+            area = self.cuda.mem_alloc(size)
+            self._gpu.device.append(area)
+            for g in graphs:
+                give_activation_memory(g.context, int(area), size)
 
     def _unload(self) -> None:
-        self._features = None  # the buffers go with the context (_release)
+        self._on_device = None  # the buffers go with the context (_release)
+
+    # ------------------------------------------------------------------ BundleRunner hooks
+    def _max_prompts(self, graph: str) -> int:
+        g = self._gpu.graphs.get(graph)
+        return int(g.profiles["boxes"][2][0]) if g is not None else super(TensorRTRunner, self)._max_prompts(graph)
+
+    def _image_size(self) -> Optional[Tuple[int, int, str]]:
+        """A static bundle's size, or the one size of an encoder engine built for one (DLA)."""
+        g = self._gpu.graphs.get("encoder")
+        if self.bundle.static or g is None or g.profiles["image"][0] != g.profiles["image"][2]:
+            return super(TensorRTRunner, self)._image_size()
+        h, w = g.profiles["image"][2][2:]
+        return h, w, "the %dx%d the encoder engine runs (DLA runs one size); use an input size <= %d or rebuild " \
+                     "it with `rmpsam-edge build-engine --model %s` and a larger --opt-size" \
+                     % (w, h, min(h, w), os.path.abspath(self.bundle.path))
 
     def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         g = self._gpu.graphs[graph]
-        if "boxes" in g.profiles:
-            lo, _, hi = g.profiles["boxes"]
-            n = int(np.shape(feeds["boxes"])[0])
-            if n > hi[0]:  # more prompts than the profile: exact chunks, each on the graph that fits it
-                outs = [self._run(self.bundle.prompt_graph(min(hi[0], n - i)),
-                                  dict(feeds, boxes=feeds["boxes"][i:i + hi[0]])) for i in range(0, n, hi[0])]
-                return {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
-            if n < lo[0] and graph != "prompt_decoder" and self.bundle.has_graph("prompt_decoder"):
-                return self._run("prompt_decoder", feeds)
-        return self._execute(graph, g, feeds)
-
-    # ------------------------------------------------------------------ one engine call
-    def _execute(self, graph: str, g: _Graph, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         cuda, stream, ctx = self.cuda, self._gpu.stream, g.context
-        hint = "; rebuild with `rmpsam-edge build-engine --model %s` and a larger --max-size" % os.path.abspath(self.bundle.path)
         for name in g.inputs:
-            arr = feeds[name]
+            arr, dtype = feeds[name], g.plan[name][0]
             shape = tuple(int(d) for d in np.shape(arr))
-            check_within(graph, name, shape, g.profiles[name], hint)
+            check_within(graph, name, shape, g.profiles[name], "; rebuild with `rmpsam-edge build-engine --model "
+                         "%s` and a larger %s" % (os.path.abspath(self.bundle.path), GROW.get(name, "profile")))
             if not ctx.set_input_shape(name, shape):
                 raise UserError("TensorRT refused %s input '%s' shape %s" % (graph, name, list(shape)))
-            last = self._features
-            if name == "features" and last is not None and arr is last[0] and g.plan[name][0] == arr.dtype:
-                ctx.set_tensor_address(name, int(last[1]))  # features still on the GPU: no copy
-                continue
-            ctx.set_tensor_address(name, int(g.device[name]))
+            if name == SHARED and self._on_device is not None and self._on_device[0] is arr \
+                    and self._on_device[1] == dtype:
+                continue  # the encoder's features, still in the shared buffer: no copy
             n = int(np.prod(shape))
             np.copyto(g.host[name][:n].reshape(shape), arr, casting="unsafe")
             cuda.memcpy_htod_async(g.device[name], g.host[name][:n], stream)
+            if name == SHARED:  # only a read-only array cannot change behind the copy
+                self._on_device = None if arr.flags.writeable else (arr, dtype)
         shapes = {n: tuple(int(d) for d in ctx.get_tensor_shape(n)) for n in g.outputs}
         if not ctx.execute_async_v3(stream.handle):
             raise UserError("TensorRT failed to run the %s engine: %s" % (graph, self._last_error()))
@@ -199,9 +242,9 @@ class TensorRTRunner(BundleRunner):
             cuda.memcpy_dtoh_async(g.host[name][:int(np.prod(shapes[name]))], g.device[name], stream)
         stream.synchronize()
         out = {n: g.host[n][:int(np.prod(s))].reshape(s).copy() for n, s in shapes.items()}
-        if graph == "encoder":
-            out["features"].flags.writeable = False  # it may be read again from the device buffer
-            self._features = (out["features"], g.device["features"])
+        if SHARED in out:
+            out[SHARED].flags.writeable = False  # read again from the device buffer: it must not change
+            self._on_device = (out[SHARED], g.plan[SHARED][0])
         return out
 
     def _last_error(self) -> str:
