@@ -141,11 +141,20 @@ def test_runtime_keeps_the_stored_build_choices(bundle):
 
 
 def test_defaults_from_manifest(bundle):
-    """H/W, K, P as the export declared them (manifest dynamic_axes); prompts 1..64 split at many_prompts_from."""
+    """H/W as the export declared them (manifest dynamic_axes), K and P up to the bundle's vocabulary (5 x 2, not
+    the export's 1024 x 16), else as declared; prompts 1..64 split at many_prompts_from."""
     s, _, _ = session(bundle)
     c = s.fill_choices(engines.Choices())
     assert c.precision == "fp32" and c.ranges["H"] == (32, 128, 128) and c.ranges["h"] == (8, 32, 32)
-    assert c.ranges["K"] == (1, 5, 1024) and c.ranges["P"] == (1, 2, 16)
+    assert c.ranges["K"] == (1, 5, 5) and c.ranges["P"] == (1, 2, 2)
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["dynamic_axes"]["K"]["max"] == 1024
+    del manifest["vocabulary"]
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    bare = engines.default_ranges(Bundle.open(bundle))
+    assert bare["K"] == (1, manifest["dynamic_axes"]["K"]["opt"], 1024) and bare["P"][2] == 16
     assert c.ranges["Np"] == (1, 1, 47) and c.ranges["Npm"] == (48, 64, 64)
     assert engines.profile_key("prompt_decoder_many", c.ranges) == {"B": [1, 1, 1], "h": [8, 32, 32], "w": [8, 32, 32],
                                                                     "Npm": [48, 64, 64]}

@@ -84,7 +84,8 @@ def _declared(manifest, sym: str) -> Optional[Tuple[int, int, int]]:
 
 def default_ranges(bundle, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, tuple]:
     """Profile ranges from the bundle: the export's declared H/W (else its input size, else 640), 1..64 prompts
-    (the many-prompt graph takes many_prompts_from..64), the vocabulary's K x P as opt."""
+    (the many-prompt graph takes many_prompts_from..64), classes and prototypes up to the vocabulary's K x P (what
+    the predictor sends; a bigger vocabulary needs --max-classes), else the export's declared K / P."""
     m = bundle.manifest
     h, w = _declared(m, "H"), _declared(m, "W")
     if h is None or w is None:
@@ -92,8 +93,8 @@ def default_ranges(bundle, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, 
         h = w = (profiles.ALIGN, size, size)
     shape = (m.get("vocabulary") or {}).get("shape")
     k, p = (int(shape[0]), int(shape[1])) if isinstance(shape, (list, tuple)) and len(shape) == 3 else (None, None)
-    classes = _declared(m, "K") or (1, k or 80, max(k or 80, 1024))
-    protos = _declared(m, "P") or (1, p or 1, max(p or 1, 16))
+    classes = (1, k, k) if k else _declared(m, "K") or (1, 80, 1024)  # 1024 x 16 x 768 floats: 50 MB per buffer
+    protos = (1, p, p) if p else _declared(m, "P") or (1, 1, 16)
     return prompt_ranges(profiles.make_ranges((h[2], w[2]), (h[1], w[1]), (h[0], w[0]), (1, 1, max_prompts),
                                               classes, protos), bundle.many_prompts_from)
 
