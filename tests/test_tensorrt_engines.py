@@ -2,6 +2,9 @@
 import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -175,6 +178,39 @@ def test_dla_refused_where_tensorrt_has_none(bundle):
     with pytest.raises(UserError, match=r"--dla 0: TensorRT 11.4.0 has no DLA .*build without --dla"):
         s.engine_bytes("encoder", engines.Choices("fp16", RANGES, dla_core=0))
     assert lines == [] and fake.builds == []
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, %(tests)r)
+from fakes_tensorrt import FakeGPU
+from rmpsam_edge.runtime.bundle import Bundle
+from rmpsam_edge.runtime.tensorrt import compat, engines, profiles
+fake = FakeGPU("10.3.0")
+fake.cuda.Device(0).make_context()
+fake.trt.Builder.build_serialized_network = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer
+s = engines.Session(compat.Compat(fake.trt), ("Orin", "8.7"), Bundle.open(%(bundle)r), fake.cuda, print)
+s.engine_bytes("encoder", engines.Choices("fp16", profiles.make_ranges((64, 64))))
+"""
+
+
+def test_a_build_killed_by_the_oom_killer_is_named_by_the_next_one(bundle):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.Popen([sys.executable, "-c", KILLED % {"tests": tests, "bundle": bundle}], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(tests))
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == -signal.SIGKILL, err[-2000:]
+    s, fake, lines = session(bundle)
+    s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert lines[0] == ("the last build of the encoder engine (process %d) was killed before it finished, most likely "
+                        "out of memory (the kernel's OOM killer): if it dies again, add swap, close other programs or "
+                        "build a smaller profile (--max-size, --workspace)" % p.pid)
+    assert lines[1].startswith("building encoder fp16 engine") and fake.builds
+    del lines[:]
+    fake.fail_build = "some TensorRT error"  # a build that fails in Python leaves no marker behind
+    with pytest.raises(UserError):
+        s.engine_bytes("object_decoder", engines.Choices("fp16", RANGES))
+    assert not [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".building")]
 
 
 def test_quantized_bundle_graphs_keep_their_precision(bundle):

@@ -205,13 +205,19 @@ class Session(object):
                             "build without --dla" % (dla, self.compat.version_string))
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
+        killed = cache.killed_build(engine_path)
+        if killed is not None:
+            self.log("the last build of the %s engine (process %d) was killed before it finished, most likely out of "
+                     "memory (the kernel's OOM killer): if it dies again, add swap, close other programs or build a "
+                     "smaller profile (--max-size, --workspace)" % (graph, killed))
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         t0 = time.time()
         cal = self._make_calibrator(ranges, calib_source, choices, calib_key) if calibrated else None
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, cal,
                                          self.timing_cache_path(), choices.verbose, explicit)
         try:
-            result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
+            with cache.building(engine_path):
+                result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         finally:
             if cal is not None:
                 cal.free()
