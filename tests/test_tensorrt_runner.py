@@ -203,7 +203,7 @@ def test_plan_buffers_uses_profile_max_and_output_shapes():
         def profile_shapes(self, engine, name):
             return ((1, 4), (2, 4), (64, 4))
     plan = runner.plan_buffers(Compat(), None, Ctx())
-    assert plan == {"boxes": (np.float32, (64, 4), True), "out": (np.float16, (64, 4, 8), False)}
+    assert plan == {"boxes": (np.float32, (64, 4), ((1, 4), (2, 4), (64, 4))), "out": (np.float16, (64, 4, 8), None)}
 
 
 # ------------------------------------------------------------------------------ loader / Predictor

@@ -225,6 +225,21 @@ class Compat(object):
         """(min, opt, max) of one input in profile 0."""
         return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, 0))
 
+    def context_without_memory(self, engine):
+        """-> (an execution context without its own activation memory, the bytes it needs): 10.x+ the
+        USER_MANAGED allocation strategy, 8.x ``create_execution_context_without_device_memory``."""
+        if hasattr(self.trt, "ExecutionContextAllocationStrategy"):
+            return (engine.create_execution_context(self.trt.ExecutionContextAllocationStrategy.USER_MANAGED),
+                    int(engine.device_memory_size_v2))
+        return engine.create_execution_context_without_device_memory(), int(engine.device_memory_size)
+
+    @staticmethod
+    def give_memory(context, address: int, size: int) -> None:
+        if hasattr(context, "set_device_memory"):  # 10.x+
+            context.set_device_memory(address, size)
+        else:
+            context.device_memory = address
+
     # ---------------------------------------------------------------- device (pycuda)
     @staticmethod
     def device_info(cuda, index: int = 0) -> "Gpu":

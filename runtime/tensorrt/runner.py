@@ -26,48 +26,32 @@ class EngineUnavailable(BackendUnavailable, UserError):
     (missing file, sha256) stay plain ``UserError``s, since no backend can run such a bundle."""
 
 
-def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int, ...], bool]]:
-    """{tensor: (dtype, max shape, is_input)}: inputs at the profile max, outputs as TensorRT infers them
-    from those max input shapes."""
+def plan_buffers(compat, engine, context) -> Dict[str, Tuple[np.dtype, Tuple[int, ...], Optional[tuple]]]:
+    """{tensor: (dtype, max shape, (min, opt, max) for an input, None for an output)}: inputs at the profile
+    max, outputs as TensorRT infers them from those max input shapes."""
     plan = {}
     io = compat.io_tensors(engine)
     for name, is_input, dtype in io:
         if is_input:
-            hi = compat.profile_shapes(engine, name)[2]
-            if not context.set_input_shape(name, hi):
-                raise UserError("TensorRT refused input '%s' at the profile max %s" % (name, list(hi)))
-            plan[name] = (dtype, hi, True)
+            profile = compat.profile_shapes(engine, name)
+            if not context.set_input_shape(name, profile[2]):
+                raise UserError("TensorRT refused input '%s' at the profile max %s" % (name, list(profile[2])))
+            plan[name] = (dtype, profile[2], profile)
     for name, is_input, dtype in io:
         if not is_input:
             shape = tuple(int(d) for d in context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise UserError("output '%s' has no fixed size at the profile max (%s)" % (name, list(shape)))
-            plan[name] = (dtype, shape, False)
+            plan[name] = (dtype, shape, None)
     return plan
 
 
-def execution_context(trt, engine):
-    """-> (a context without its own activation memory, the bytes it needs): 10.x+ the USER_MANAGED allocation
-    strategy and ``device_memory_size_v2``; 8.x ``create_execution_context_without_device_memory``."""
-    if hasattr(trt, "ExecutionContextAllocationStrategy"):
-        return (engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED),
-                int(engine.device_memory_size_v2))
-    return engine.create_execution_context_without_device_memory(), int(engine.device_memory_size)
-
-
-def give_activation_memory(context, address: int, size: int) -> None:
-    if hasattr(context, "set_device_memory"):  # 10.x+
-        context.set_device_memory(address, size)
-    else:
-        context.device_memory = address
-
-
 class _Graph(object):
-    def __init__(self, engine, context, activation, plan, profiles):
-        self.engine, self.context, self.activation, self.plan, self.profiles = engine, context, activation, plan, profiles
-        self.host, self.device = {}, {}  # type: (Dict[str, np.ndarray], Dict[str, object])
-        self.inputs = [n for n, p in plan.items() if p[2]]
+    def __init__(self, engine, context, activation, plan):
+        self.engine, self.context, self.activation, self.plan = engine, context, activation, plan
+        self.profiles = {n: p[2] for n, p in plan.items() if p[2]}
         self.outputs = [n for n, p in plan.items() if not p[2]]
+        self.host, self.device = {}, {}  # type: (Dict[str, np.ndarray], Dict[str, object])
 
 
 class _GpuState(object):
@@ -80,15 +64,12 @@ class _GpuState(object):
     def release(self) -> None:
         if self.stream is not None:
             self.stream.synchronize()
-        for g in self.graphs.values():
-            g.context = g.engine = None  # contexts before the memory they use
+        self.graphs.clear()  # contexts and engines before the memory they use
         for buf in self.device:
             buf.free()
         for arr in self.pinned:
-            base = getattr(arr, "base", None)
-            if hasattr(base, "free"):
-                base.free()  # pycuda HostAllocation
-        self.graphs, self.device, self.pinned, self.runtime, self.stream = {}, [], [], None, None
+            getattr(arr.base, "free", lambda: None)()  # pycuda HostAllocation
+        self.device, self.pinned, self.runtime, self.stream = [], [], None, None
 
 
 class TensorRTRunner(BundleRunner):
@@ -110,12 +91,10 @@ class TensorRTRunner(BundleRunner):
         if self.active:
             return
         trt = self._trt or compat_mod.import_tensorrt()
-        cuda = self._cuda or compat_mod.import_pycuda()
+        self.cuda = cuda = self._cuda or compat_mod.import_pycuda()
         self.compat = compat_mod.Compat(trt)
         self.gpu = self.compat.device_info(cuda, self.device_index)
-        self.cuda = cuda
-        self._ctx = CudaContext(cuda, self.device_index)
-        self._gpu = _GpuState()
+        self._ctx, self._gpu = CudaContext(cuda, self.device_index), _GpuState()
         self._ctx.own(self._gpu.release)
         try:
             with self._ctx:
@@ -167,37 +146,33 @@ class TensorRTRunner(BundleRunner):
     def _load(self, graph: str, path: str) -> None:
         try:
             engine = self.session.load_engine(self._gpu.runtime, graph, self.choices, build=self.build)[0]
-            context, activation = execution_context(self.compat.trt, engine)
-            plan = plan_buffers(self.compat, engine, context)
+            context, activation = self.compat.context_without_memory(engine)
+            self._gpu.graphs[graph] = _Graph(engine, context, activation, plan_buffers(self.compat, engine, context))
         except EngineUnavailable:
             raise
         except UserError as exc:  # the graph file itself was checked by BundleRunner.activate already
             raise EngineUnavailable("TensorRT could not prepare the %s engine: %s" % (graph, exc))
-        profiles = {n: self.compat.profile_shapes(engine, n) for n, p in plan.items() if p[2]}
-        self._gpu.graphs[graph] = _Graph(engine, context, activation, plan, profiles)
 
-    def _buffer(self, nbytes: int):
-        """-> (page-locked host bytes, device allocation) of ``nbytes``, freed with the runner."""
-        host, dev = self.cuda.pagelocked_empty(max(1, nbytes), np.uint8), self.cuda.mem_alloc(max(1, nbytes))
-        self._gpu.pinned.append(host)
-        self._gpu.device.append(dev)
-        return host, dev
+    def _alloc(self, nbytes: int, pinned: bool = False):
+        buf = self.cuda.pagelocked_empty(max(1, nbytes), np.uint8) if pinned else self.cuda.mem_alloc(max(1, nbytes))
+        (self._gpu.pinned if pinned else self._gpu.device).append(buf)
+        return buf
 
     def _allocate(self) -> None:
         graphs = self._gpu.graphs.values()
-        need = [int(np.prod(p[1])) * p[0].itemsize for g in graphs for n, p in g.plan.items() if n == SHARED]
-        shared = self._buffer(max(need)) if need else None
+        sizes = [(n, int(np.prod(p[1])) * p[0].itemsize) for g in graphs for n, p in g.plan.items()]
+        shared = max([b for n, b in sizes if n == SHARED] + [1])
+        shared = (self._alloc(shared, pinned=True), self._alloc(shared))
         for g in graphs:
             for name, (dtype, shape, _) in g.plan.items():
-                host, dev = shared if name == SHARED else self._buffer(int(np.prod(shape)) * dtype.itemsize)
+                nbytes = int(np.prod(shape)) * dtype.itemsize
+                host, dev = shared if name == SHARED else (self._alloc(nbytes, pinned=True), self._alloc(nbytes))
                 g.host[name], g.device[name] = host.view(dtype), dev
                 g.context.set_tensor_address(name, int(dev))
-        size = max([g.activation for g in graphs] + [0])
-        if size:
-            area = self.cuda.mem_alloc(size)
-            self._gpu.device.append(area)
-            for g in graphs:
-                give_activation_memory(g.context, int(area), size)
+        area = max(g.activation for g in graphs)
+        address = int(self._alloc(area)) if area else 0
+        for g in graphs if area else ():
+            self.compat.give_memory(g.context, address, area)
 
     def _unload(self) -> None:
         self._on_device = None  # the buffers go with the context (_release)
@@ -220,11 +195,11 @@ class TensorRTRunner(BundleRunner):
     def _run(self, graph: str, feeds: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
         g = self._gpu.graphs[graph]
         cuda, stream, ctx = self.cuda, self._gpu.stream, g.context
-        for name in g.inputs:
+        for name, profile in g.profiles.items():
             arr, dtype = feeds[name], g.plan[name][0]
             shape = tuple(int(d) for d in np.shape(arr))
-            check_within(graph, name, shape, g.profiles[name], "; rebuild with `rmpsam-edge build-engine --model "
-                         "%s` and a larger %s" % (os.path.abspath(self.bundle.path), GROW.get(name, "profile")))
+            check_within(graph, name, shape, profile, "; rebuild with `rmpsam-edge build-engine --model %s` and a "
+                         "larger %s" % (os.path.abspath(self.bundle.path), GROW.get(name, "profile")))
             if not ctx.set_input_shape(name, shape):
                 raise UserError("TensorRT refused %s input '%s' shape %s" % (graph, name, list(shape)))
             if name == SHARED and self._on_device is not None and self._on_device[0] is arr \
