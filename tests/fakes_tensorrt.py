@@ -1,8 +1,13 @@
 """Fake ``tensorrt`` and ``pycuda.driver`` modules for CPU tests (no GPU or TensorRT can be installed here).
 
-They follow the real Python APIs the runtime uses (names and signatures as in TensorRT 8.6 / 10.x / 11
+They follow the real Python APIs the runtime uses (names and signatures as in TensorRT 8.5 / 8.6 / 10.x / 11
 and pycuda 2022+), record every call in ``FakeGPU.calls``, and behave enough like the real thing to make
 wrong code fail:
+
+* pycuda contexts: one stack per thread, the ``ctx_flags`` a context was made with recorded, and ``detach`` as
+  pycuda's (a non-current context detached off its thread is leaked, ``FakeGPU.leaked``);
+* execution contexts made without activation memory (8.x ``..._without_device_memory``, 10.x+ USER_MANAGED)
+  refuse to run until it is given;
 
 * ``OnnxParser.parse_from_file`` reads a REAL ONNX file and makes one layer per node (ReduceL2 split the
   way TensorRT's ONNX parser does it), so layer names and types are the exported graph's;

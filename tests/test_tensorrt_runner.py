@@ -100,9 +100,16 @@ def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
         copies = [c[2] for c in fake.calls if c[0] == "memcpy_htod_async"]
         assert copies == [2 * 4 * 4]  # only the boxes travel; features come from the encoder's device buffer
         del fake.calls[:]
-        m2, _ = r.decode_prompts(np.array(feats), boxes)  # a copy (could be modified): uploaded
+        other = feats[:, :, ::-1].copy()
+        m2, _ = r.decode_prompts(other, boxes)  # other features (could be modified): uploaded
         assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
-        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(m2, ort_run(bundle, "prompt_decoder", {"features": other, "boxes": boxes})[0])
+        # the one shared features buffer now holds `other`: the encoder's features go up again, not reused stale
+        del fake.calls[:]
+        m3, _ = r.decode_prompts(feats, boxes)
+        assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
+        np.testing.assert_array_equal(m1, m3)
+        assert r._gpu.graphs["prompt_decoder"].device["features"] is r._gpu.graphs["encoder"].device["features"]
         with pytest.raises(ValueError):
             feats += 1  # the encoder's output is read-only, so the device copy cannot go stale
 

@@ -165,17 +165,13 @@ def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, objec
 def building(engine_path: str):
     """``<engine>.building`` holds this process's id while it builds, removed however the build ends in Python:
     only a process killed outright (SIGKILL, the kernel's out-of-memory killer) leaves it behind."""
-    marker = engine_path + ".building"
-    os.makedirs(os.path.dirname(marker) or ".", exist_ok=True)
-    with open(marker, "w") as f:
+    os.makedirs(os.path.dirname(engine_path), exist_ok=True)
+    with open(engine_path + ".building", "w") as f:
         f.write(str(os.getpid()))
     try:
         yield
     finally:
-        try:
-            os.remove(marker)
-        except OSError:
-            pass
+        os.remove(engine_path + ".building")
 
 
 def killed_build(engine_path: str) -> Optional[int]:

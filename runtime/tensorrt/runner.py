@@ -174,9 +174,6 @@ class TensorRTRunner(BundleRunner):
         for g in graphs if area else ():
             self.compat.give_memory(g.context, address, area)
 
-    def _unload(self) -> None:
-        self._on_device = None  # the buffers go with the context (_release)
-
     # ------------------------------------------------------------------ BundleRunner hooks
     def _max_prompts(self, graph: str) -> int:
         g = self._gpu.graphs.get(graph)
