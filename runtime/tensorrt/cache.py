@@ -171,7 +171,10 @@ def building(engine_path: str):
     try:
         yield
     finally:
-        os.remove(engine_path + ".building")
+        try:
+            os.remove(engine_path + ".building")
+        except OSError:  # a concurrent build of the same engine removed it first
+            pass
 
 
 def killed_build(engine_path: str) -> Optional[int]:
