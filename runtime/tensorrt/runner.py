@@ -14,7 +14,7 @@ from rmpsam_edge.errors import UserError
 from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
 from .cuda_context import CudaContext
-from .engines import Choices, Session, graph_precision, stderr_log, stored_precision
+from .engines import Choices, Session, graph_precision, stored_precision
 from .profiles import check_within
 
 SHARED = "features"
@@ -76,11 +76,9 @@ class TensorRTRunner(BundleRunner):
     """``device``: CUDA device index. One CUDA context, pushed around every build, execute and release."""
     name = "tensorrt"
 
-    def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0,
-                 log=stderr_log, trt=None, cuda=None):
+    def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0):
         super(TensorRTRunner, self).__init__(bundle)
-        self.choices, self.build, self.device_index, self.log = choices or Choices(), build, device, log
-        self._trt, self._cuda = trt, cuda
+        self.choices, self.build, self.device_index = choices or Choices(), build, device
         self._ctx = None  # type: Optional[CudaContext]
         self._gpu = _GpuState()
         self._on_device = None  # (array, dtype) whose values the shared features buffer holds
@@ -90,8 +88,8 @@ class TensorRTRunner(BundleRunner):
     def activate(self) -> None:
         if self.active:
             return
-        trt = self._trt or compat_mod.import_tensorrt()
-        self.cuda = cuda = self._cuda or compat_mod.import_pycuda()
+        trt, cuda = compat_mod.import_tensorrt(), compat_mod.import_pycuda()
+        self.cuda = cuda
         self.compat = compat_mod.Compat(trt)
         self.gpu = self.compat.device_info(cuda, self.device_index)
         self._ctx, self._gpu = CudaContext(cuda, self.device_index), _GpuState()
@@ -102,7 +100,7 @@ class TensorRTRunner(BundleRunner):
                 self._messages = []  # type: List[Tuple[str, str]]
                 self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
                 self._gpu.runtime = trt.Runtime(self._logger)
-                self.session = Session(self.compat, self.gpu, self.bundle, cuda, self.log)
+                self.session = Session(self.compat, self.gpu, self.bundle, cuda)
                 self.choices = self.session.fill_choices(self.choices)
                 free = cuda.mem_get_info()[0]
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
