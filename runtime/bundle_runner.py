@@ -1,13 +1,15 @@
 """What every backend that runs a bundle shares (no torch, Python 3.8): which prompt graph answers a call,
-static-shape padding/cropping and prompt chunking, empty prompt batches. A backend subclasses ``BundleRunner``
-and implements only ``_load(graph, path)`` (in ``activate``) and ``_run(graph, feeds) -> outputs``.
+fixed-size padding/cropping and prompt chunking, empty prompt batches. A backend subclasses ``BundleRunner``
+and implements only ``_load(graph, path)`` (in ``activate``) and ``_run(graph, feeds) -> outputs``; it may
+narrow ``_max_prompts(graph)`` and ``_image_size()`` to what its engines take.
 
-Static bundles (exported with --static) have fixed H x W, a fixed prompt batch and a fixed class count:
-images smaller than H x W are zero-padded (bottom/right, like the /32 padding) before the encoder and the
-decoders' mask logits are cropped back, so callers see the shapes of a dynamic bundle; prompts run in chunks
-of the fixed batch (prompts are independent, so chunking is exact).
+An encoder of one fixed H x W (a bundle exported with --static, or an engine built for one size such as
+TensorRT on DLA) gets images smaller than H x W zero-padded (bottom/right, like the /32 padding); the decoders
+get the full padded features and their mask logits are cropped back, so callers see the shapes of a dynamic
+bundle. Prompts run in chunks of at most ``_max_prompts`` (a static bundle's fixed batch, padded): prompts are
+independent, so chunking is exact.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 
@@ -68,37 +70,52 @@ class BundleRunner(Runner):
             return self._objects(feeds["features"], feeds["class_embed"])
         raise KeyError("unknown graph %r; graphs are %s" % (graph, ", ".join(GRAPHS)))
 
+    def _max_prompts(self, graph: str) -> int:
+        """Most prompts one call of ``graph`` takes: the declared range (larger batches: memory ~ Np * 8 * h * w
+        floats), a static bundle's fixed batch."""
+        st = self.bundle.static
+        return int(st["prompts"]) if st else self.bundle.max_prompts
+
+    def _image_size(self) -> Optional[Tuple[int, int, str]]:
+        """(H, W, what to do with a larger image) when the encoder takes one size only; None: any /32 size."""
+        st = self.bundle.static
+        if not st:
+            return None
+        hs, ws = st["height"], st["width"]
+        return hs, ws, "this static bundle's %dx%d; use an input size <= %d or a bundle exported without " \
+                       "--static" % (ws, hs, max(hs, ws))
+
     # ------------------------------------------------------------------ the three graphs
     def _encode(self, image: np.ndarray) -> Dict[str, np.ndarray]:
         image = np.ascontiguousarray(image, dtype=np.float32)
-        st = self.bundle.static
-        if not st:
+        fixed = self._image_size()
+        if fixed is None:
             return self._run("encoder", {"image": image})
         b, c, h, w = image.shape
-        hs, ws = st["height"], st["width"]
+        hs, ws, larger = fixed
         if h > hs or w > ws:
-            raise UserError("input %dx%d is larger than this static bundle's %dx%d; use an input size <= %d or "
-                            "a bundle exported without --static" % (w, h, ws, hs, max(hs, ws)))
-        full_in = np.zeros((b, c, hs, ws), dtype=np.float32)
-        full_in[:, :, :h, :w] = image
+            raise UserError("input %dx%d is larger than %s" % (w, h, larger))
+        full_in = image
+        if (h, w) != (hs, ws):
+            full_in = np.zeros((b, c, hs, ws), dtype=np.float32)
+            full_in[:, :, :h, :w] = image
         full = self._run("encoder", {"image": full_in})["features"]
         if full.base is not None:  # own the buffer, so the view below leads back to exactly this array
             full = full.copy()
         return {"features": full[:, :, :h // 4, :w // 4]}
 
-    def _static_features(self, features: np.ndarray) -> np.ndarray:
-        """The full static-size features behind ``features``: the array the encoder's view was cut from
+    def _full_features(self, features: np.ndarray, fixed: Tuple[int, int, str]) -> np.ndarray:
+        """The full fixed-size features behind ``features``: the array the encoder's view was cut from
         (``features.base``, carried by the features themselves, so any number of images may be encoded in
         between), else ``features`` zero-padded (other features: results change slightly near the padding)."""
-        st = self.bundle.static
-        hs, ws = st["height"] // 4, st["width"] // 4
+        hs, ws = fixed[0] // 4, fixed[1] // 4
         b, c, h, w = features.shape
         base = features.base
         if isinstance(base, np.ndarray) and base.shape == (b, c, hs, ws) and base.dtype == np.float32 and \
                 base.__array_interface__["data"][0] == features.__array_interface__["data"][0]:
             return base
         if h > hs or w > ws:
-            raise UserError("features %dx%d are larger than this static bundle's %dx%d" % (w, h, ws, hs))
+            raise UserError("features %dx%d are larger than %s" % (w, h, fixed[2].partition(";")[0]))
         full = np.zeros((b, c, hs, ws), dtype=np.float32)
         full[:, :, :h, :w] = features
         return full
@@ -109,41 +126,37 @@ class BundleRunner(Runner):
         n = boxes.shape[0]
         if n == 0:
             return {"mask_logits": np.zeros((0, h, w), np.float32), "iou": np.zeros((0, 1), np.float32)}
-        st = self.bundle.static
-        if not st:
-            feats = np.ascontiguousarray(features, dtype=np.float32)
-            most = self.bundle.max_prompts
-            if n <= most:
-                return self._run(self.bundle.prompt_graph(n), {"features": feats, "boxes": boxes})
-            # beyond the declared range (memory ~ Np * 8 * h * w floats): chunks, exact since prompts are independent
-            outs = [self._run(self.bundle.prompt_graph(len(boxes[i:i + most])),
-                              {"features": feats, "boxes": boxes[i:i + most]}) for i in range(0, n, most)]
-            return {k: np.concatenate([o[k] for o in outs]) for k in ("mask_logits", "iou")}
-        feats = self._static_features(features)
-        chunk = int(st["prompts"])
-        masks, ious = [], []
-        for i in range(0, n, chunk):
-            part = boxes[i:i + chunk]
+        fixed, st = self._image_size(), self.bundle.static
+        feats = self._full_features(features, fixed) if fixed else np.ascontiguousarray(features, dtype=np.float32)
+        outs, i = [], 0
+        while i < n:  # chunks, each on the graph that answers its prompt count
+            graph = "prompt_decoder" if st else self.bundle.prompt_graph(n - i)
+            most = self._max_prompts(graph)
+            part = boxes[i:i + most]
             k = part.shape[0]
-            if k < chunk:  # pad with copies of the first box (prompts are independent); dropped below
-                part = np.concatenate([part, np.repeat(part[:1], chunk - k, axis=0)])
-            out = self._run("prompt_decoder", {"features": feats, "boxes": part})
-            masks.append(out["mask_logits"][:k, :h, :w])
-            ious.append(out["iou"][:k])
-        return {"mask_logits": np.ascontiguousarray(np.concatenate(masks)), "iou": np.concatenate(ious)}
+            if st and k < most:  # pad with copies of the first box (prompts are independent); dropped below
+                part = np.concatenate([part, np.repeat(part[:1], most - k, axis=0)])
+            out = self._run(graph, {"features": feats, "boxes": part})
+            outs.append({name: out[name][:k] for name in ("mask_logits", "iou")})
+            i += k
+        res = outs[0] if len(outs) == 1 else {k: np.concatenate([o[k] for o in outs]) for k in outs[0]}
+        if fixed:
+            res["mask_logits"] = np.ascontiguousarray(res["mask_logits"][:, :h, :w])
+        return res
 
     def _objects(self, features: np.ndarray, class_embed: np.ndarray) -> Dict[str, np.ndarray]:
         class_embed = np.ascontiguousarray(class_embed, dtype=np.float32)
-        st = self.bundle.static
-        if not st:
+        fixed, st = self._image_size(), self.bundle.static
+        if not fixed:
             return self._run("object_decoder", {"features": np.ascontiguousarray(features, dtype=np.float32),
                                                 "class_embed": class_embed})
-        k = st.get("classes")
+        k = (st or {}).get("classes")
         if k is not None and tuple(class_embed.shape[:2]) != (k, st.get("prototypes")):
             raise UserError("this static bundle is fixed to a vocabulary of %d classes x %d prototypes, got %s; "
                             "re-export without --static to change the vocabulary"
                             % (k, st.get("prototypes"), tuple(class_embed.shape[:2])))
         h, w = features.shape[-2:]
-        out = self._run("object_decoder", {"features": self._static_features(features), "class_embed": class_embed})
+        out = self._run("object_decoder", {"features": self._full_features(features, fixed),
+                                           "class_embed": class_embed})
         out["mask_logits"] = np.ascontiguousarray(out["mask_logits"][:, :, :h, :w])
         return out

@@ -1,8 +1,13 @@
 """Fake ``tensorrt`` and ``pycuda.driver`` modules for CPU tests (no GPU or TensorRT can be installed here).
 
-They follow the real Python APIs the runtime uses (names and signatures as in TensorRT 8.6 / 10.x / 11
+They follow the real Python APIs the runtime uses (names and signatures as in TensorRT 8.5 / 8.6 / 10.x / 11
 and pycuda 2022+), record every call in ``FakeGPU.calls``, and behave enough like the real thing to make
 wrong code fail:
+
+* pycuda contexts: one stack per thread, the ``ctx_flags`` a context was made with recorded, and ``detach`` as
+  pycuda's (a non-current context detached off its thread is leaked, ``FakeGPU.leaked``);
+* execution contexts made without activation memory (8.x ``..._without_device_memory``, 10.x+ USER_MANAGED)
+  refuse to run until it is given;
 
 * ``OnnxParser.parse_from_file`` reads a REAL ONNX file and makes one layer per node (ReduceL2 split the
   way TensorRT's ONNX parser does it), so layer names and types are the exported graph's;
@@ -45,6 +50,7 @@ class FakeGPU(object):
         self._tls = threading.local()
         self.all_stacks = []      # every thread's context stack
         self.live_contexts = set()
+        self.leaked = []          # contexts detached off their thread while not current (pycuda leaks them)
         if abort_at_exit:         # what pycuda does at module cleanup with a context still on a stack
             atexit.register(self._abort_if_left)
         self.major = int(version.split(".")[0])
@@ -119,10 +125,13 @@ class FakeGPU(object):
 
         class Context(object):
             """pycuda's Context: one context STACK PER THREAD; ``pop`` is static (pops the calling thread's
-            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``)."""
+            top); a context left on any stack aborts the process at exit (see ``FakeGPU.leftover``).
+            ``detach`` as pycuda's context::detach (src/cpp/cuda.hpp): a context current on the calling thread
+            is destroyed and popped; else one made on this thread is destroyed; else it is leaked
+            ("leaked out-of-thread context": never destroyed, see ``FakeGPU.leaked``)."""
 
-            def __init__(self):
-                self.detached = False
+            def __init__(self, flags):
+                self.detached, self.flags, self.thread = False, flags, threading.get_ident()
 
             def push(self):
                 gpu.log("ctx.push", threading.current_thread().name)
@@ -143,10 +152,18 @@ class FakeGPU(object):
                 return stack[-1] if stack else None
 
             def detach(self):
-                gpu.log("ctx.detach")
-                assert not any(self in st for st in gpu.all_stacks), "detaching a context that is still pushed"
+                gpu.log("ctx.detach", threading.current_thread().name)
+                if self.detached:
+                    raise Error("context::detach: cannot detach from invalid context")
+                stack = gpu.stack()
+                if stack and stack[-1] is self:
+                    stack.pop()  # detach_internal pops it; current_context(this) drops it from pycuda's stack
+                    gpu.live_contexts.discard(self)
+                elif self.thread == threading.get_ident():
+                    gpu.live_contexts.discard(self)
+                else:
+                    gpu.leaked.append(self)
                 self.detached = True
-                gpu.live_contexts.discard(self)
 
         class Device(object):
             def __init__(self, index):
@@ -172,14 +189,18 @@ class FakeGPU(object):
                 return gpu.sm_count
 
             def make_context(self, flags=0):
-                gpu.log("make_context", self.index)
-                ctx = Context()
+                gpu.log("make_context", self.index, ctx_flags(int(flags)))
+                ctx = Context(ctx_flags(int(flags)))
                 gpu.stack().append(ctx)  # like cuCtxCreate: pushed on the CALLING thread's stack
                 gpu.live_contexts.add(ctx)
                 return ctx
 
         device_attribute = enum.IntEnum("device_attribute", "MULTIPROCESSOR_COUNT TOTAL_CONSTANT_MEMORY")
         cuda.device_attribute = device_attribute
+        # pycuda's ctx_flags (wrap_cudadrv.cpp): 0 = SCHED_AUTO spins in synchronize while the GPU is busy
+        ctx_flags = enum.IntFlag("ctx_flags", {"SCHED_AUTO": 0, "SCHED_SPIN": 1, "SCHED_YIELD": 2,
+                                               "SCHED_BLOCKING_SYNC": 4, "MAP_HOST": 8, "LMEM_RESIZE_TO_MAX": 16})
+        cuda.ctx_flags = ctx_flags
 
         class Stream(object):
             def __init__(self, flags=0):
@@ -563,6 +584,12 @@ class FakeGPU(object):
             def get_timing_cache(self):
                 return self.timing_cache
 
+            def can_run_on_DLA(self, layer):
+                """Layer kinds on NVIDIA's DLA supported-layers list (GridSample, Gather, Shape, Cast, MatMul and
+                normalisation are not: they fall back to the GPU)."""
+                return layer.type.name in ("CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "CONCATENATION", "RESIZE",
+                                           "SHUFFLE", "SLICE", "SOFTMAX", "REDUCE", "UNARY")
+
         class Builder(object):
             def __init__(self, logger):
                 _check_base(logger, "ILogger")
@@ -653,13 +680,48 @@ class FakeGPU(object):
                 assert profile_index == 0
                 return [tuple(s) for s in self.body["profile"][name]]
 
-            def create_execution_context(self):
-                gpu.log("create_execution_context")
-                return IExecutionContext(self)
+            def _activation_bytes(self):
+                """A stand-in for the activation memory real TensorRT sizes from its tactics: the inputs' bytes at
+                the profile max (it grows with the profile, as the real one does)."""
+                return sum(4 * int(np.prod(s[2])) for s in self.body["profile"].values())
+
+            device_memory_size = property(_activation_bytes)
+
+            def _context(self, how, own_memory):
+                gpu.log("create_execution_context", how)
+                return IExecutionContext(self, own_memory)
+
+            def create_execution_context(self, strategy=None):  # 8.x: no argument
+                name = "STATIC" if strategy is None else trt.ExecutionContextAllocationStrategy(strategy).name
+                return self._context(name, name != "USER_MANAGED")
+
+            def create_execution_context_without_device_memory(self):
+                return self._context("without_device_memory", False)
+
+        if major >= 10:
+            trt.ExecutionContextAllocationStrategy = enum.IntEnum("ExecutionContextAllocationStrategy",
+                                                                  "STATIC ON_PROFILE_CHANGE USER_MANAGED", start=0)
+            ICudaEngine.device_memory_size_v2 = property(ICudaEngine._activation_bytes)
+        if major >= 11:  # the pre-v2 names are gone in 11
+            del ICudaEngine.device_memory_size, ICudaEngine.create_execution_context_without_device_memory
 
         class IExecutionContext(object):
-            def __init__(self, engine):
+            def __init__(self, engine, own_memory=True):
                 self.engine, self.shapes, self.addresses, self._session, self._out_shapes = engine, {}, {}, None, {}
+                self._memory = None if own_memory else 0  # 0: the caller must give activation memory
+
+            def _give(self, memory, size):
+                assert size >= self.engine._activation_bytes(), "activation memory smaller than the engine needs"
+                assert len(gpu.memory[int(memory)]) >= size, "activation memory beyond its allocation"
+                gpu.log("device_memory", int(memory), int(size))
+                self._memory = int(memory)
+
+            device_memory = property(lambda self: self._memory,
+                                     lambda self, memory: self._give(memory, self.engine._activation_bytes()))
+
+            if major >= 10:
+                def set_device_memory(self, memory, size):
+                    self._give(memory, size)
 
             def set_input_shape(self, name, shape):
                 shape = tuple(int(d) for d in shape)
@@ -697,6 +759,7 @@ class FakeGPU(object):
 
             def execute_async_v3(self, stream_handle):
                 gpu.log("execute_async_v3", stream_handle)
+                assert self._memory != 0, "execute without activation memory (context made without it)"
                 missing = [n for n in self.engine.names if n not in self.addresses]
                 assert not missing, "tensor addresses not set: %s" % missing
                 shapes = {n: self.get_tensor_shape(n) for n in self.engine.body["outputs"]}

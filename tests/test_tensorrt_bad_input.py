@@ -75,7 +75,7 @@ def test_fp16_without_fast_fp16(bundle, monkeypatch, capsys):
 def test_dla_where_there_is_none(bundle, monkeypatch, capsys):
     FakeGPU("10.3.0", gpu="NVIDIA GeForce RTX 4090", cc=(8, 9), dla_cores=0).install(monkeypatch)
     assert main(["build-engine", "--model", bundle, "--precision", "fp16", "--dla", "0"] + ENC) == 2
-    _one_line_error(capsys, "--dla 0: this GPU has no DLA cores")
+    _one_line_error(capsys, "--dla 0: this GPU has no DLA (only Jetson AGX Xavier, Xavier NX, AGX Orin and Orin NX")
 
 
 def test_out_of_gpu_memory_names_the_workspace_limit(bundle, monkeypatch, capsys):

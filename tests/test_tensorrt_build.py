@@ -106,12 +106,20 @@ def test_profile_helpers():
 def test_dla_build_is_static_with_gpu_fallback(tiny_bundle):
     fake = FakeGPU("8.6.1", dla_cores=2)
     st = build.BuildSettings("fp16", RANGES, dla_core=1)
-    build.build_engine(compat.Compat(fake.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
+    lines = []
+    build.build_engine(compat.Compat(fake.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, lines.append)
     rec = fake.builds[-1]
     assert rec["device"] == "DLA" and rec["dla_core"] == 1 and set(rec["flags"]) == {"FP16", "GPU_FALLBACK"}
     assert _shapes(fake)["image"] == ((1, 3, 64, 96),) * 3  # DLA has no dynamic shapes: min = opt = max
-    fake0 = FakeGPU("10.3.0", dla_cores=0)
-    with pytest.raises(UserError, match="this GPU has no DLA cores"):
+    # one line names the layers the builder leaves on the GPU: the deformable neck's GridSample among them
+    types = [l.type.name for l in onnx_layers(fake, os.path.join(tiny_bundle, "encoder.onnx"))]
+    gpu = [t for t in types if t not in ("CONVOLUTION", "ACTIVATION", "ELEMENTWISE", "CONCATENATION", "RESIZE",
+                                         "SHUFFLE", "SLICE", "SOFTMAX", "REDUCE", "UNARY")]
+    dla_line, = [l for l in lines if "DLA core 1" in l]
+    assert dla_line.startswith("encoder: DLA core 1 runs %d of %d layers; on the GPU" % (len(types) - len(gpu), len(types)))
+    assert "GRID_SAMPLE x%d" % types.count("GRID_SAMPLE") in dla_line and types.count("GRID_SAMPLE") >= 1
+    fake0 = FakeGPU("10.3.0", dla_cores=0)  # Orin Nano / Orin Nano Super, desktop GPUs
+    with pytest.raises(UserError, match="this GPU has no DLA .*Orin Nano, Orin Nano Super and desktop GPUs do not"):
         build.build_engine(compat.Compat(fake0.trt), "encoder", os.path.join(tiny_bundle, "encoder.onnx"), st, print)
 
 
@@ -132,6 +140,14 @@ def qdq_conv(path, zero_point_type=TensorProto.INT8, zero_point=0):
                           [helper.make_tensor_value_info("features", TensorProto.FLOAT, [1, 4, "H", "W"])], inits)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
+
+
+def onnx_layers(fake, path):
+    """The layers the fake parser makes of an ONNX file (one per node, as the build saw them)."""
+    logger = fake.trt.Logger()
+    network = fake.trt.Builder(logger).create_network(1)
+    fake.trt.OnnxParser(network, logger).parse_from_file(path)
+    return network.layers
 
 
 @pytest.mark.parametrize("version,typed,flags", [("8.5.2", False, {"FP16", "INT8"}), ("8.6.1", False, {"FP16", "INT8"}),

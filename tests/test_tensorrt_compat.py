@@ -131,13 +131,14 @@ def test_dla_requires_cores():
     fake = FakeGPU("8.6.1", dla_cores=0)
     c = compat.Compat(fake.trt)
     builder, cfg = fake.trt.Builder(fake.trt.Logger()), fake.trt.IBuilderConfig()
-    with pytest.raises(UserError, match="no DLA cores"):
-        c.use_dla(builder, cfg, 0)
+    net = builder.create_network(1)
+    with pytest.raises(UserError, match="no DLA .*Orin Nano"):
+        c.use_dla(builder, cfg, 0, net)
     fake.dla_cores = 2
     builder = fake.trt.Builder(fake.trt.Logger())
     with pytest.raises(UserError, match=r"2 DLA core\(s\) \(0\.\.1\)"):
-        c.use_dla(builder, cfg, 2)
-    c.use_dla(builder, cfg, 1)
+        c.use_dla(builder, cfg, 2, net)
+    assert c.use_dla(builder, cfg, 1, net) == "DLA core 1 runs 0 of 0 layers; on the GPU (each switch costs a transfer): none"
     assert cfg.default_device_type == fake.trt.DeviceType.DLA and cfg.DLA_core == 1
     assert {f.name for f in cfg.flags} == {"GPU_FALLBACK"}
 

@@ -72,6 +72,20 @@ def test_runner_used_from_another_thread_and_two_runners(bundle, tmp_path, tiny_
     assert fake.leftover() == [] and not fake.live_contexts and fake.memory == {}
 
 
+def test_context_made_on_one_thread_is_destroyed_from_another_and_blocks(bundle, monkeypatch):  # noqa: F811
+    """pycuda leaks a context detached off its thread while not current: the runner pushes it first."""
+    fake = FakeGPU("10.3.0").install(monkeypatch)
+    r = trt_pkg.create_runner(bundle, precision="fp32", ranges=RANGES)
+    t = threading.Thread(target=r.activate, name="loader")
+    t.start()
+    t.join()
+    assert r.active
+    made = [c for c in fake.calls if c[0] == "make_context"]
+    assert made and all(c[2] == fake.cuda.ctx_flags.SCHED_BLOCKING_SYNC for c in made)  # not 0 (spin)
+    r.deactivate()  # on the main thread, not the loader
+    assert fake.leaked == [] and not fake.live_contexts and fake.leftover() == [] and fake.memory == {}
+
+
 SCRIPT = """
 import sys
 sys.path.insert(0, %(tests)r)

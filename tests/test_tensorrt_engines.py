@@ -1,7 +1,9 @@
 """engines.py: reuse the cached engine, or rebuild with one line saying why; never crash on a bad file."""
 import json
 import os
-import shutil
+import signal
+import subprocess
+import sys
 
 import onnx
 import pytest
@@ -140,11 +142,20 @@ def test_runtime_keeps_the_stored_build_choices(bundle):
 
 
 def test_defaults_from_manifest(bundle):
-    """H/W, K, P as the export declared them (manifest dynamic_axes); prompts 1..64 split at many_prompts_from."""
+    """H/W as the export declared them (manifest dynamic_axes), K and P up to the bundle's vocabulary (5 x 2, not
+    the export's 1024 x 16), else as declared; prompts 1..64 split at many_prompts_from."""
     s, _, _ = session(bundle)
     c = s.fill_choices(engines.Choices())
     assert c.precision == "fp32" and c.ranges["H"] == (32, 128, 128) and c.ranges["h"] == (8, 32, 32)
-    assert c.ranges["K"] == (1, 5, 1024) and c.ranges["P"] == (1, 2, 16)
+    assert c.ranges["K"] == (1, 5, 5) and c.ranges["P"] == (1, 2, 2)
+    with open(os.path.join(bundle, "manifest.json")) as f:
+        manifest = json.load(f)
+    assert manifest["dynamic_axes"]["K"]["max"] == 1024
+    del manifest["vocabulary"]
+    with open(os.path.join(bundle, "manifest.json"), "w") as f:
+        json.dump(manifest, f)
+    bare = engines.default_ranges(Bundle.open(bundle))
+    assert bare["K"] == (1, manifest["dynamic_axes"]["K"]["opt"], 1024) and bare["P"][2] == 16
     assert c.ranges["Np"] == (1, 1, 47) and c.ranges["Npm"] == (48, 64, 64)
     assert engines.profile_key("prompt_decoder_many", c.ranges) == {"B": [1, 1, 1], "h": [8, 32, 32], "w": [8, 32, 32],
                                                                     "Npm": [48, 64, 64]}
@@ -158,6 +169,46 @@ def test_many_prompt_graph_gets_its_own_prompt_range(bundle):
     s.engine_bytes("prompt_decoder", engines.Choices("fp16", RANGES))
     boxes = [c[2:] for c in fake.calls if c[0] == "set_shape" and c[1] == "boxes"]
     assert boxes == [((48, 4), (48, 4), (48, 4)), ((1, 4), (1, 4), (8, 4))]
+
+
+def test_dla_refused_where_tensorrt_has_none(bundle):
+    s, fake, lines = session(bundle, "11.4.0")
+    with pytest.raises(UserError, match=r"--dla 0: TensorRT 11.4.0 has no DLA .*build without --dla"):
+        s.engine_bytes("encoder", engines.Choices("fp16", RANGES, dla_core=0))
+    assert lines == [] and fake.builds == []
+
+
+KILLED = """
+import os, signal, sys
+sys.path.insert(0, %(tests)r)
+from fakes_tensorrt import FakeGPU
+from rmpsam_edge.runtime.bundle import Bundle
+from rmpsam_edge.runtime.tensorrt import compat, engines, profiles
+fake = FakeGPU("10.3.0")
+fake.cuda.Device(0).make_context()
+fake.trt.Builder.build_serialized_network = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer
+s = engines.Session(compat.Compat(fake.trt), ("Orin", "8.7"), Bundle.open(%(bundle)r), fake.cuda, print)
+s.engine_bytes("encoder", engines.Choices("fp16", profiles.make_ranges((64, 64))))
+"""
+
+
+def test_a_build_killed_by_the_oom_killer_is_named_by_the_next_one(bundle):
+    tests = os.path.dirname(os.path.abspath(__file__))
+    p = subprocess.Popen([sys.executable, "-c", KILLED % {"tests": tests, "bundle": bundle}], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, cwd=os.path.dirname(tests))
+    err = p.communicate(timeout=120)[1]
+    assert p.returncode == -signal.SIGKILL, err[-2000:]
+    s, fake, lines = session(bundle)
+    s.engine_bytes("encoder", engines.Choices("fp16", RANGES))
+    assert lines[0] == ("the last build of the encoder engine (process %d) was killed before it finished, most likely "
+                        "out of memory (the kernel's OOM killer): if it dies again, add swap, close other programs or "
+                        "build a smaller profile (--max-size, --workspace)" % p.pid)
+    assert lines[1].startswith("building encoder fp16 engine") and fake.builds
+    del lines[:]
+    fake.fail_build = "some TensorRT error"  # a build that fails in Python leaves no marker behind
+    with pytest.raises(UserError):
+        s.engine_bytes("object_decoder", engines.Choices("fp16", RANGES))
+    assert not [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".building")]
 
 
 def _edit_manifest(bundle, **graph_fields):

@@ -125,12 +125,19 @@ T = [
  ("ICudaEngine", "create_execution_context", "callable", "all"),
  ("IExecutionContext", "set_input_shape", "callable", "all"), ("IExecutionContext", "set_tensor_address", "callable", "all"),
  ("IExecutionContext", "get_tensor_shape", "callable", "all"), ("IExecutionContext", "execute_async_v3", "callable", "all"),
+ # activation memory shared by the contexts: 8.x without_device_memory + device_memory, 10.x+ USER_MANAGED
+ ("ICudaEngine", "create_execution_context_without_device_memory", "callable", "<11"),
+ ("ICudaEngine", "device_memory_size", "property", "<11"), ("ICudaEngine", "device_memory_size_v2", "property", ">=10"),
+ ("", "ExecutionContextAllocationStrategy", "callable", ">=10"),
+ ("ExecutionContextAllocationStrategy", "USER_MANAGED", "value", ">=10"),
+ ("IExecutionContext", "device_memory", "property", "all"), ("IExecutionContext", "set_device_memory", "callable", ">=10"),
+ ("IBuilderConfig", "can_run_on_DLA", "callable", "all"),
 ]
 def wanted(where):
     return where == "all" or (where == "<11" and major < 11) or (where == ">=10" and major >= 10)
 for owner, name, k, where in T:
-    obj = getattr(trt, owner) if owner else trt
-    got = kind(obj, name)
+    obj = getattr(trt, owner, None) if owner else trt
+    got = None if obj is None else kind(obj, name)
     if wanted(where) and got != k:
         problems.append("%s.%s: %s, expected %s" % (owner or "trt", name, got, k))
     if not wanted(where) and got is not None:

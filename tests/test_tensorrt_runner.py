@@ -38,15 +38,21 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
     vocab = rng.standard_normal((5, 2, 768)).astype(np.float32)
     with trt_pkg.create_runner(bundle, precision="fp32", ranges=RANGES) as r:
         assert r.describe() == "tensorrt 10.3.0, Orin (sm 8.7), fp32"
-        # buffers: allocated once per graph at the profile MAX shapes, page-locked host + device
+        # buffers: allocated once at the profile MAX shapes, page-locked host + device; ONE features buffer for all
         allocs = [c[1] for c in fake.calls if c[0] == "mem_alloc"]
         pinned = [c[1] for c in fake.calls if c[0] == "pagelocked_empty"]
         f_max = 4 * 256 * 16 * 16
-        assert allocs == [4 * 3 * 64 * 64, f_max,                                    # encoder
-                          f_max, 4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,                  # prompt decoder: Np 1..8
-                          f_max, 4 * 8 * 2 * 768, 4 * 100 * 9, 4 * 100 * 16 * 16, 4 * 100 * 256,  # object decoder
-                          f_max, 4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]              # many-prompt graph: Np 48
-        assert [p[0] * 4 for p in pinned] == allocs
+        assert allocs[:-1] == [f_max, 4 * 3 * 64 * 64,                                # features, encoder image
+                               4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,                     # prompt decoder: Np 1..8
+                               4 * 8 * 2 * 768, 4 * 100 * 9, 4 * 100 * 16 * 16, 4 * 100 * 256,  # object decoder
+                               4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]                  # many-prompt graph: Np 48
+        assert [p[0] for p in pinned] == allocs[:-1]
+        # one activation area, the largest engine's, given to every execution context (made without their own)
+        given = [c[1:] for c in fake.calls if c[0] == "device_memory"]
+        engines = [g.engine for g in r._gpu.graphs.values()]
+        assert len(given) == len(engines) == 4 and len(set(given)) == 1
+        assert given[0][1] == allocs[-1] == max(e.device_memory_size_v2 for e in engines)
+        assert {c[1] for c in fake.calls if c[0] == "create_execution_context"} == {"USER_MANAGED"}
         n_alloc = len(allocs)
         assert r.gpu_memory_mb() == sum(allocs) / 1048576.0  # the device's free memory dropped by the buffers
 
@@ -79,7 +85,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         assert all("synchronize" in names[i:] for i, n in enumerate(names) if n == "execute_async_v3")
     assert fake.leftover() == [] and not fake.live_contexts and fake.memory == {}  # deactivate freed every buffer and popped the context
     assert r.gpu_memory_mb() is None
-    assert fake.names()[-2:] == ["ctx.pop", "ctx.detach"]
+    assert fake.names()[-1] == "ctx.detach"  # detached while current: destroyed and popped by pycuda
 
 
 def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
@@ -94,9 +100,16 @@ def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
         copies = [c[2] for c in fake.calls if c[0] == "memcpy_htod_async"]
         assert copies == [2 * 4 * 4]  # only the boxes travel; features come from the encoder's device buffer
         del fake.calls[:]
-        m2, _ = r.decode_prompts(np.array(feats), boxes)  # a copy (could be modified): uploaded
+        other = feats[:, :, ::-1].copy()
+        m2, _ = r.decode_prompts(other, boxes)  # other features (could be modified): uploaded
         assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
-        np.testing.assert_array_equal(m1, m2)
+        np.testing.assert_array_equal(m2, ort_run(bundle, "prompt_decoder", {"features": other, "boxes": boxes})[0])
+        # the one shared features buffer now holds `other`: the encoder's features go up again, not reused stale
+        del fake.calls[:]
+        m3, _ = r.decode_prompts(feats, boxes)
+        assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
+        np.testing.assert_array_equal(m1, m3)
+        assert r._gpu.graphs["prompt_decoder"].device["features"] is r._gpu.graphs["encoder"].device["features"]
         with pytest.raises(ValueError):
             feats += 1  # the encoder's output is read-only, so the device copy cannot go stale
 
@@ -137,6 +150,31 @@ def test_image_outside_the_profile_gives_a_clear_line(bundle, monkeypatch):
             r.decode_objects(feats, np.zeros((9, 2, 768), np.float32))
 
 
+def test_dla_encoder_takes_any_frame_padded_to_its_one_size(bundle, monkeypatch):
+    """A DLA engine runs only the size it was built for (min = opt = max): a 16:9 frame (64x96 after the /32
+    padding) goes in zero-padded to it, the decoders read the full features and their masks come back cropped,
+    as for a static bundle."""
+    fake = FakeGPU("10.3.0", dla_cores=2).install(monkeypatch)
+    rng = np.random.default_rng(5)
+    ranges = profiles.make_ranges((96, 96), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
+    frame = rng.standard_normal((1, 3, 64, 96)).astype(np.float32)
+    boxes = rng.uniform(0.2, 0.8, (2, 4)).astype(np.float32)
+    with trt_pkg.create_runner(bundle, precision="fp16", ranges=ranges, dla_core=0) as r:
+        assert "DLA 0" in r.describe() and fake.builds[0]["device"] == "DLA"
+        feats = r.encode(frame)
+        padded = np.zeros((1, 3, 96, 96), np.float32)
+        padded[:, :, :64, :96] = frame
+        full = ort_run(bundle, "encoder", {"image": padded})[0]
+        np.testing.assert_array_equal(feats, full[:, :, :16, :24])
+        masks, iou = r.decode_prompts(feats, boxes)
+        ref = ort_run(bundle, "prompt_decoder", {"features": full, "boxes": boxes})
+        np.testing.assert_array_equal(masks, ref[0][:, :16, :24])
+        np.testing.assert_array_equal(iou, ref[1])
+        with pytest.raises(UserError, match=r"input 96x128 is larger than the 96x96 the encoder engine runs \(DLA "
+                                            r"runs one size\); use an input size <= 96 or rebuild"):
+            r.encode(rng.standard_normal((1, 3, 128, 96)).astype(np.float32))
+
+
 def test_no_build_mode_fails_with_what_differs(bundle, monkeypatch):
     fake = FakeGPU("10.3.0").install(monkeypatch)
     r = trt_pkg.create_runner(bundle, precision="fp16", build=False, ranges=RANGES)
@@ -172,7 +210,7 @@ def test_plan_buffers_uses_profile_max_and_output_shapes():
         def profile_shapes(self, engine, name):
             return ((1, 4), (2, 4), (64, 4))
     plan = runner.plan_buffers(Compat(), None, Ctx())
-    assert plan == {"boxes": (np.float32, (64, 4), True), "out": (np.float16, (64, 4, 8), False)}
+    assert plan == {"boxes": (np.float32, (64, 4), ((1, 4), (2, 4), (64, 4))), "out": (np.float16, (64, 4, 8), None)}
 
 
 # ------------------------------------------------------------------------------ loader / Predictor
@@ -192,6 +230,27 @@ def test_predictor_on_tensorrt_gives_the_onnxruntime_results(bundle, monkeypatch
     for a, b in zip(outs[0][2], outs[1][2]):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     p_trt.runner.deactivate()
+
+
+@pytest.mark.parametrize("version", ["8.5.2", "10.3.0"])
+def test_encoder_on_tensorrt_decoders_on_onnxruntime_builds_only_the_encoder(bundle, monkeypatch, version):
+    """A per-graph placement: TensorRT builds and runs only the graphs placed on it (8.5 cannot even import the
+    decoders' LayerNormalization), the decoders run on ONNX Runtime, results equal the all-ONNX Runtime run."""
+    fake = FakeGPU(version).install(monkeypatch)
+    placed = load(bundle, backend="encoder=tensorrt,prompt_decoder=onnxruntime,object_decoder=onnxruntime",
+                  verbose=False)
+    assert [b["profile"].keys() for b in fake.builds] == [{"image": 0}.keys()]  # one build: the encoder
+    assert [f for f in os.listdir(os.path.join(bundle, "tensorrt")) if f.endswith(".engine")] == ["encoder.fp32.engine"]
+    assert placed.runner.placement["encoder"] == "tensorrt" and placed.runner.runners["tensorrt"].name == "tensorrt"
+    outs = []
+    for p in (placed, load(bundle, backend="onnxruntime", verbose=False)):
+        p.set_image(IMAGE)
+        outs.append(p.predict(boxes=[[100, 50, 350, 280]]) + tuple(p.object_outputs()))
+    assert any(c[0] == "execute_async_v3" for c in fake.calls)
+    for a, b in zip(outs[0], outs[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    placed.runner.deactivate()
+    assert fake.leftover() == [] and not fake.live_contexts
 
 
 def test_auto_prefers_tensorrt_and_falls_back(bundle, monkeypatch, capsys):

@@ -45,11 +45,12 @@ def probe(device=None) -> Tuple[bool, str]:
 
 
 def create(bundle, device=None, threads=None, auto: bool = False, precision: Optional[str] = None):
-    """An activated ``TensorRTRunner``; ``threads`` does not apply."""
+    """An activated ``TensorRTRunner`` for ``bundle`` (a path, a Bundle, or the GraphSubset of a per-graph
+    placement: only its graphs get engines); ``threads`` does not apply."""
     ok, why = probe(device)
     if not ok:
         raise BackendUnavailable(why)
-    runner = create_runner(getattr(bundle, "path", bundle), precision, build=not auto, device=gpu_index(device))
+    runner = create_runner(bundle, precision, build=not auto, device=gpu_index(device))
     runner.activate()
     return runner
 

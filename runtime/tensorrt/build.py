@@ -64,7 +64,7 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
         prec.apply_fp32(network, compat, pinned)
         log("%s: %s" % (graph, prec.summary(pinned)))
     if settings.dla_core is not None:
-        compat.use_dla(builder, config, settings.dla_core)
+        log("%s: %s" % (graph, compat.use_dla(builder, config, settings.dla_core, network)))
 
     cache = _load_timing_cache(config, settings.timing_cache, log)
     data = builder.build_serialized_network(network, config)  # None on failure

@@ -5,13 +5,14 @@ built for plus its size and sha256. ``check()`` reads the key before TensorRT se
 returns a ``Verdict``: usable, or a one-line reason. Pure Python.
 """
 import collections
+import contextlib
 import hashlib
 import json
 import os
 import re
 from typing import Dict, List, Optional, Tuple
 
-from rmpsam_edge.atomic import atomic_file, file_lock
+from rmpsam_edge.atomic import _alive, atomic_file, file_lock
 from rmpsam_edge.runtime.bundle import sha256_file
 
 FORMAT = 1
@@ -166,3 +167,29 @@ def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, objec
             with atomic_file(path) as tmp:
                 with open(tmp, "wb") as f:
                     f.write(blob)
+
+
+@contextlib.contextmanager
+def building(engine_path: str):
+    """``<engine>.building`` holds this process's id while it builds, removed however the build ends in Python:
+    only a process killed outright (SIGKILL, the kernel's out-of-memory killer) leaves it behind."""
+    os.makedirs(os.path.dirname(engine_path), exist_ok=True)
+    with open(engine_path + ".building", "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        yield
+    finally:
+        try:
+            os.remove(engine_path + ".building")
+        except OSError:  # a concurrent build of the same engine removed it first
+            pass
+
+
+def killed_build(engine_path: str) -> Optional[int]:
+    """The id of a process that died while building ``engine_path`` (its marker left behind), else None."""
+    try:
+        with open(engine_path + ".building") as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+    return None if _alive(pid) else pid

@@ -150,16 +150,25 @@ class Compat(object):
             layer.set_output_type(i, trt.float32)
         return True
 
-    def use_dla(self, builder, config, core: int) -> None:
+    def use_dla(self, builder, config, core: int, network) -> str:
+        """Put the network on DLA core ``core`` with GPU fallback -> one line naming the layers left on the GPU
+        (``IBuilderConfig.can_run_on_DLA``). Orin Nano / Orin Nano Super and desktop GPUs have no DLA cores."""
         trt = self.trt
         cores = int(getattr(builder, "num_DLA_cores", 0))
         if cores <= 0:
-            raise UserError("--dla %d: this GPU has no DLA cores (DLA exists on Jetson AGX/NX Xavier and Orin)" % core)
+            raise UserError("--dla %d: this GPU has no DLA (only Jetson AGX Xavier, Xavier NX, AGX Orin and Orin NX "
+                            "have DLA cores; Orin Nano, Orin Nano Super and desktop GPUs do not); build without --dla"
+                            % core)
         if core >= cores:
             raise UserError("--dla %d: this device has %d DLA core(s) (0..%d)" % (core, cores, cores - 1))
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        gpu = collections.Counter(str(getattr(l.type, "name", l.type)) for l in layers if not config.can_run_on_DLA(l))
+        kinds = ", ".join("%s x%d" % (k, n) for k, n in sorted(gpu.items(), key=lambda kv: (-kv[1], kv[0])))
+        return "DLA core %d runs %d of %d layers; on the GPU (each switch costs a transfer): %s" % (
+            core, len(layers) - sum(gpu.values()), len(layers), kinds or "none")
 
     def parser_error_line(self, error, node_names: Optional[Sequence[Tuple[str, str]]] = None) -> str:
         """One line per parser error naming the failing node. 10.x: node_name()/node_operator(); 8.6: only the
@@ -214,6 +223,21 @@ class Compat(object):
     def profile_shapes(self, engine, name: str) -> Tuple[Tuple[int, ...], ...]:
         """(min, opt, max) of one input in profile 0."""
         return tuple(tuple(int(d) for d in dims) for dims in engine.get_tensor_profile_shape(name, 0))
+
+    def context_without_memory(self, engine):
+        """-> (an execution context without its own activation memory, the bytes it needs): 10.x+ the
+        USER_MANAGED allocation strategy, 8.x ``create_execution_context_without_device_memory``."""
+        if hasattr(self.trt, "ExecutionContextAllocationStrategy"):
+            return (engine.create_execution_context(self.trt.ExecutionContextAllocationStrategy.USER_MANAGED),
+                    int(engine.device_memory_size_v2))
+        return engine.create_execution_context_without_device_memory(), int(engine.device_memory_size)
+
+    @staticmethod
+    def give_memory(context, address: int, size: int) -> None:
+        if hasattr(context, "set_device_memory"):  # 10.x+
+            context.set_device_memory(address, size)
+        else:
+            context.device_memory = address
 
     # ---------------------------------------------------------------- device (pycuda)
     @staticmethod

@@ -82,7 +82,8 @@ def _declared(manifest, sym: str) -> Optional[Tuple[int, int, int]]:
 
 def default_ranges(bundle, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, tuple]:
     """Profile ranges from the bundle: the export's declared H/W (else its input size, else 640), 1..64 prompts
-    (the many-prompt graph takes many_prompts_from..64), the vocabulary's K x P as opt."""
+    (the many-prompt graph takes many_prompts_from..64), classes and prototypes up to the vocabulary's K x P (what
+    the predictor sends; a bigger vocabulary needs --max-classes), else the export's declared K / P."""
     m = bundle.manifest
     h, w = _declared(m, "H"), _declared(m, "W")
     if h is None or w is None:
@@ -90,8 +91,8 @@ def default_ranges(bundle, max_prompts: int = DEFAULT_MAX_PROMPTS) -> Dict[str, 
         h = w = (profiles.ALIGN, size, size)
     shape = (m.get("vocabulary") or {}).get("shape")
     k, p = (int(shape[0]), int(shape[1])) if isinstance(shape, (list, tuple)) and len(shape) == 3 else (None, None)
-    classes = _declared(m, "K") or (1, k or 80, max(k or 80, 1024))
-    protos = _declared(m, "P") or (1, p or 1, max(p or 1, 16))
+    classes = (1, k, k) if k else _declared(m, "K") or (1, 80, 1024)  # 1024 x 16 x 768 floats: 50 MB per buffer
+    protos = (1, p, p) if p else _declared(m, "P") or (1, 1, 16)
     return prompt_ranges(profiles.make_ranges((h[2], w[2]), (h[1], w[1]), (h[0], w[0]), (1, 1, max_prompts),
                                               classes, protos), bundle.many_prompts_from)
 
@@ -186,9 +187,17 @@ class Session(object):
         if not build:
             raise UserError("the %s engine cannot be used: %s; build it with `%s`"
                             % (graph, why, build_command(self.dir, choices.precision)))
+        if dla is not None and self.compat.major >= 11:
+            raise UserError("--dla %d: TensorRT %s has no DLA (TensorRT 11 dropped it and does not run on Jetson); "
+                            "build without --dla" % (dla, self.compat.version_string))
         if dla is not None and gp == "fp32":
             raise UserError("--dla runs FP16 or INT8 only: add --precision fp16 (or int8)")
         importers.check_build(self.bundle, self.compat.version_string, [graph])  # before the parser: one line
+        killed = cache.killed_build(engine_path)
+        if killed is not None:
+            self.log("the last build of the %s engine (process %d) was killed before it finished, most likely out of "
+                     "memory (the kernel's OOM killer): if it dies again, add swap, close other programs or build a "
+                     "smaller profile (--max-size, --workspace)" % (graph, killed))
         self.log("building %s %s engine (%s); this takes minutes on a Jetson" % (graph, gp, why))
         if stored_prec == "int8":
             precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
@@ -200,7 +209,8 @@ class Session(object):
         t0 = time.time()
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins,
                                          self.timing_cache_path(), choices.verbose, typed)
-        result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
+        with cache.building(engine_path):
+            result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),
                  "typed": typed}
         cache.write(engine_path, side_path, result.data, key, extra)
