@@ -174,7 +174,7 @@ def test_one_media_listing_for_demo_and_calibration(tmp_path):
     a folder (sorted, plain files, known extensions only)."""
     import cv2 as _cv2
     from rmpsam_edge.media import list_media
-    from rmpsam_edge.quantize.calibration import source_units
+    from rmpsam_edge.media import source_units
     from rmpsam_edge.runtime.demo.sources import open_source
     for name in ("b.png", "a.jpg", "c.PNG"):
         _cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
@@ -182,6 +182,6 @@ def test_one_media_listing_for_demo_and_calibration(tmp_path):
     (tmp_path / "sub.png").mkdir()
     images, videos = list_media(str(tmp_path))
     assert [os.path.basename(p) for p in images] == ["a.jpg", "b.png", "c.PNG"] and videos == []
-    assert [u[1] for u in source_units(str(tmp_path))] == images
+    assert [u[1] for u in source_units(str(tmp_path), "--calib")] == images
     assert open_source(str(tmp_path)).paths == images
     assert list_media(str(tmp_path / "*.png"))[0] == [str(tmp_path / "b.png")]

@@ -2,8 +2,8 @@
 outputs on each view cached (bounded) so repeating views cost the teacher nothing.
 
 * ``load_frames(sources, count, holdout, long_side, val)`` -> (train, held_out): lists of (name, RGB uint8).
-  Each source is a folder (its images), a video (its frames), an image file or a quoted glob (``list_media``, the
-  one media reader; images through ``load_image`` and its pixel limit). Frames are sampled evenly over all the
+  Each source is a folder (its images and videos), a video (its frames), an image file or a quoted glob
+  (``rmpsam_edge.media``, the one frame reader; the pixel limit applies to images and videos). Frames are sampled evenly over all the
   sources together, the held-out ones spread evenly among them (or taken from ``val``). Each frame is shrunk to
   ``long_side`` pixels at most when read, so memory stays bounded (count x long_side^2 x 3 bytes).
 * ``make_view(frame, rng, size)`` -> (size, size, 3) uint8: a random crop (35-100 % of the area, aspect 3:4-4:3),
@@ -13,7 +13,6 @@ outputs on each view cached (bounded) so repeating views cost the teacher nothin
   click encoding) and boxes of 10-70 % of the side, half each.
 * ``TeacherCache``: LRU of the teacher's outputs per view key, bounded in megabytes.
 """
-import os
 from collections import OrderedDict
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -21,94 +20,16 @@ import cv2
 import numpy as np
 
 from ..errors import UserError
-from ..media import IMAGE_EXTS, VIDEO_EXTS, is_image, is_video, list_media
-from ..preprocess import load_image, normalize_boxes, points_to_boxes
-from ..quantize.calibration import even_indices
-
-HINT = "give --images a folder of images, a video file, an image or a quoted glob such as 'frames/*.jpg'"
-
-
-def _video_frames(path: str) -> int:
-    cap = cv2.VideoCapture(path)
-    try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) if cap.isOpened() else 0
-    finally:
-        cap.release()
-    if n <= 0:
-        raise UserError("cannot read video %s: OpenCV finds no frames in it; %s" % (path, HINT))
-    return n
-
-
-def source_units(source: str) -> List[tuple]:
-    """One source -> its frames as units: ("image", path) or ("video", path, frame index)."""
-    source = os.path.expanduser(str(source))
-    if os.path.isdir(source):
-        try:
-            images, videos = list_media(source)
-        except OSError as exc:
-            raise UserError("cannot read folder %s: %s; %s" % (source, exc.strerror or exc, HINT))
-    elif os.path.isfile(source):
-        if not (is_image(source) or is_video(source)):
-            raise UserError("%s is neither an image nor a video (%s %s); %s"
-                            % (source, " ".join(IMAGE_EXTS), " ".join(VIDEO_EXTS), HINT))
-        images, videos = ([source], []) if is_image(source) else ([], [source])
-    elif any(c in source for c in "*?["):
-        images, videos = list_media(source)
-    else:
-        raise UserError("%s does not exist; %s" % (source, HINT))
-    units = [("image", p) for p in images]
-    for v in videos:
-        units += [("video", v, i) for i in range(_video_frames(v))]
-    if not units:
-        raise UserError("%s holds no images or videos; %s" % (source, HINT))
-    return units
-
-
-def _shrink(img: np.ndarray, long_side: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    s = float(long_side) / max(h, w)
-    if s >= 1:
-        return img
-    return cv2.resize(img, (max(1, int(w * s + 0.5)), max(1, int(h * s + 0.5))), interpolation=cv2.INTER_AREA)
-
-
-def read_units(units: Sequence[tuple], long_side: int) -> List[Tuple[str, np.ndarray]]:
-    """Decode units (each video read once, sequentially) -> [(name, RGB uint8 shrunk to long_side)]."""
-    out: List[Optional[Tuple[str, np.ndarray]]] = [None] * len(units)
-    by_video: Dict[str, list] = {}
-    for pos, u in enumerate(units):
-        if u[0] == "image":
-            out[pos] = (u[1], _shrink(load_image(u[1]), long_side))
-        else:
-            by_video.setdefault(u[1], []).append((u[2], pos))
-    for path, wanted in by_video.items():
-        wanted = sorted(wanted)
-        cap = cv2.VideoCapture(path)
-        frame_no, k = 0, 0
-        try:
-            while k < len(wanted):
-                ok = cap.grab()
-                if not ok:
-                    raise UserError("cannot read video %s: frame %d is unreadable; %s" % (path, wanted[k][0], HINT))
-                while k < len(wanted) and wanted[k][0] == frame_no:
-                    ok, bgr = cap.retrieve()
-                    if not ok or bgr is None:
-                        raise UserError("cannot read video %s: frame %d does not decode" % (path, frame_no))
-                    out[wanted[k][1]] = ("%s#%d" % (path, frame_no), _shrink(np.ascontiguousarray(bgr[:, :, ::-1]),
-                                                                              long_side))
-                    k += 1
-                frame_no += 1
-        finally:
-            cap.release()
-    return out  # type: ignore[return-value]
+from ..media import even_indices, read_units, source_units
+from ..preprocess import normalize_boxes, points_to_boxes
 
 
 def load_frames(sources: Sequence[str], count: int, holdout: int, long_side: int,
                 val: Optional[Sequence[str]] = None):
     """-> (train frames, held-out frames, number of frames the sources offer); see the module docstring."""
-    units = [u for s in sources for u in source_units(s)]
+    units = [u for s in sources for u in source_units(s, "--images")]
     if val:
-        val_units = [u for s in val for u in source_units(s)]
+        val_units = [u for s in val for u in source_units(s, "--val")]
         held = [val_units[i] for i in even_indices(len(val_units), min(holdout, len(val_units)))]
         train = [units[i] for i in even_indices(len(units), min(count, len(units)))]
     else:
@@ -119,7 +40,8 @@ def load_frames(sources: Sequence[str], count: int, holdout: int, long_side: int
         hold_pos = set(even_indices(len(chosen), holdout)) if holdout else set()
         held = [u for i, u in enumerate(chosen) if i in hold_pos]
         train = [u for i, u in enumerate(chosen) if i not in hold_pos]
-    return read_units(train, long_side), read_units(held, long_side), len(units)
+    return (read_units(train, "--images", long_side),
+            read_units(held, "--val" if val else "--images", long_side), len(units))
 
 
 # ------------------------------------------------------------------------------------------------ views
