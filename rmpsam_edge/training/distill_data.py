@@ -14,7 +14,7 @@ outputs on each view cached (bounded) so repeating views cost the teacher nothin
 * ``TeacherCache``: LRU of the teacher's outputs per view key, bounded in megabytes.
 """
 from collections import OrderedDict
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence
 
 import cv2
 import numpy as np
