@@ -1,9 +1,9 @@
 """``rmpsam-edge benchmark``: the one benchmark command, like ``yolo benchmark``; presets name what it measures.
 
-    rmpsam-edge benchmark --model bundles/r18 --backends torch,ort,openvino,tensorrt --precisions fp32,fp16,int8 \\
+    rmpsam-edge benchmark --model bundles/r18 --backends torch,onnxruntime,openvino,tensorrt --precisions fp32,fp16,int8 \\
         --imgsz 512 --prompts 1 16 --runs 20 --json bench.json --plot bench.png --md bench.md
     rmpsam-edge benchmark --preset stages        # per-stage speed of the graphs vs PyTorch eager, at 512
-    rmpsam-edge benchmark --preset demo --model bundles/r18 --backends ort   # the demo's pipelining ratios
+    rmpsam-edge benchmark --preset demo --model bundles/r18 --backends onnxruntime   # the demo's pipelining ratios
     rmpsam-edge benchmark --model grpc://127.0.0.1:8001 --streams 1 2 4     # a running Triton server
 
 ``PRESETS`` is the plain table of presets: a preset either fills the options not given on the command line
@@ -26,10 +26,10 @@ PRESETS = {
               {"precisions": "fp32", "flops": True, "imgsz": ["official"]}, None),
     "stages": ("the exported graphs vs the PyTorch eager model at 512, 2 threads: encoder, 1/16/64 prompts in one "
                "call, object decoder, frame with its pre/post-processing share (docs/export_runtime.md)",
-               {"backends": "torch,ort,openvino", "precisions": "fp32", "prompts": [1, 16, 64], "imgsz": [512],
+               {"backends": "torch,onnxruntime,openvino", "precisions": "fp32", "prompts": [1, 16, 64], "imgsz": [512],
                 "threads": 2, "flops": True}, None),
     "quantize": ("FP32 vs FP16 vs INT8 on ONNX Runtime and OpenVINO at 512, 2 threads (docs/quantize.md)",
-                 {"backends": "ort,openvino", "precisions": "fp32,fp16,int8", "prompts": [1], "imgsz": [512],
+                 {"backends": "onnxruntime,openvino", "precisions": "fp32,fp16,int8", "prompts": [1], "imgsz": [512],
                   "threads": 2}, None),
     "soak": ("--frames frames of the demo pipeline on the looped clip: RSS and FPS drift", {"frames": 1000},
              "soak"),
@@ -43,7 +43,7 @@ PRESETS = {
                {"frames": 12, "threads": 2, "streams": [1, 2, 4]}, "triton_streams"),
 }
 # the defaults every preset starts from (the help texts name them)
-BASE = {"backends": "torch,ort,openvino,tensorrt", "precisions": "fp32,fp16,int8", "prompts": [1, 16],
+BASE = {"backends": "torch,onnxruntime,openvino,tensorrt", "precisions": "fp32,fp16,int8", "prompts": [1, 16],
         "imgsz": None, "threads": None, "flops": False, "frames": None, "rounds": 3, "grid": 8,
         "graph": "object_decoder", "streams": None}
 
@@ -60,7 +60,7 @@ def add_arguments(p):
     w.add_argument("--random-init", action="store_true", help="export random weights (latency does not depend "
                    "on weight values; fidelity then uses random weights)")
     w.add_argument("--variant", default="r18", choices=["r18", "r50"], help="with --random-init")
-    p.add_argument("--backends", help="comma list: torch, ort, openvino, tensorrt (default %s; missing ones get a "
+    p.add_argument("--backends", help="comma list: torch, onnxruntime (alias ort), openvino, tensorrt (default %s; missing ones get a "
                    "'not installed' row; studies run the first one)" % BASE["backends"])
     p.add_argument("--precisions", help="comma list: fp32, fp16, int8, bf16, int8+bf16 (bf16: OpenVINO rows only; "
                    "default %s)" % BASE["precisions"])

@@ -7,7 +7,7 @@
 2. batched decoding: an 'everything' frame with 64 grid prompts costs at most 3x a single-prompt frame
    (both timed round-robin with ``benchmarks.timing.measure``).
 
-    rmpsam-edge benchmark --preset demo --model BUNDLE --backends ort [--threads 2] [--frames 30] [--rounds 3]
+    rmpsam-edge benchmark --preset demo --model BUNDLE --backends onnxruntime [--threads 2] [--frames 30] [--rounds 3]
                           [--runs 20] [--grid 8] [--json out.json]
     rmpsam-edge benchmark --preset demo [--checkpoint PTH | --random-init]      (the PyTorch path)
 """

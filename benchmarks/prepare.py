@@ -20,21 +20,28 @@ from typing import List, Optional, Tuple
 
 from rmpsam_edge.errors import UserError
 
-ALIASES = {"onnxruntime": "ort", "ov": "openvino", "trt": "tensorrt", "pytorch": "torch"}
-BACKENDS = ("torch", "ort", "openvino", "tensorrt")
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")  # runtime.backends names (+ torch, the reference)
 PRECISIONS = ("fp32", "fp16", "int8", "bf16", "int8+bf16")
 # (backend, precision) -> which bundle runs it. TensorRT builds FP16 from the FP32 ONNX (weak typing + pins on 8.x,
 # the typed FP16 graph it derives on 10+) and INT8 from the symmetric Q/DQ bundle of `quantize --target tensorrt`.
 SOURCES = {
     ("torch", "fp32"): "torch",
-    ("ort", "fp32"): "fp32", ("ort", "fp16"): "fp16", ("ort", "int8"): "int8_ort",
+    ("onnxruntime", "fp32"): "fp32", ("onnxruntime", "fp16"): "fp16", ("onnxruntime", "int8"): "int8_ort",
     ("openvino", "fp32"): "fp32", ("openvino", "fp16"): "fp16", ("openvino", "int8"): "int8_openvino",
     ("openvino", "bf16"): "bf16_openvino", ("openvino", "int8+bf16"): "int8_bf16_openvino",
     ("tensorrt", "fp32"): "fp32", ("tensorrt", "fp16"): "fp32", ("tensorrt", "int8"): "int8_tensorrt",
 }
-QUANTIZE = {"fp16": ("fp16", "ort"), "int8_ort": ("int8", "ort"),
-            "int8_tensorrt": ("int8", "ort", "--target", "tensorrt"), "int8_openvino": ("int8", "openvino"),
+QUANTIZE = {"fp16": ("fp16", "onnxruntime"), "int8_ort": ("int8", "onnxruntime"),
+            "int8_tensorrt": ("int8", "onnxruntime", "--target", "tensorrt"), "int8_openvino": ("int8", "openvino"),
             "bf16_openvino": ("bf16", "openvino"), "int8_bf16_openvino": ("int8", "openvino", "--rest", "bf16")}
+
+
+def canonical(name: str) -> str:
+    """A backend name or alias (``ort``, ``ov``, ``trt``, ``pytorch``) -> its runtime.backends name; anything else
+    lower-cased."""
+    from rmpsam_edge.runtime import backends as registry
+    row = registry.find(name)
+    return row.name if row else {"pytorch": "torch"}.get(name.lower(), name.lower())
 
 
 def parse_list(text: str, allowed, what: str) -> List[str]:
@@ -42,7 +49,7 @@ def parse_list(text: str, allowed, what: str) -> List[str]:
     for item in str(text).replace(" ", "").split(","):
         if not item:
             continue
-        item = ALIASES.get(item.lower(), item.lower())
+        item = canonical(item)
         if item not in allowed:
             raise UserError("unknown %s %r; use a comma-separated list of %s" % (what, item, ", ".join(allowed)))
         if item not in out:

@@ -61,7 +61,7 @@ def _preimport(backends) -> None:
     weights, arenas), not the one-time library import charged to whichever row loads first."""
     import importlib
     for b in backends:
-        mod = {"torch": "torch", "ort": "onnxruntime", "openvino": "openvino"}.get(b)
+        mod = b if b in ("torch", "onnxruntime", "openvino") else None
         if mod:
             try:
                 importlib.import_module(mod)
@@ -254,7 +254,7 @@ def _bench_model(args, base_path, mwork, backends, precisions, installed, thread
             _progress("%s @ %s: %d of %d rows run" % (bundle.variant, size, len(live), len(rows)))
             run_group(rows, live, image, spec, class_embed, args.prompts, args.runs, args.warmup,
                       args.max_seconds, _progress, frame_stage=not args.paper)
-            ref = next((k for k in ("ort fp32", "openvino fp32", "torch fp32", "tensorrt fp32") if k in live), None)
+            ref = next((k for k in ("onnxruntime fp32", "openvino fp32", "torch fp32", "tensorrt fp32") if k in live), None)
             if args.fidelity_images > 0 and ref:
                 _progress("fidelity vs %s on %d shipped images" % (ref, args.fidelity_images))
                 fidelity(rows, live, ref, spec, _fidelity_images(args.fidelity_images))

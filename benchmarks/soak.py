@@ -57,14 +57,13 @@ class LoopSource(object):
 
 
 def predictor(args):
-    """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (ort -> onnxruntime,
-    torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at the first
+    """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at the first
     ``--imgsz`` (pixels or 'official'; none: the bundle's / weights' own size)."""
     size = args.imgsz[0] if args.imgsz else None
     if args.model:
         from rmpsam_edge.runtime import load
         backend = args.backends.split(",")[0].strip()
-        backend = {"ort": "onnxruntime", "torch": "auto"}.get(backend, backend)
+        backend = "auto" if backend == "torch" else backend
         pred = load(args.model[0], backend=backend, device=args.device, threads=args.threads)
     else:
         from rmpsam_edge.torch_runner import torch_predictor

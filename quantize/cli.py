@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--rest", choices=("fp32", "bf16"), default="fp32", help="with --precision int8 --backend "
                    "openvino: precision of everything not INT8 (the decoders and the encoder's non-quantized ops); "
                    "bf16 makes an int8+bf16 bundle (default fp32)")
-    add_backend(p, help_text="auto (default: openvino for bf16, else ort), ort (ONNX Runtime static QDQ, output "
+    add_backend(p, help_text="auto (default: openvino for bf16, else onnxruntime), onnxruntime (alias ort; static QDQ, output "
                 "loads in ORT and OpenVINO) or openvino (NNCF, writes OpenVINO IR); fidelity and latency are "
                 "measured on it")
     p.add_argument("--target", choices=("auto",) + TARGETS, default="auto", help="where the INT8 bundle will run, "
@@ -61,7 +61,7 @@ def run(args) -> int:
     imgsz = None if args.imgsz is None else (input_size(args.imgsz) or "official")
     backend = args.backend
     if backend == "auto":  # bf16 exists only on OpenVINO's CPU plugin
-        backend = "openvino" if "bf16" in (args.precision, args.rest) else "ort"
+        backend = "openvino" if "bf16" in (args.precision, args.rest) else "onnxruntime"
     opts = Options(model=args.model, out=args.out, precision=args.precision, backend=backend, calib=args.calib,
                    calib_count=args.calib_count, holdout=args.holdout, calib_method=args.calib_method,
                    quantize_decoders=args.quantize_decoders, min_mask_iou=args.min_mask_iou,

@@ -29,7 +29,7 @@ GATE_EXIT = 3  # exit code of --fail-below when fidelity is under the threshold
 
 
 class Options(object):
-    def __init__(self, model, out, precision="int8", backend="ort", calib=None, calib_count=None,
+    def __init__(self, model, out, precision="int8", backend="onnxruntime", calib=None, calib_count=None,
                  holdout=DEFAULT_HOLDOUT, calib_method="minmax", quantize_decoders=False, min_mask_iou=None,
                  fail_below=False, auto_fallback=False, force=False, threads=None, runs=10, imgsz=None,
                  rest="fp32", device=None, argv=None, target="auto", cpuinfo=None):
@@ -109,7 +109,7 @@ def check_options(opts: Options) -> None:
     from rmpsam_edge.runtime import backends as registry
     row = registry.find(opts.backend)
     if row is None or row.name not in QUANTIZE_BACKENDS:
-        raise UserError("--backend must be ort (onnxruntime) or openvino, got %r" % opts.backend)
+        raise UserError("--backend must be onnxruntime (alias ort) or openvino, got %r" % opts.backend)
     opts.backend = backend = row.name
     from rmpsam_edge.runtime.loader import check_device
     check_device(backend, opts.device)

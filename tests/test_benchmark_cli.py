@@ -26,18 +26,18 @@ def test_benchmark_table_json_plot(bundle, tmp_path, capsys):
     text = capsys.readouterr().out
     data = json.load(open(out["json"]))
     rows = {(r["backend"], r["precision"]): r for r in data["rows"]}
-    assert sorted(rows) == sorted((b, p) for b in ("torch", "ort", "tensorrt") for p in ("fp32", "fp16"))
-    for key in (("torch", "fp32"), ("ort", "fp32"), ("ort", "fp16")):
+    assert sorted(rows) == sorted((b, p) for b in ("torch", "onnxruntime", "tensorrt") for p in ("fp32", "fp16"))
+    for key in (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "fp16")):
         r = rows[key]
         assert r["status"] == "ok", r["status"]
         assert r["encoder_ms"]["n"] == 2 and r["encoder_ms"]["p50"] > 0 and len(r["encoder_ms"]["samples"]) == 2
         assert set(r["prompt_ms"]) == {"1", "4"} and r["object_ms"]["n"] == 2 and r["fps"] > 0
         assert r["input_shape"] == [128, 128] and r["size_mb"] > 0
         assert r["flops"]["encoder"]["gflops"] > 0 and r["flops"]["encoder"]["params"] > 1e6
-    assert rows[("ort", "fp32")]["fidelity_ref"] is True
+    assert rows[("onnxruntime", "fp32")]["fidelity_ref"] is True
     assert rows[("torch", "fp32")]["fidelity_iou"] > 0.99  # same weights, two runtimes
-    assert 0.9 < rows[("ort", "fp16")]["fidelity_iou"] <= 1.0
-    assert rows[("ort", "fp16")]["bundle"] == str(work / "fp16")
+    assert 0.9 < rows[("onnxruntime", "fp16")]["fidelity_iou"] <= 1.0
+    assert rows[("onnxruntime", "fp16")]["bundle"] == str(work / "fp16")
     assert rows[("torch", "fp16")]["status"].startswith("n/a")
     from rmpsam_edge.runtime import tensorrt as trt_pkg
     trt_ok, _ = trt_pkg.probe()

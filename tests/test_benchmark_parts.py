@@ -104,7 +104,7 @@ def _s(p50):
 
 
 ROWS = [
-    {"backend": "ort", "precision": "fp32", "imgsz": 512, "status": "ok", "size_mb": 80.2, "fidelity_iou": 1.0,
+    {"backend": "onnxruntime", "precision": "fp32", "imgsz": 512, "status": "ok", "size_mb": 80.2, "fidelity_iou": 1.0,
      "encoder_ms": _s(87.5), "prompt_ms": {"1": _s(4.0), "16": _s(12.8)}, "object_ms": _s(28.5), "fps": 8.6,
      "mem_mb": 900.0, "fidelity_ref": True, "gpu_mb": None,
      "flops": {"encoder": {"params": 12.4e6, "gflops": 26.5}, "prompt_decoder": {"params": 9e6, "gflops": 4.4},
@@ -157,7 +157,7 @@ def test_frame_parts_and_within_run_ratios():
                          {"preprocess": 4.0, "encoder": 90.0, "decoder": 12.0, "postprocess": 6.0}])
     assert parts["host_ms"] == 3.0 + 7.0 and parts["total_ms"] == 3.0 + 85.0 + 11.0 + 7.0
     assert abs(parts["host_share"] - 10.0 / 106.0) < 1e-12
-    row = {"model": "r18", "backend": "ort", "precision": "fp32", "imgsz": 512, "status": "ok",
+    row = {"model": "r18", "backend": "onnxruntime", "precision": "fp32", "imgsz": 512, "status": "ok",
            "prompt_ms": {"1": _s(4.0), "16": _s(16.0), "64": _s(96.0)}, "frame_parts_ms": parts}
     (line,) = derived_lines([row, dict(row, status="not installed: x")], [1, 16, 64])
     assert "16 prompts in one call = 0.25x of 16 x one prompt" in line  # 16 / (16 * 4)

@@ -162,7 +162,7 @@ def test_predict_rejects_device_on_the_torch_path(capsys, tmp_path):
     assert "--device applies to an exported bundle" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, backend", [([], "ort"), (["--precision", "bf16"], "openvino"),
+@pytest.mark.parametrize("argv, backend", [([], "onnxruntime"), (["--precision", "bf16"], "openvino"),
                                            (["--rest", "bf16"], "openvino"), (["--backend", "openvino"], "openvino")])
 def test_quantize_backend_auto_picks_the_toolkit(monkeypatch, argv, backend):
     seen = {}
@@ -181,18 +181,18 @@ def _bench_args(argv):
 def test_benchmark_presets_fill_only_what_was_not_given():
     a = _bench_args(["--preset", "stages"])
     assert (a.backends, a.precisions, a.prompts, a.imgsz, a.threads, a.flops) == (
-        "torch,ort,openvino", "fp32", [1, 16, 64], [512], 2, True)
+        "torch,onnxruntime,openvino", "fp32", [1, 16, 64], [512], 2, True)
     a = _bench_args(["--preset", "stages", "--threads", "1", "--prompts", "4", "--imgsz", "256"])
-    assert (a.threads, a.prompts, a.imgsz, a.backends) == (1, [4], [256], "torch,ort,openvino")
+    assert (a.threads, a.prompts, a.imgsz, a.backends) == (1, [4], [256], "torch,onnxruntime,openvino")
     a = _bench_args([])  # the table with the base defaults
-    assert (a.preset, a.backends, a.prompts, a.threads, a.runs) == ("table", "torch,ort,openvino,tensorrt", [1, 16],
+    assert (a.preset, a.backends, a.prompts, a.threads, a.runs) == ("table", "torch,onnxruntime,openvino,tensorrt", [1, 16],
                                                                      None, DEFAULTS["runs"])
     a = _bench_args(["--soak", "70"])
     assert (a.preset, a.frames) == ("soak", 70)
     assert _bench_args(["--preset", "soak"]).frames == 1000 and _bench_args(["--preset", "demo"]).frames == 30
     assert _bench_args(["--paper"]).preset == "paper"
     a = _bench_args(["--model", "b", "--preset", "quantize"])
-    assert a.model == ["b"] and a.precisions == "fp32,fp16,int8" and a.backends == "ort,openvino"
+    assert a.model == ["b"] and a.precisions == "fp32,fp16,int8" and a.backends == "onnxruntime,openvino"
 
 
 def test_old_harness_modules_are_gone():
