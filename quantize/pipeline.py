@@ -186,8 +186,8 @@ class _Job(object):
         self.hold_inputs = [preprocess(rgb, spec) for _, rgb in self.frames.holdout]
         self.hold_prompts = [sample_prompts(m.img_shape, PROMPT_GRID, PROMPT_BOXES, seed=1000 + i)
                              for i, (_, m) in enumerate(self.hold_inputs)]
-        self.thresholds = fidelity.default_thresholds(opts.precision, opts.min_mask_iou)
-        self.gate = fidelity.gate_metrics(self.graphs)
+        self.thresholds = compare.default_thresholds(opts.precision, opts.min_mask_iou)
+        self.gate = compare.gate_metrics(self.graphs)
         self.ref = self.runner(src.path)
         self.workdir = tempfile.mkdtemp(prefix="rmpsam_quant_")
         self.staging = None  # set inside the atomic output folder
@@ -301,7 +301,7 @@ def measure_fidelity(job: _Job):
                                     job.spec.num_things, stream=job.stream)
     finally:
         test.deactivate()
-    return m, fidelity.verdicts(m, job.thresholds, job.gate)
+    return m, compare.verdicts(m, job.thresholds, job.gate)
 
 
 def auto_fallback(job: _Job, feeds):
@@ -329,7 +329,7 @@ def auto_fallback(job: _Job, feeds):
                                                                     for g in job.graphs}))
         m, v = measure_fidelity(job)
         results[k] = (m, v, manifest)
-        return not fidelity.failed(v)
+        return not compare.failed(v)
 
     tried = {}
     k = sensitivity.fewest([r[2] for r in ranked], passes, lambda s: _say(job.stream, s), tried)
@@ -371,16 +371,16 @@ def make_report(job: _Job, staging: str) -> dict:
     manifest = write_manifest(job, quantize_graphs(job, feeds))
     metrics, verdict = measure_fidelity(job)
     fallback, before = None, None
-    if opts.auto_fallback and fidelity.failed(verdict):
+    if opts.auto_fallback and compare.failed(verdict):
         before = os.path.join(job.workdir, "all_int8")  # kept to show what the fallback costs in speed
         shutil.copytree(staging, before)
         fallback, metrics, verdict, manifest = auto_fallback(job, feeds)
     lat = measure_latency(job, before)
-    failed = fidelity.failed(verdict)
+    failed = compare.failed(verdict)
     rep = {
         "bundle": repo_path(os.path.abspath(opts.out)), "quantization": manifest["quantization"], "metrics": metrics,
         "verdicts": verdict, "thresholds": {k: list(v) for k, v in job.thresholds.items()}, "pass": not failed,
-        "failed": failed, "gate": job.gate, "below_threshold": fidelity.failed(verdict, gated_only=False),
+        "failed": failed, "gate": job.gate, "below_threshold": compare.failed(verdict, gated_only=False),
         "latency": lat, "weights_note": job.spec.weights_note,
         "size_mb": {"fp32": _bundle_mb(job.src.path, job.src.manifest), "quantized": _bundle_mb(staging, manifest)},
         "held_out": [repo_path(n) for n, _ in job.frames.holdout],

@@ -55,20 +55,20 @@ def test_panoptic_metrics_ignore_instance_ids_but_not_classes():
 
 
 def test_verdicts_and_thresholds():
-    th = fd.default_thresholds("int8")
-    assert th["mask_iou_mean"] == (">=", 0.95) and fd.default_thresholds("fp16")["mask_iou_mean"] == (">=", 0.99)
-    th = fd.default_thresholds("int8", min_mask_iou=0.9)
+    th = cm.default_thresholds("int8")
+    assert th["mask_iou_mean"] == (">=", 0.95) and cm.default_thresholds("fp16")["mask_iou_mean"] == (">=", 0.99)
+    th = cm.default_thresholds("int8", min_mask_iou=0.9)
     assert th["mask_iou_mean"] == (">=", 0.9)
-    v = fd.verdicts({"mask_iou_mean": 0.91, "iou_score_abs_error": 0.2, "feature_cosine": float("nan")}, th)
+    v = cm.verdicts({"mask_iou_mean": 0.91, "iou_score_abs_error": 0.2, "feature_cosine": float("nan")}, th)
     assert v["mask_iou_mean"]["pass"] and not v["iou_score_abs_error"]["pass"] and not v["feature_cosine"]["pass"]
     assert "panoptic_class_agreement" not in v  # metrics that were not measured get no verdict
-    assert fd.failed(v) == []  # only the gating metric (mask IoU) decides pass/fail
-    every = fd.failed(v, gated_only=False)
+    assert cm.failed(v) == []  # only the gating metric (mask IoU) decides pass/fail
+    every = cm.failed(v, gated_only=False)
     assert any(f.startswith("iou_score_abs_error 0.2 > 0.05") for f in every) and len(every) == 2
-    gate = fd.gate_metrics(["encoder", "object_decoder"])
-    assert gate == ["mask_iou_mean", "query_class_agreement"] and fd.gate_metrics(["encoder"]) == ["mask_iou_mean"]
-    v = fd.verdicts({"mask_iou_mean": 0.5, "query_class_agreement": 0.1}, th, gate)
-    assert fd.failed(v) == ["mask_iou_mean 0.5 < 0.9", "query_class_agreement 0.1 < 0.9"]
+    gate = cm.gate_metrics(["encoder", "object_decoder"])
+    assert gate == ["mask_iou_mean", "query_class_agreement"] and cm.gate_metrics(["encoder"]) == ["mask_iou_mean"]
+    v = cm.verdicts({"mask_iou_mean": 0.5, "query_class_agreement": 0.1}, th, gate)
+    assert cm.failed(v) == ["mask_iou_mean 0.5 < 0.9", "query_class_agreement 0.1 < 0.9"]
 
 
 class _FakeRunner(object):

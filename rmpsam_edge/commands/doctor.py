@@ -9,8 +9,8 @@
 3. On a bundle (``--model``, default the shipped demo bundle): whether the installed TensorRT's ONNX importer takes
    its graphs (every version when none is installed; ``runtime/tensorrt/importers.py``); the shipped images through
    every usable backend (TensorRT: builds or loads FP16 engines unless ``--precision``), each compared with ONNX
-   Runtime CPU FP32 by the one comparator (``runtime/compare.py``: feature cosine, prompt-mask IoU, panoptic class agreement, stated
-   tolerances) and timed (encoder, prompt decoder, object decoder p50).
+   Runtime CPU FP32 by the one comparator (``runtime/compare.py``: its metric set and threshold table; feature
+   cosine, prompt-mask IoU and query class agreement gate) and timed (encoder, prompt decoder, object decoder p50).
 Writes ``--json`` (default doctor.json; an existing file is overwritten only with ``--force``), prints a Markdown block.
 Exit 0: every usable backend agrees; 1: one disagrees beyond tolerance or fails to run; 2: bad input.
 """
@@ -149,7 +149,8 @@ def check_bundle(registry, bundle, backends, precision, runs, threads, device=No
             runner = registry.create(row, bundle, device=device, threads=threads, **extra)
             try:
                 res["describe"] = runner.describe()
-                res["compare"] = compare.compare(ref, compare.run_cases(runner, cases, features=feats))
+                res["compare"] = compare.compare(ref, compare.run_cases(runner, cases, features=feats), cases,
+                                                 bundle.spec().num_things, res["precision"])
                 res["timing_p50_ms"] = _time(runner, cases[0], runs)
             finally:
                 runner.deactivate()
@@ -195,18 +196,21 @@ def markdown(report) -> str:
     for b in report["backends"]:
         lines.append("| %s | %s | %s |" % (b["backend"], "yes" if b["usable"] else "**no**",
                                            b["detail"] + ("" if b["usable"] else " (install: %s)" % b["install"])))
-    lines += ["", "| backend | feature cosine | prompt-mask IoU | class agreement | encoder ms | prompt ms | "
+    lines += ["", "| backend | feature cosine | prompt-mask IoU | query class agreement | encoder ms | prompt ms | "
               "objects ms | verdict |", "|---|---|---|---|---|---|---|---|"]
     for r in report["results"]:
         c, t = r.get("compare") or {}, r.get("timing_p50_ms") or {}
         verdict = "reference" if r.get("reference") else ("ok" if r["ok"] else "**FAIL**: %s" % (
             r.get("error") or "; ".join(c.get("failures", []))))
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
-            r["backend"], _fmt(c.get("feature_cosine"), "%.5f"), _fmt(c.get("prompt_mask_iou")),
-            _fmt(c.get("panoptic_class_agreement")), _fmt(t.get("encoder"), "%.1f"),
+            r["backend"], _fmt(c.get("feature_cosine"), "%.5f"), _fmt(c.get("mask_iou_mean")),
+            _fmt(c.get("query_class_agreement")), _fmt(t.get("encoder"), "%.1f"),
             _fmt(t.get("prompt_decoder"), "%.1f"), _fmt(t.get("object_decoder"), "%.1f"), verdict))
-    from rmpsam_edge.runtime.compare import TOLERANCES
-    lines += ["", "tolerances: " + ", ".join("%s >= %s" % kv for kv in sorted(TOLERANCES.items())) +
+    from rmpsam_edge.runtime.compare import default_thresholds
+    fp32 = default_thresholds("fp32")
+    lines += ["", "gating (FP32/FP16; INT8 bundles: the looser column of runtime/compare.py): " +
+              ", ".join("%s >= %s" % (k, fp32[k][1]) for k in ("feature_cosine", "mask_iou_mean",
+                                                            "query_class_agreement")) +
               "; p50 of %d runs on the first image" % report["runs"]]
     return "\n".join(lines)
 
