@@ -130,7 +130,8 @@ def _check_outputs(args) -> None:
 def run(args) -> int:
     args.command_argv = command_line(args)  # what was given, before the preset fills the rest
     apply_preset(args)
-    remote = [m for m in args.model or [] if m.lower().startswith(("grpc://", "http://"))]
+    from rmpsam_edge.runtime.backends import is_remote
+    remote = [m for m in args.model or [] if is_remote(m)]
     if remote:  # a running Triton server
         from .triton_streams import run_remote
         return run_remote(remote, args.streams or [1], args.runs)

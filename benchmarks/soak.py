@@ -2,7 +2,7 @@
 shipped clip, looped, reporting resident memory (RSS) at start, after warm-up and at the end, and FPS drift
 (last quarter vs first quarter after warm-up). A leak shows as RSS growing with N; a slowdown as negative drift.
 
-Weights: ``--model BUNDLE`` (first --backends entry; ort -> onnxruntime) or the PyTorch path (shipped demo
+Weights: ``--model BUNDLE`` (first --backends entry) or the PyTorch path (shipped demo
 weights, --checkpoint, --random-init). Mode: track (panoptic + tracker) when the weights have a vocabulary,
 else everything (grid of prompts + mask NMS).
 """
@@ -57,20 +57,15 @@ class LoopSource(object):
 
 
 def predictor(args):
-    """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (torch -> auto), else the PyTorch model (shipped demo weights, --checkpoint, --random-init); at the first
-    ``--imgsz`` (pixels or 'official'; none: the bundle's / weights' own size)."""
+    """The Predictor a study runs: ``--model BUNDLE`` on the first ``--backends`` entry (torch -> auto), else the
+    PyTorch model (shipped demo weights, --checkpoint, --random-init); at the first ``--imgsz`` (pixels or
+    'official'; none: the bundle's / weights' own size)."""
+    from rmpsam_edge.weights import load_predictor
     size = args.imgsz[0] if args.imgsz else None
-    if args.model:
-        from rmpsam_edge.runtime import load
-        backend = args.backends.split(",")[0].strip()
-        backend = "auto" if backend == "torch" else backend
-        pred = load(args.model[0], backend=backend, device=args.device, threads=args.threads)
-    else:
-        from rmpsam_edge.torch_runner import torch_predictor
-        pred = torch_predictor(args.checkpoint, None, args.random_init, args.variant, None, args.threads)[0]
-    if size is not None:  # a copy of the spec at that size ('official': the official keep-ratio policy)
-        pred.spec = pred.spec.with_input_size(None if size == "official" else size)
-    return pred
+    backend = args.backends.split(",")[0].strip() if args.model else None
+    return load_predictor(args.model[0] if args.model else None, args.checkpoint, args.random_init, None,
+                          args.variant, "auto" if backend == "torch" else backend, args.device, args.threads,
+                          size, pytorch=True)[0]
 
 
 def run(args):

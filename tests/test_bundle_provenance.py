@@ -54,7 +54,7 @@ def test_old_command_becomes_the_first_step_and_steps_append(tmp_path):
 
 
 def test_shipped_bundle_manifest_is_structured():
-    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    from rmpsam_edge.weights import SHIPPED_BUNDLE
     b = Bundle.open(SHIPPED_BUNDLE)
     assert "command" not in b.manifest and "source" not in b.manifest["weights"]
     assert b.weights_info()["kind"] == "demo" and b.weights_info()["file"] == "rmpsam_r18_demo.pth"

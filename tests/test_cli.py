@@ -127,7 +127,7 @@ def test_without_opencv_one_line_names_the_package_for_a_desktop_and_jetpacks(tm
 def test_the_default_job_runs_the_shipped_bundle_even_with_torch_installed(tmp_path):
     """torch is importable here; no --model still means the deployed runtime on the shipped bundle, and the PyTorch
     model runs only when asked for (--checkpoint, here the shipped demo weights)."""
-    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    from rmpsam_edge.weights import SHIPPED_BUNDLE
     rc, _, se = cli("predict", "--image", ASTRONAUT, "--points", "256,200", "--threads", 2, "--out", tmp_path / "a")
     assert rc == 0, se
     model = json.loads((tmp_path / "a" / "result.json").read_text())["model"]

@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-import rmpsam_edge.commands.predict as predict_cmd
+import rmpsam_edge.commands.common_args as common_args
 from rmpsam_edge.cli import main
 from rmpsam_edge.media import asset_path
 from rmpsam_edge.postprocess import rle_decode
@@ -86,7 +86,7 @@ def fake_model(monkeypatch):
     def build(args):
         return Predictor(runner, spec), {"variant": "r18", "weights_note": "fake runner"}
 
-    monkeypatch.setattr(predict_cmd, "build_predictor", build)
+    monkeypatch.setattr(common_args, "predictor_from_args", build)
     return runner
 
 
@@ -210,7 +210,7 @@ def test_real_model_points_and_boxes_random_weights(tmp_path, capsys):
 
 def test_demo_preset_runs_and_reports_both_ratios(fake_model, tmp_path, monkeypatch, capsys):
     from rmpsam_edge.benchmarks import soak
-    monkeypatch.setattr(soak, "predictor", lambda args: predict_cmd.build_predictor(args)[0])
+    monkeypatch.setattr(soak, "predictor", lambda args: common_args.predictor_from_args(args)[0])
     out, md = tmp_path / "t.json", tmp_path / "t.md"
     assert main(["benchmark", "--preset", "demo", "--frames", "4", "--runs", "2", "--rounds", "1", "--json", str(out),
                  "--md", str(md)]) == 0

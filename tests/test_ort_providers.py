@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 ort = pytest.importorskip("onnxruntime")
-from rmpsam_edge.commands.predict import SHIPPED_BUNDLE  # noqa: E402
+from rmpsam_edge.weights import SHIPPED_BUNDLE  # noqa: E402
 from rmpsam_edge.runtime import onnxruntime_backend as ob  # noqa: E402
 from rmpsam_edge.runtime.bundle_runner import BackendUnavailable  # noqa: E402
 

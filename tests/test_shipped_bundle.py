@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+from rmpsam_edge.weights import SHIPPED_BUNDLE
 from rmpsam_edge.runtime import load
 from rmpsam_edge.runtime.bundle import Bundle
 

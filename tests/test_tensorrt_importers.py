@@ -13,7 +13,7 @@ import pytest
 from _bundle_fixture import shared_bundle, torch_model, vocab_embed
 from fakes_tensorrt import FakeGPU, fresh_bundle
 from rmpsam_edge.cli import main
-from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+from rmpsam_edge.weights import SHIPPED_BUNDLE
 from rmpsam_edge.runtime.bundle import Bundle, write_manifest
 from rmpsam_edge.runtime.tensorrt import importers
 

@@ -124,7 +124,7 @@ def add_deprecated(p, old, new, dest, flag=False, **kw):
 
 
 def add_weights_arguments(p):
-    """The options ``rmpsam_edge.commands.predict.build_predictor`` reads (predict, demo, the demo harness)."""
+    """The options ``predictor_from_args`` reads (predict, demo)."""
     src = p.add_argument_group("weights (one of; default: the shipped demo bundle on the deployed runtime)")
     add_model(src, help_text="model bundle folder (from `rmpsam-edge export`) or grpc:// / http:// Triton URL: "
                              "runs without torch")
@@ -136,3 +136,11 @@ def add_weights_arguments(p):
     add_device(p, help_text="with a bundle: " + DEVICE_HELP)
     add_threads(p)
     add_imgsz(p)
+
+
+def predictor_from_args(args):
+    """-> (Predictor, model info): ``rmpsam_edge.weights.load_predictor`` on the ``add_weights_arguments`` options."""
+    from rmpsam_edge.weights import load_predictor
+    size = None if args.imgsz is None else (input_size(args.imgsz) or "official")
+    return load_predictor(args.model, args.checkpoint, args.random_init, args.vocab, args.variant,
+                          getattr(args, "backend", None), getattr(args, "device", None), args.threads, size)

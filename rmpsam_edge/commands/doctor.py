@@ -217,7 +217,7 @@ def markdown(report) -> str:
 
 def run(args) -> int:
     from rmpsam_edge.atomic import atomic_file, check_target
-    from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+    from rmpsam_edge.weights import SHIPPED_BUNDLE
     from rmpsam_edge.runtime import backends as registry
     from rmpsam_edge.runtime import platform_facts
     from rmpsam_edge.runtime.bundle import Bundle

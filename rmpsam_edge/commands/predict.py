@@ -12,8 +12,10 @@ import time
 
 import numpy as np
 
-from rmpsam_edge.commands.common_args import add_force, add_max_pixels, add_weights_arguments, input_size, max_pixels
+from rmpsam_edge.commands.common_args import (add_force, add_max_pixels, add_weights_arguments, max_pixels,
+                                              predictor_from_args)
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.weights import SHIPPED_BUNDLE  # noqa: F401 (tests import it here)
 
 
 def add_arguments(p):
@@ -52,56 +54,6 @@ def prepare_out(path, force):
     os.makedirs(path, exist_ok=True)
 
 
-# the demo weights exported as a bundle (FP16-stored weights): what predict and demo run when no model is named
-SHIPPED_BUNDLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "bundle")
-
-
-def build_predictor(args):
-    """-> (Predictor, model info dict) for --model / --checkpoint / --random-init / the default (shipped) bundle."""
-    if args.model and (args.checkpoint or args.random_init):
-        raise UserError("--model (a bundle) and --checkpoint/--random-init exclude each other; pass one")
-    model = args.model
-    if not model and not (args.checkpoint or args.random_init or args.vocab):
-        from rmpsam_edge.media import asset_path  # checkpoint.DEFAULT_WEIGHTS, without importing torch
-        demo_pth = asset_path("weights", "rmpsam_r18_demo.pth")
-        sys.stderr.write("rmpsam-edge: no --model: running the shipped demo bundle %s (demo weights, FP16-stored, "
-                         "computed in FP32) on the deployed runtime, --backend %s; the PyTorch model runs with "
-                         "--checkpoint (the demo weights: --checkpoint %s)\n"
-                         % (SHIPPED_BUNDLE, getattr(args, "backend", None) or "auto", demo_pth))
-        model = SHIPPED_BUNDLE
-    if model:
-        from rmpsam_edge.runtime import load
-        remote = model.lower().startswith(("grpc://", "http://"))  # a Triton server (docs/triton.md)
-        if remote and args.imgsz is not None:
-            raise UserError("--imgsz does not apply to %s: the served bundle fixes the input size" % model)
-        size = input_size(args.imgsz) if args.imgsz is not None else None
-        predictor = load(model, backend=args.backend, device=getattr(args, "device", None), threads=args.threads)
-        if args.imgsz is not None:  # a copy: the bundle's spec is not changed
-            predictor.spec = predictor.spec.with_input_size(size)
-        return predictor, {"bundle": model if remote else os.path.abspath(model), "backend": predictor.runner.describe(),
-                           "variant": predictor.spec.variant, "weights_note": predictor.spec.weights_note}
-    if getattr(args, "device", None):
-        raise UserError("--device applies to an exported bundle (--model); the PyTorch path runs on the CPU")
-    backend = getattr(args, "backend", None)
-    if backend and backend != "auto":  # a flag that cannot apply is an error, not silently ignored
-        raise UserError("--backend %s applies to an exported bundle (--model), not to the PyTorch %s; export one "
-                        "(rmpsam-edge export ... --out BUNDLE, then --model BUNDLE --backend %s) or drop --backend"
-                        % (backend, "checkpoint" if args.checkpoint else "weights", backend))
-    try:
-        from rmpsam_edge.torch_runner import torch_predictor
-    except ImportError as exc:
-        if "torch" in str(exc):
-            raise UserError("the PyTorch path needs torch (pip install torch==2.13.0); or pass --model BUNDLE "
-                            "to run an exported bundle without torch")
-        raise
-    size = input_size(args.imgsz) if args.imgsz is not None else None
-    official = args.imgsz is not None and size is None
-    predictor, info = torch_predictor(args.checkpoint, args.vocab, args.random_init, args.variant, size, args.threads)
-    if official:  # None above means "the checkpoint's size"; 'official' means the official policy
-        predictor.spec = predictor.spec.with_input_size(None)
-    return predictor, info
-
-
 def run(args):
     points = parse_numbers(args.points, 2, "point")
     boxes = parse_numbers(args.boxes, 4, "box")
@@ -111,7 +63,7 @@ def run(args):
     from rmpsam_edge.preprocess import load_image
     image = load_image(args.image, max_pixels=max_pixels(args))
     prepare_out(args.out, args.force)
-    predictor, info = build_predictor(args)
+    predictor, info = predictor_from_args(args)
     t0 = time.perf_counter()
     predictor.set_image(image)
     result = {"image": os.path.abspath(args.image), "image_size": [int(image.shape[0]), int(image.shape[1])],

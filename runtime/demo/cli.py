@@ -200,8 +200,8 @@ def run(args) -> int:
     from rmpsam_edge.commands.common_args import max_pixels
     source = open_source(source_text, retries=args.retries, max_pixels=max_pixels(args))
     try:
-        from rmpsam_edge.commands.predict import build_predictor
-        predictor, info = build_predictor(args)
+        from rmpsam_edge.commands.common_args import predictor_from_args
+        predictor, info = predictor_from_args(args)
         mode = build_mode(args.mode, predictor, points, boxes, per_side=args.grid, nms=args.nms,
                           score_threshold=args.score_thr)
         note = predictor.spec.weights_note
