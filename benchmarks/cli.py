@@ -143,7 +143,7 @@ def run(args) -> int:
     study = PRESETS[args.preset][2]
     if study:
         import importlib
-        from .timing import thread_env
+        from rmpsam_edge.timing import thread_env
         args.thread_env = thread_env(args.threads or usable_cores())  # before any backend library is imported
         report, markdown = importlib.import_module("rmpsam_edge.benchmarks." + study).run(args)
     else:

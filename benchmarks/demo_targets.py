@@ -5,7 +5,7 @@
    alone, demo and the same frames run sequentially (read, model, draw, write in one thread) alternate for
    ``--rounds`` rounds and the median ratio counts;
 2. batched decoding: an 'everything' frame with 64 grid prompts costs at most 3x a single-prompt frame
-   (both timed round-robin with ``benchmarks.timing.measure``).
+   (both timed round-robin with ``rmpsam_edge.timing.measure``).
 
     rmpsam-edge benchmark --preset demo --model BUNDLE --backends onnxruntime [--threads 2] [--frames 30] [--rounds 3]
                           [--runs 20] [--grid 8] [--json out.json]
@@ -49,8 +49,7 @@ def run(args):
     from rmpsam_edge.runtime.demo.writer import JsonlOut, VideoOut
 
     from .soak import predictor as study_predictor
-    from .timing import measure
-    from .timing import load_average
+    from rmpsam_edge.timing import load_average, measure
     env, load_start = args.thread_env, load_average()
     predictor = study_predictor(args)
     src_path = args.source or default_source()

@@ -5,12 +5,11 @@ excluded), plus fidelity vs the FP32 reference row and memory.
     run_group(rows, image, spec, class_embed, prompts, runs, warmup, progress) -> fills the rows' latencies
     fidelity(rows, spec, images) -> fills fidelity_iou (prompt-mask IoU vs the reference FP32 row)
 
-Memory: ``mem_mb`` is the growth of this process's resident memory while the row's runner was loaded and run
+Memory: ``mem_mb`` is the growth of this process's resident memory (``rmpsam_edge.timing.rss_mb``) while the row's runner was loaded and run
 once (all rows share one process so they can be interleaved; a true per-backend peak needs one process per
 backend). ``gpu_mb``: see ``gpu_mb``.
 """
 import os
-import sys
 import time
 from typing import Callable, Dict, Optional
 
@@ -18,31 +17,7 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError
 
-from .timing import measure
-
-
-def rss_mb() -> Optional[float]:
-    """Current resident memory of this process (Linux /proc), else the peak from getrusage."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-        return pages * os.sysconf("SC_PAGE_SIZE") / 1048576.0
-    except (OSError, ValueError, AttributeError):
-        return peak_rss_mb()
-
-
-def peak_rss_mb() -> Optional[float]:
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / (1048576.0 if sys.platform == "darwin" else 1024.0)
-
-
-def summary(stats) -> dict:
-    return {"p50": stats.p50, "p90": stats.p90, "p99": stats.p99, "mean": stats.mean, "n": len(stats.samples),
-            "cpu_p50": stats.cpu_p50, "samples": [round(v, 3) for v in stats.samples]}
+from rmpsam_edge.timing import measure
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,9 +133,9 @@ def run_group(rows: Dict[str, dict], live: Dict[str, dict], image: np.ndarray, s
             "%s %.1f ms" % (k, res[k].p50) for k in calls)))
         for key, stats in res.items():
             if isinstance(field, tuple):
-                rows[key].setdefault(field[0], {})[field[1]] = summary(stats)
+                rows[key].setdefault(field[0], {})[field[1]] = stats.to_dict(samples=True)
             else:
-                rows[key][field] = summary(stats)
+                rows[key][field] = stats.to_dict(samples=True)
     for key in live:
         r = rows[key]
         if "frame_ms" in r:

@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         sys.stderr.write("error: %s\n" % exc)
         return 2
-    from . import timing
+    from rmpsam_edge import timing
     timing.thread_env(a.threads)  # before onnxruntime / openvino are imported
     from rmpsam_edge.runtime import compare, load_runner
     import rmpsam_edge

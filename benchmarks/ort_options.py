@@ -1,5 +1,5 @@
 """ONNX Runtime session options measured, not assumed: intra-op thread spinning on/off x CPU memory arena on/off,
-per graph and for the encoder + 1-prompt pipeline, interleaved round-robin (benchmarks/timing.measure) in one
+per graph and for the encoder + 1-prompt pipeline, interleaved round-robin (rmpsam_edge.timing) in one
 process, so every variant sees the same machine state. Writes JSON + Markdown.
 
     rmpsam-edge benchmark --preset ort-options --model bundles/r18 --imgsz 512 --threads 2 --runs 30 \\
@@ -19,7 +19,7 @@ def run(args):
     """-> (report, Markdown): p50 of every (spinning, arena) variant per graph, interleaved."""
     from rmpsam_edge.errors import UserError
 
-    from . import timing
+    from rmpsam_edge import timing
     if not args.model:
         raise UserError("--preset ort-options times a bundle: pass --model BUNDLE")
     args.imgsz = args.imgsz[0]
@@ -35,22 +35,21 @@ def run(args):
     x = np.random.RandomState(0).rand(1, 3, s, s).astype(np.float32)
     box = CENTRE_BOX  # the middle half of the image, normalised (cx, cy, w, h) as the graph takes it
     ce = bundle.class_embed()
-    feats = runners[VARIANTS[0][0]].encode(x)
     load_before = timing.load_average()
+    graphs = timing.time_graphs(runners, x, box, ce, runs=args.runs, warmup=3)
+    pipeline = timing.measure({n: (lambda r=r: r.decode_prompts(r.encode(x), box)) for n, r in runners.items()},
+                              runs=args.runs, warmup=3)
     results = {}
-    for stage, fn in (("encoder", lambda r: r.encode(x)), ("prompt_decoder_1", lambda r: r.decode_prompts(feats, box)),
-                      ("object_decoder", lambda r: r.decode_objects(feats, ce)),
-                      ("encoder_plus_prompt_1", lambda r: r.decode_prompts(r.encode(x), box))):
-        if stage == "object_decoder" and ce is None:
-            continue
-        stats = timing.measure({n: (lambda r=r: fn(r)) for n, r in runners.items()}, runs=args.runs, warmup=3)
-        results[stage] = {n: st.to_dict() for n, st in stats.items()}
-        sys.stderr.write("%s: %s\n" % (stage, ", ".join("%s %.2f" % (n, st.p50) for n, st in stats.items())))
+    for n, by_graph in graphs.items():
+        for g, st in list(by_graph.items()) + [("encoder_plus_prompt_1", pipeline[n])]:
+            results.setdefault(g, {})[n] = st.to_dict()
+    for stage, by_variant in results.items():
+        sys.stderr.write("%s: %s\n" % (stage, ", ".join("%s %.2f" % (n, d["p50"]) for n, d in by_variant.items())))
     cmd = " ".join(args.command_argv)
     import onnxruntime as ort
     doc = {"command": cmd, "onnxruntime": ort.__version__, "threads": args.threads, "input": [s, s],
            "runs": args.runs, "load_average_before": load_before, "load_average_after": timing.load_average(),
-           "variants": [v[0] for v in VARIANTS], "p50_ms": {st: {n: d["p50_ms"] for n, d in v.items()}
+           "variants": [v[0] for v in VARIANTS], "p50_ms": {st: {n: d["p50"] for n, d in v.items()}
                                                            for st, v in results.items()}, "stats": results}
     lines = ["# ONNX Runtime session options (p50 ms, %d interleaved rounds, %d threads, %dx%d)" % (
         args.runs, args.threads, s, s), "", "Command: `%s`" % cmd, "",
@@ -58,5 +57,5 @@ def run(args):
             ort.__version__, load_before, doc["load_average_after"]), "",
         "| variant | " + " | ".join(results) + " |", "|---|" + "---|" * len(results)]
     for n in runners:
-        lines.append("| %s | %s |" % (n, " | ".join("%.2f" % results[st][n]["p50_ms"] for st in results)))
+        lines.append("| %s | %s |" % (n, " | ".join("%.2f" % results[st][n]["p50"] for st in results)))
     return doc, "\n".join(lines)

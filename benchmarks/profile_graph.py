@@ -35,7 +35,7 @@ def run(args):
     threads = args.threads
     import onnxruntime as ort
     from rmpsam_edge.runtime.bundle import Bundle
-    from . import timing
+    from rmpsam_edge import timing
     bundle = Bundle.open(args.model[0])
     so = ort.SessionOptions()
     so.enable_profiling = True

@@ -8,14 +8,16 @@ and, on a Jetson, the power mode and JetPack/TensorRT versions.
 """
 import os
 
-from . import prepare, timing
+from rmpsam_edge import timing
+
+from . import prepare
 from .cli import progress as _progress, usable_cores
 
 PAPER_SIZE = (800, 1333)
 
 
 def run_table(args):
-    from .timing import thread_env
+    from rmpsam_edge.timing import thread_env
     if any(n < 1 for n in args.prompts):
         from rmpsam_edge.errors import UserError
         raise UserError("--prompts counts must be >= 1")
@@ -37,8 +39,7 @@ def run_table(args):
         if args.paper and not args.model:
             mwork = os.path.dirname(base_path)
         rows += _bench_model(args, base_path, mwork, backends, precisions, installed, threads, log)
-    from .measure import peak_rss_mb
-    header["peak_rss_mb"] = peak_rss_mb()
+    header["peak_rss_mb"] = timing.peak_rss_mb()
     header["load_average_end"] = timing.load_average()
     header["bundle_commands"] = log
     return {"header": header, "settings": _settings(args, threads), "rows": rows}, _markdown(args, header, rows)
@@ -164,7 +165,9 @@ def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size
     bundles are made here; memory is measured per row right after its runner was loaded and ran one frame."""
     from rmpsam_edge.predictor import Predictor
 
-    from .measure import open_row, process_gpu_mb, row_gpu_mb, rss_mb
+    from rmpsam_edge.timing import rss_mb
+
+    from .measure import open_row, process_gpu_mb, row_gpu_mb
     base_path = bundle.path
     image = _bench_image(first_size)
     spec = _spec_for(bundle, first_size, class_embed)

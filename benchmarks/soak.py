@@ -13,20 +13,9 @@ import time
 import numpy as np
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.timing import rss_mb
 
 WARMUP = 10
-
-
-def rss_mb() -> float:
-    """Current resident set size in MB (Linux /proc; 0.0 where unavailable)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return 0.0
 
 
 class LoopSource(object):

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from .timing import load_average
+from rmpsam_edge.timing import load_average
 
 
 def _frames(n_images=2):

@@ -23,20 +23,12 @@ from typing import Dict
 # ------------------------------------------------------------------------------------------- latency
 def latency(runners: Dict[str, object], x, boxes1, class_embed=None, runs: int = 10, warmup: int = 2) -> dict:
     """Median wall ms of encoder / 1-prompt decoder / object decoder for each runner (and, under "cpu_ms", the
-    median process CPU ms), timed by ``benchmarks.timing.measure`` round-robin in one process so that all
-    runners see the same machine state."""
-    from rmpsam_edge.benchmarks.timing import measure
-    feats = {n: r.encode(x) for n, r in runners.items()}
-    calls = {"encoder": lambda r, f: r.encode(x), "prompt_decoder_1": lambda r, f: r.decode_prompts(f, boxes1)}
-    if class_embed is not None:
-        calls["object_decoder"] = lambda r, f: r.decode_objects(f, class_embed)
-    stats = measure({(n, c): (lambda fn, r, f: lambda: fn(r, f))(fn, r, feats[n])
-                     for c, fn in calls.items() for n, r in runners.items()}, runs=runs, warmup=warmup)
+    median process CPU ms: with 1 thread it approximates an idle core's latency even when other processes
+    compete for the CPU), timed round-robin in one process by ``rmpsam_edge.timing.time_graphs``."""
+    from rmpsam_edge.timing import time_graphs
     out = {}
-    for n in runners:
-        out[n] = {c: stats[(n, c)].p50 for c in calls}
+    for n, graphs in time_graphs(runners, x, boxes1, class_embed, runs=runs, warmup=warmup).items():
+        out[n] = {g: st.p50 for g, st in graphs.items()}
         out[n]["encoder_plus_prompt_1"] = out[n]["encoder"] + out[n]["prompt_decoder_1"]
-        # process CPU time (all threads): with 1 thread it approximates the latency of an idle core even
-        # when other processes compete for the CPU
-        out[n]["cpu_ms"] = {c: stats[(n, c)].cpu_p50 for c in calls}
+        out[n]["cpu_ms"] = {g: st.cpu_p50 for g, st in graphs.items()}
     return out

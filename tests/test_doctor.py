@@ -38,7 +38,7 @@ def test_doctor_runs_here_and_reports(tmp_path):
         assert c["ok"] and c["images"] == 4 and c["prompts"] == 64
         assert 0.999 <= c["feature_cosine"] <= 1.0 + 1e-9 and 0.99 <= c["mask_iou_mean"] <= 1.0
         assert all(v > 0 for v in results[name]["timing_p50_ms"].values())
-        assert set(results[name]["timing_p50_ms"]) == {"encoder", "prompt_decoder", "object_decoder"}
+        assert set(results[name]["timing_p50_ms"]) == {"encoder", "prompt_decoder_1", "object_decoder"}
     assert "### rmpsam-edge doctor" in p.stdout and "| openvino | 1.0" in p.stdout
     # its report is not replaced without --force
     p = subprocess.run(CLI + ["doctor", "--json", out], capture_output=True, text=True, timeout=120)

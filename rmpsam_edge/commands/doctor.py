@@ -114,13 +114,9 @@ def ready_line(platform: dict, traps: list) -> str:
 
 
 def _time(runner, case, runs):
-    from rmpsam_edge.benchmarks.timing import measure
-    f = runner.encode(case["image"])
-    calls = {"encoder": lambda: runner.encode(case["image"]),
-             "prompt_decoder": lambda: runner.decode_prompts(f, case["boxes"][:1])}
-    if case["class_embed"] is not None:
-        calls["object_decoder"] = lambda: runner.decode_objects(f, case["class_embed"])
-    return {k: round(s.p50, 2) for k, s in measure(calls, runs=runs, warmup=1).items()}
+    from rmpsam_edge.timing import time_graphs
+    stats = time_graphs({"r": runner}, case["image"], case["boxes"][:1], case["class_embed"], runs=runs, warmup=1)
+    return {g: round(st.p50, 2) for g, st in stats["r"].items()}
 
 
 def check_bundle(registry, bundle, backends, precision, runs, threads, device=None) -> list:
@@ -205,7 +201,7 @@ def markdown(report) -> str:
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["backend"], _fmt(c.get("feature_cosine"), "%.5f"), _fmt(c.get("mask_iou_mean")),
             _fmt(c.get("query_class_agreement")), _fmt(t.get("encoder"), "%.1f"),
-            _fmt(t.get("prompt_decoder"), "%.1f"), _fmt(t.get("object_decoder"), "%.1f"), verdict))
+            _fmt(t.get("prompt_decoder_1"), "%.1f"), _fmt(t.get("object_decoder"), "%.1f"), verdict))
     from rmpsam_edge.runtime.compare import default_thresholds
     fp32 = default_thresholds("fp32")
     lines += ["", "gating (FP32/FP16; INT8 bundles: the looser column of runtime/compare.py): " +
