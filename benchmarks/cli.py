@@ -14,7 +14,6 @@ stdout, ``--json`` / ``--md`` written atomically, never over an existing file wi
 import json
 import os
 import sys
-import time
 
 from rmpsam_edge.commands.common_args import DEFAULTS, add_device, add_force, add_runs, add_threads
 from rmpsam_edge.errors import UserError
@@ -113,11 +112,6 @@ def apply_preset(args):
     return args
 
 
-def progress(line: str) -> None:
-    sys.stderr.write("benchmark %s %s\n" % (time.strftime("%H:%M:%S"), line))
-    sys.stderr.flush()
-
-
 def _check_outputs(args) -> None:
     for opt in ("json", "md", "plot"):
         path = getattr(args, opt)
@@ -143,7 +137,7 @@ def run(args) -> int:
     study = PRESETS[args.preset][2]
     if study:
         import importlib
-        from rmpsam_edge.timing import thread_env
+        from rmpsam_edge.timing import thread_env, usable_cores
         args.thread_env = thread_env(args.threads or usable_cores())  # before any backend library is imported
         report, markdown = importlib.import_module("rmpsam_edge.benchmarks." + study).run(args)
     else:
@@ -152,13 +146,6 @@ def run(args) -> int:
     sys.stdout.write(markdown + "\n")
     write_report(args, report, markdown)
     return 0
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover
-        return os.cpu_count() or 1
 
 
 def write_report(args, report: dict, markdown: str) -> None:
@@ -198,11 +185,6 @@ def command_line(args) -> list:
         cmd += [flag] if value is True else ([flag] + [str(v) for v in values] if key != "model" else
                                               sum([[flag, str(v)] for v in values], []))
     return cmd
-
-
-def command_text(args) -> str:
-    import shlex
-    return " ".join(shlex.quote(a) for a in args.command_argv)
 
 
 def _json_default(o):

@@ -7,11 +7,18 @@ and, on a Jetson, the power mode and JetPack/TensorRT versions.
     run_table(args) -> (report {"header", "settings", "rows"}, Markdown)
 """
 import os
+import sys
+import time
 
 from rmpsam_edge import timing
 
 from . import prepare
-from .cli import progress as _progress, usable_cores
+
+
+def _progress(line: str) -> None:
+    sys.stderr.write("benchmark %s %s\n" % (time.strftime("%H:%M:%S"), line))
+    sys.stderr.flush()
+
 
 PAPER_SIZE = (800, 1333)
 
@@ -23,7 +30,7 @@ def run_table(args):
         raise UserError("--prompts counts must be >= 1")
     backends = prepare.parse_list(args.backends, prepare.BACKENDS, "backend")
     precisions = prepare.parse_list(args.precisions, prepare.PRECISIONS, "precision")
-    threads = args.threads or usable_cores()
+    threads = args.threads or timing.usable_cores()
     env = thread_env(threads)  # before onnxruntime / openvino / torch are imported
     from . import sysinfo
     header = sysinfo.collect(command=args.command_argv, threads=threads)

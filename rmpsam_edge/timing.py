@@ -33,6 +33,14 @@ def thread_env(threads: int, passive: bool = True) -> Dict[str, str]:
     return env
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
 class Stats(object):
     """Latency of one callable: ``samples`` wall-clock milliseconds, ``cpu`` process CPU milliseconds per call."""
 
