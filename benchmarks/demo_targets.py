@@ -23,7 +23,7 @@ def _sequential(source, mode, sink, max_frames):
     """The same work without a pipeline: read, model, draw+write one frame after the other -> FPS."""
     import numpy as np
 
-    from rmpsam_edge.runtime.demo.pipeline import FrameItem, Stats
+    from rmpsam_edge.demo.pipeline import FrameItem, Stats
     stats = Stats()
     times = []
     for i in range(max_frames):
@@ -42,11 +42,11 @@ def run(args):
     import numpy as np
 
     from rmpsam_edge.preprocess import preprocess
-    from rmpsam_edge.runtime.demo.cli import Sink, default_source
-    from rmpsam_edge.runtime.demo.modes import EverythingMode, PromptMode
-    from rmpsam_edge.runtime.demo.pipeline import Stats, run_pipeline
-    from rmpsam_edge.runtime.demo.sources import open_source
-    from rmpsam_edge.runtime.demo.writer import JsonlOut, VideoOut
+    from rmpsam_edge.demo.modes import EverythingMode, PromptMode
+    from rmpsam_edge.demo.pipeline import Stats, run_pipeline
+    from rmpsam_edge.demo.sink import Sink
+    from rmpsam_edge.demo.sources import default_source, open_source
+    from rmpsam_edge.demo.writer import JsonlOut, VideoOut
 
     from .soak import predictor as study_predictor
     from rmpsam_edge.timing import load_average, measure

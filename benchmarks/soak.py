@@ -63,9 +63,9 @@ def run(args):
 
 
 def run_soak(args) -> dict:
-    from rmpsam_edge.runtime.demo.cli import default_source
-    from rmpsam_edge.runtime.demo.modes import build_mode
-    from rmpsam_edge.runtime.demo.pipeline import run_pipeline
+    from rmpsam_edge.demo.sources import default_source
+    from rmpsam_edge.demo.modes import build_mode
+    from rmpsam_edge.demo.pipeline import run_pipeline
 
     n = int(args.frames)
     if n < 4 * WARMUP:

@@ -20,7 +20,7 @@ COMMANDS = {  # README.md's command table lists these lines (tests/test_cli_flag
     "export-triton": ("rmpsam_edge.commands.export_triton", "bundle -> Triton model repository (python / onnxruntime / tensorrt platforms, dynamic batching)"),
     "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; --model grpc://127.0.0.1:8001 anywhere then)"),
     "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions, or a named preset (stages, quantize, demo, soak, triton, ...), JSON + Markdown"),
-    "demo": ("rmpsam_edge.runtime.demo.cli", "camera / video / image-folder demo: panoptic, track, points, boxes, everything"),
+    "demo": ("rmpsam_edge.commands.demo", "camera / video / image-folder demo: panoptic, track, points, boxes, everything"),
     "doctor": ("rmpsam_edge.commands.doctor", "this machine: platform, every backend (or why not), each backend's results vs ONNX Runtime CPU + timings"),
     "train": ("rmpsam_edge.training.cli", "train demo weights on synthetic scenes"),
     "eval": ("rmpsam_edge.training.eval_cli", "evaluate weights on the held-out synthetic set"),

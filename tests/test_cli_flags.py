@@ -197,7 +197,7 @@ def test_benchmark_presets_fill_only_what_was_not_given():
 
 def test_old_harness_modules_are_gone():
     import importlib.util
-    for mod in ("rmpsam_edge.benchmarks.stage_speed", "rmpsam_edge.runtime.demo.targets"):
+    for mod in ("rmpsam_edge.benchmarks.stage_speed", "rmpsam_edge.demo.targets"):
         assert importlib.util.find_spec(mod) is None, mod
 
 

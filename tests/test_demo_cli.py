@@ -7,13 +7,13 @@ import cv2
 import numpy as np
 import pytest
 
-import rmpsam_edge.commands.common_args as common_args
+import rmpsam_edge.weights as weights
 from rmpsam_edge.cli import main
 from rmpsam_edge.media import asset_path
 from rmpsam_edge.postprocess import rle_decode
 from rmpsam_edge.predictor import Predictor
 from rmpsam_edge.runtime.base import Runner
-from rmpsam_edge.runtime.demo.cli import default_source
+from rmpsam_edge.demo.sources import default_source
 from rmpsam_edge.spec import ModelSpec
 
 ASSETS = asset_path()
@@ -83,10 +83,10 @@ def fake_model(monkeypatch):
     spec = ModelSpec("r18", input_size=192, class_embed=np.ones((3, 1, 768), np.float32),
                      class_names=["person", "car", "road"], num_things=2, weights_note="fake runner")
 
-    def build(args):
+    def build(*args, **kwargs):
         return Predictor(runner, spec), {"variant": "r18", "weights_note": "fake runner"}
 
-    monkeypatch.setattr(common_args, "predictor_from_args", build)
+    monkeypatch.setattr(weights, "load_predictor", build)  # the one factory: predict, demo and soak use it
     return runner
 
 
@@ -209,8 +209,6 @@ def test_real_model_points_and_boxes_random_weights(tmp_path, capsys):
 
 
 def test_demo_preset_runs_and_reports_both_ratios(fake_model, tmp_path, monkeypatch, capsys):
-    from rmpsam_edge.benchmarks import soak
-    monkeypatch.setattr(soak, "predictor", lambda args: common_args.predictor_from_args(args)[0])
     out, md = tmp_path / "t.json", tmp_path / "t.md"
     assert main(["benchmark", "--preset", "demo", "--frames", "4", "--runs", "2", "--rounds", "1", "--json", str(out),
                  "--md", str(md)]) == 0

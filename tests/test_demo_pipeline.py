@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.runtime.demo.pipeline import run_pipeline
-from rmpsam_edge.runtime.demo.writer import JsonlOut, VideoOut
+from rmpsam_edge.demo.pipeline import run_pipeline
+from rmpsam_edge.demo.writer import JsonlOut, VideoOut
 
 
 class ListSource(object):

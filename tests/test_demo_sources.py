@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.runtime.demo import sources
+from rmpsam_edge.demo import sources
 
 
 def _frames(n, h=48, w=64):
@@ -175,7 +175,7 @@ def test_one_media_listing_for_demo_and_calibration(tmp_path):
     import cv2 as _cv2
     from rmpsam_edge.media import list_media
     from rmpsam_edge.media import source_units
-    from rmpsam_edge.runtime.demo.sources import open_source
+    from rmpsam_edge.demo.sources import open_source
     for name in ("b.png", "a.jpg", "c.PNG"):
         _cv2.imwrite(str(tmp_path / name), np.zeros((8, 8, 3), np.uint8))
     (tmp_path / "notes.txt").write_text("x")

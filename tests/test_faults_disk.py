@@ -10,7 +10,7 @@ import pytest
 
 from rmpsam_edge.cli import main
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.runtime.demo import writer
+from rmpsam_edge.demo import writer
 from test_demo_cli import fake_model  # noqa: F401 - the fixture
 
 import rmpsam_edge.commands.predict as predict_cmd

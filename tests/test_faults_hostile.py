@@ -176,7 +176,7 @@ def test_calibration_folder_of_non_images(tmp_path):
 
 
 def test_demo_sources_refuse_or_skip_bombs(tmp_path, capfd):
-    from rmpsam_edge.runtime.demo import sources
+    from rmpsam_edge.demo import sources
     bomb = bomb_png(tmp_path / "a_bomb.png")
     cv2.imwrite(str(tmp_path / "b_ok.png"), np.zeros((16, 16, 3), np.uint8))
     with pytest.raises(UserError, match="30000x30000"):

@@ -12,7 +12,7 @@ import time
 import cv2
 import pytest
 
-from rmpsam_edge.runtime.demo.pipeline import run_pipeline
+from rmpsam_edge.demo.pipeline import run_pipeline
 from rmpsam_edge.signals import Stopped
 
 CLIP = os.path.join(os.path.dirname(__file__), "..", "rmpsam_edge", "assets", "video", "vtest_clip.avi")

@@ -6,9 +6,9 @@ import json
 import cv2
 import numpy as np
 
-from rmpsam_edge.runtime.demo import sources
-from rmpsam_edge.runtime.demo.pipeline import run_pipeline
-from rmpsam_edge.runtime.demo.writer import JsonlOut, VideoOut
+from rmpsam_edge.demo import sources
+from rmpsam_edge.demo.pipeline import run_pipeline
+from rmpsam_edge.demo.writer import JsonlOut, VideoOut
 
 
 class FlakyCap(object):

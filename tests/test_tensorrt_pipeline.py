@@ -1,5 +1,5 @@
 """The TensorRT runner where it used to break on a Jetson, on the fakes (per-thread pycuda context stacks,
-abort at exit): the demo pipeline (capture + inference threads, runtime/demo/pipeline.py) and a
+abort at exit): the demo pipeline (capture + inference threads, rmpsam_edge/demo/pipeline.py) and a
 `predict --backend tensorrt` SUBPROCESS that never deactivates anything must exit 0 with no abort."""
 import os
 import subprocess
@@ -9,7 +9,7 @@ import numpy as np
 
 from fakes_tensorrt import FakeGPU, bundle, tiny_bundle  # noqa: F401 (fixtures)
 from rmpsam_edge.runtime import tensorrt as trt_pkg
-from rmpsam_edge.runtime.demo.pipeline import run_pipeline
+from rmpsam_edge.demo.pipeline import run_pipeline
 from rmpsam_edge.runtime.tensorrt import profiles
 
 TESTS = os.path.dirname(os.path.abspath(__file__))

@@ -144,3 +144,20 @@ def predictor_from_args(args):
     size = None if args.imgsz is None else (input_size(args.imgsz) or "official")
     return load_predictor(args.model, args.checkpoint, args.random_init, args.vocab, args.variant,
                           getattr(args, "backend", None), getattr(args, "device", None), args.threads, size)
+
+
+def parse_numbers(items, n, what):
+    """``--points X,Y ...`` / ``--boxes X1,Y1,X2,Y2 ...`` values -> float64 (len(items), n)."""
+    import numpy as np
+    out = []
+    for item in items:
+        parts = item.replace(" ", "").split(",")
+        try:
+            vals = [float(v) for v in parts if v != ""]
+        except ValueError:
+            vals = []
+        if len(vals) != n:
+            raise UserError("bad %s %r: expected %d comma-separated numbers, e.g. %s"
+                            % (what, item, n, "320,240" if n == 2 else "50,60,300,400"))
+        out.append(vals)
+    return np.asarray(out, dtype=np.float64).reshape(-1, n)

@@ -60,7 +60,7 @@ def install_facts() -> dict:
              "ort_providers": None}
     try:
         import cv2
-        from rmpsam_edge.runtime.demo.sources import has_gstreamer
+        from rmpsam_edge.demo.sources import has_gstreamer
         facts.update(opencv=cv2.__version__, opencv_gstreamer=has_gstreamer())
     except ImportError:
         pass

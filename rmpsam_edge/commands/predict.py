@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from rmpsam_edge.commands.common_args import (add_force, add_max_pixels, add_weights_arguments, max_pixels,
-                                              predictor_from_args)
+                                              parse_numbers, predictor_from_args)
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.weights import SHIPPED_BUNDLE  # noqa: F401 (tests import it here)
 
@@ -29,21 +29,6 @@ def add_arguments(p):
     add_max_pixels(p)
     p.add_argument("--out", default="out", help="output folder (default: out)")
     add_force(p, "the files of an existing non-empty output folder")
-
-
-def parse_numbers(items, n, what):
-    out = []
-    for item in items:
-        parts = item.replace(" ", "").split(",")
-        try:
-            vals = [float(v) for v in parts if v != ""]
-        except ValueError:
-            vals = []
-        if len(vals) != n:
-            raise UserError("bad %s %r: expected %d comma-separated numbers, e.g. %s"
-                            % (what, item, n, "320,240" if n == 2 else "50,60,300,400"))
-        out.append(vals)
-    return np.asarray(out, dtype=np.float64).reshape(-1, n)
 
 
 def prepare_out(path, force):

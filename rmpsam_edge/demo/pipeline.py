@@ -13,7 +13,7 @@ Python 3.8, no torch.
 import queue
 import threading
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Optional
 
 import numpy as np
 

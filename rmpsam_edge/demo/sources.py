@@ -18,10 +18,15 @@ import numpy as np
 
 from rmpsam_edge.errors import UserError, warn
 from rmpsam_edge.image_header import DEFAULT_MAX_PIXELS, check_pixels
-from rmpsam_edge.media import IMAGE_EXTS, is_image as _is_image, list_media
+from rmpsam_edge.media import IMAGE_EXTS, asset_path, is_image as _is_image, list_media
 
 STREAM_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 CSI_RE = re.compile(r"^csi://(\d+)(?:\?(.*))?$")
+
+
+def default_source() -> str:
+    """The shipped street clip: what the demo runs when no --source is given."""
+    return asset_path("video", "vtest_clip.avi")
 
 
 @contextlib.contextmanager
@@ -243,7 +248,7 @@ def open_csi(text: str, retries: int = 5) -> Source:
             raise UserError("bad CSI option %r in %r; allowed: width, height, fps, flip (integers)" % (part, text))
         opts[key] = int(value)
     if not has_gstreamer():
-        from ..platform_facts import OPENCV_RESTORE
+        from rmpsam_edge.runtime.platform_facts import OPENCV_RESTORE
         raise UserError("%s needs OpenCV built with GStreamer, and this OpenCV (%s) has GStreamer: NO; on a "
                         "Jetson restore JetPack's: %s; or use --source 0 for a USB camera"
                         % (text, cv2.__version__, OPENCV_RESTORE))
