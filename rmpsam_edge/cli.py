@@ -14,17 +14,17 @@ from .errors import UserError
 COMMANDS = {  # README.md's command table lists these lines (tests/test_cli_flags.py keeps them equal)
     "info": ("rmpsam_edge.commands.info", "what a checkpoint, vocabulary file or bundle holds: variant, parameters, vocabulary, input policy"),
     "predict": ("rmpsam_edge.commands.predict", "one image: point/box prompts (one decoder pass for all), --task panoptic or instances"),
-    "export": ("rmpsam_edge.export.cli", "checkpoint -> bundle (three ONNX graphs + manifest), parity-checked"),
-    "quantize": ("rmpsam_edge.quantize.cli", "bundle -> FP16 / INT8 bundle + fidelity.json / fidelity.md"),
+    "export": ("rmpsam_edge.commands.export", "checkpoint -> bundle (three ONNX graphs + manifest), parity-checked"),
+    "quantize": ("rmpsam_edge.commands.quantize", "bundle -> FP16 / INT8 bundle + fidelity.json / fidelity.md"),
     "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "TensorRT engines for a bundle, built on the target GPU, cached in the bundle"),
     "export-triton": ("rmpsam_edge.commands.export_triton", "bundle -> Triton model repository (python / onnxruntime / tensorrt platforms, dynamic batching)"),
     "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; --model grpc://127.0.0.1:8001 anywhere then)"),
-    "benchmark": ("rmpsam_edge.benchmarks.cli", "latency table across backends and precisions, or a named preset (stages, quantize, demo, soak, triton, ...), JSON + Markdown"),
+    "benchmark": ("rmpsam_edge.commands.benchmark", "latency table across backends and precisions, or a named preset (stages, quantize, demo, soak, triton, ...), JSON + Markdown"),
     "demo": ("rmpsam_edge.commands.demo", "camera / video / image-folder demo: panoptic, track, points, boxes, everything"),
     "doctor": ("rmpsam_edge.commands.doctor", "this machine: platform, every backend (or why not), each backend's results vs ONNX Runtime CPU + timings"),
-    "train": ("rmpsam_edge.training.cli", "train demo weights on synthetic scenes"),
-    "eval": ("rmpsam_edge.training.eval_cli", "evaluate weights on the held-out synthetic set"),
-    "distill": ("rmpsam_edge.training.distill_cli", "a fast R18 student from a teacher checkpoint on your own frames, no labels; held-out agreement report"),
+    "train": ("rmpsam_edge.commands.train", "train demo weights on synthetic scenes"),
+    "eval": ("rmpsam_edge.commands.eval", "evaluate weights on the held-out synthetic set"),
+    "distill": ("rmpsam_edge.commands.distill", "a fast R18 student from a teacher checkpoint on your own frames, no labels; held-out agreement report"),
 }
 
 

@@ -173,7 +173,7 @@ def test_quantize_backend_auto_picks_the_toolkit(monkeypatch, argv, backend):
 
 
 def _bench_args(argv):
-    from rmpsam_edge.benchmarks import cli as bench
+    from rmpsam_edge.commands import benchmark as bench
     from rmpsam_edge.cli import build_parser
     return bench.apply_preset(build_parser(only="benchmark").parse_args(["benchmark"] + argv))
 
@@ -211,7 +211,7 @@ def test_demo_harness_import_leaves_the_environment_alone(monkeypatch):
 
 
 def test_every_benchmark_preset_is_documented():
-    from rmpsam_edge.benchmarks.cli import PRESETS
+    from rmpsam_edge.commands.benchmark import PRESETS
     doc = open(os.path.join(ROOT, "docs", "benchmark_demo.md")).read()
     rows = [l for l in doc.splitlines() if l.startswith("| `")]
     assert sorted(l.split("`")[1] for l in rows if l.split("`")[1] in PRESETS) == sorted(PRESETS)

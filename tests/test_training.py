@@ -148,7 +148,7 @@ def test_train_cli_refuses_to_overwrite(tmp_path):
     from rmpsam_edge.cli import main
     (tmp_path / "last.pth").write_bytes(b"x")
     import argparse
-    from rmpsam_edge.training import cli
+    from rmpsam_edge.commands import train as cli
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
     with pytest.raises(UserError, match="--resume"):

@@ -51,7 +51,7 @@ def run(args) -> int:
         raise UserError("export needs %s: pip install 'rmpsam_edge[export]'" % (exc.name or "torch and onnx"))
     from rmpsam_edge import checkpoint as ck
 
-    from .exporter import export_bundle
+    from rmpsam_edge.export.exporter import export_bundle
 
     if args.opset not in OPSETS:
         raise UserError("--opset %d is not supported; use one of %s" % (args.opset, ", ".join(map(str, OPSETS))))

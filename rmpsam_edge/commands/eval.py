@@ -4,8 +4,8 @@ import os
 import shlex
 import sys
 
-from ..errors import UserError
-from ..media import repo_path
+from rmpsam_edge.errors import UserError
+from rmpsam_edge.media import repo_path
 
 
 def add_arguments(parser):
@@ -52,15 +52,15 @@ def run(args) -> int:
     import torch
     if args.threads:
         torch.set_num_threads(args.threads)
-    from ..checkpoint import DEFAULT_WEIGHTS, load_checkpoint
-    from .evaluate import evaluate
-    from .vocab import demo_class_embed
+    from rmpsam_edge.checkpoint import DEFAULT_WEIGHTS, load_checkpoint
+    from rmpsam_edge.training.evaluate import evaluate
+    from rmpsam_edge.training.vocab import demo_class_embed
     if args.vocab:
-        from ..checkpoint import load_vocabulary
+        from rmpsam_edge.checkpoint import load_vocabulary
         embed = load_vocabulary(args.vocab)[0]
     else:
         embed = demo_class_embed()
-    from .synthetic import CLASS_NAMES
+    from rmpsam_edge.training.synthetic import CLASS_NAMES
     if embed.shape[0] != len(CLASS_NAMES):
         raise UserError("the vocabulary has %d classes but the synthetic set has %d (%s)"
                         % (embed.shape[0], len(CLASS_NAMES), ", ".join(CLASS_NAMES)))

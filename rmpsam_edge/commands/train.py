@@ -3,11 +3,11 @@ import os
 import sys
 import time
 
-from ..errors import UserError
+from rmpsam_edge.errors import UserError
 
 
 def add_arguments(parser):
-    from .trainer import DEFAULTS
+    from rmpsam_edge.training.trainer import DEFAULTS
     parser.add_argument("--out", required=True, help="output folder (checkpoints last.pth, step_*.pth, log)")
     parser.add_argument("--steps", type=int, default=DEFAULTS["steps"], help="training steps (default %(default)s)")
     parser.add_argument("--time-budget", type=float, default=0.0, metavar="SECONDS",
@@ -50,7 +50,7 @@ def run(args) -> int:
         cv2.setNumThreads(1)
     except Exception:  # pragma: no cover - OpenCV is a dependency
         pass
-    from .trainer import Trainer
+    from rmpsam_edge.training.trainer import Trainer
     cfg = {"imgsz": args.imgsz, "steps": args.steps, "batch_images": args.batch, "clip_every": args.clip_every,
            "lr": args.lr, "seed": args.seed, "threads": args.threads, "ckpt_minutes": args.ckpt_minutes,
            "time_budget_s": args.time_budget, "num_prompts": args.prompts_per_frame, "prompt_weight": args.prompt_weight,

@@ -127,7 +127,7 @@ def run(args) -> int:
     from rmpsam_edge.runtime.backends import is_remote
     remote = [m for m in args.model or [] if is_remote(m)]
     if remote:  # a running Triton server
-        from .triton_streams import run_remote
+        from rmpsam_edge.benchmarks.triton_streams import run_remote
         return run_remote(remote, args.streams or [1], args.runs)
     _check_outputs(args)
     if args.runs < 1 or args.warmup < 0:
@@ -141,7 +141,7 @@ def run(args) -> int:
         args.thread_env = thread_env(args.threads or usable_cores())  # before any backend library is imported
         report, markdown = importlib.import_module("rmpsam_edge.benchmarks." + study).run(args)
     else:
-        from .rows import run_table
+        from rmpsam_edge.benchmarks.rows import run_table
         report, markdown = run_table(args)
     sys.stdout.write(markdown + "\n")
     write_report(args, report, markdown)
@@ -161,7 +161,7 @@ def write_report(args, report: dict, markdown: str) -> None:
                 json.dump(report, f, indent=1, default=_json_default)
                 f.write("\n")
     if args.plot:
-        from .plot import plot_rows
+        from rmpsam_edge.benchmarks.plot import plot_rows
         with atomic_file(args.plot, force=args.force) as tmp:
             plot_rows(report["rows"], tmp, args.prompts, title=report["header"]["command"][:150])
 

@@ -7,8 +7,8 @@
     rmpsam-edge quantize --model bundles/r18 --precision bf16 --backend openvino --out bundles/r18-bf16
     rmpsam-edge quantize --model bundles/r18 --precision int8 --rest bf16 --backend openvino --out bundles/r18-int8-bf16
 """
-from .calibration import DEFAULT_HOLDOUT
-from .ort_quant import METHODS, TARGETS
+from rmpsam_edge.quantize.calibration import DEFAULT_HOLDOUT
+from rmpsam_edge.quantize.ort_quant import METHODS, TARGETS
 
 
 def add_arguments(p) -> None:
@@ -57,7 +57,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from rmpsam_edge.commands.common_args import input_size
 
-    from .pipeline import Options, quantize_bundle
+    from rmpsam_edge.quantize.pipeline import Options, quantize_bundle
     imgsz = None if args.imgsz is None else (input_size(args.imgsz) or "official")
     backend = args.backend
     if backend == "auto":  # bf16 exists only on OpenVINO's CPU plugin

@@ -4,11 +4,11 @@ import os
 import sys
 import time
 
-from ..errors import UserError
+from rmpsam_edge.errors import UserError
 
 
 def add_arguments(parser):
-    from .distill import DEFAULTS
+    from rmpsam_edge.training.distill import DEFAULTS
     parser.add_argument("--teacher", required=True, metavar="CKPT", help="teacher checkpoint (.pth), e.g. the "
                         "official rapsam_r50_12e.pth; its head and vocabulary go into the student")
     parser.add_argument("--vocab", default=None, metavar="FILE",
@@ -85,11 +85,11 @@ def run(args) -> int:
         raise UserError("%s exists: pass --resume to continue it or --force to overwrite it (start over)" % last)
     import torch
     torch.set_num_threads(max(1, args.threads))
-    from ..checkpoint import load_vocabulary
-    from ..media import repo_path
-    from .distill import Distiller, load_teacher
-    from .distill_data import load_frames
-    from .distill_report import measure_latency
+    from rmpsam_edge.checkpoint import load_vocabulary
+    from rmpsam_edge.media import repo_path
+    from rmpsam_edge.training.distill import Distiller, load_teacher
+    from rmpsam_edge.training.distill_data import load_frames
+    from rmpsam_edge.training.distill_report import measure_latency
     class_embed, _, num_things = load_vocabulary(args.vocab)
     teacher, tinfo = load_teacher(args.teacher, class_embed)
     train, held, available = load_frames(args.images, args.frames, args.holdout, 2 * args.imgsz, args.val)
