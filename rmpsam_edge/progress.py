@@ -3,6 +3,7 @@ otherwise (a log file, a pipe, CI, or no tqdm) plain periodic lines, never carri
 
     for item in progress(items, len(items), "calibrate"): ...
     bar = Progress(total=6000, desc="train", initial=step); bar.update(1, note="loss 0.31"); bar.close()
+    log = log_lines("run/train_log.txt"); log("step 10")   # "[HH:MM:SS] step 10" on stdout and in the file
 """
 import sys
 import time
@@ -74,3 +75,14 @@ def progress(iterable, total: int, desc: str, stream=None, every_s: float = 30.0
             bar.update(1)
     finally:
         bar.close()
+
+
+def log_lines(path: str):
+    """-> ``log(line)``: the line, time-stamped, on stdout and appended to the file ``path``."""
+    def log(line):
+        stamp = time.strftime("%H:%M:%S")
+        sys.stdout.write("[%s] %s\n" % (stamp, line))
+        sys.stdout.flush()
+        with open(path, "a") as f:
+            f.write("[%s] %s\n" % (stamp, line))
+    return log

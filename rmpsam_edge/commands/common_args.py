@@ -161,3 +161,14 @@ def parse_numbers(items, n, what):
                             % (what, item, n, "320,240" if n == 2 else "50,60,300,400"))
         out.append(vals)
     return np.asarray(out, dtype=np.float64).reshape(-1, n)
+
+
+def add_training_run(p, defaults: dict, ckpt_help: str):
+    """The options of a training run (train, distill): learning rate, seed, threads, checkpoints, resume."""
+    p.add_argument("--lr", type=float, default=defaults["lr"])
+    p.add_argument("--seed", type=int, default=defaults["seed"])
+    p.add_argument("--threads", type=int, default=defaults["threads"], help="torch CPU threads")
+    p.add_argument("--ckpt-minutes", type=float, default=defaults["ckpt_minutes"], help=ckpt_help)
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
+    add_force(p, "an earlier run in OUT (its last.pth): start over")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")

@@ -1,10 +1,9 @@
 """``rmpsam-edge distill``: a fast student (R18) from a teacher checkpoint on your own frames, no labels
 (resumable; reports held-out agreement with the teacher in OUT/distill.json + OUT/distill.md)."""
 import os
-import sys
-import time
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.progress import log_lines
 
 
 def add_arguments(parser):
@@ -44,21 +43,14 @@ def add_arguments(parser):
                         help="prompt-mask agreement term (0: off; default %(default)s)")
     parser.add_argument("--object-weight", type=float, default=DEFAULTS["object_weight"],
                         help="object-query mask + class agreement term (0: off; default %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
     parser.add_argument("--head-lr", type=float, default=DEFAULTS["head_lr"],
                         help="fine-tune the copied head at this learning rate (default 0: head frozen)")
     parser.add_argument("--latency-size", type=int, default=512,
                         help="square size for the encoder latency of teacher and student (default %(default)s)")
     parser.add_argument("--latency-runs", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda[:N]")
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
-    parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
-                        help="save last.pth and report every this many minutes")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    from rmpsam_edge.commands.common_args import add_force
-    add_force(parser, "an earlier run in OUT (its last.pth): start over")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    from rmpsam_edge.commands.common_args import add_training_run
+    add_training_run(parser, DEFAULTS, "save last.pth and report every this many minutes")
 
 
 def _check(args):
@@ -102,12 +94,7 @@ def run(args) -> int:
                 os.remove(os.path.join(args.out, name))
     log_path = os.path.join(args.out, "distill_log.txt")
 
-    def log(line):
-        stamp = time.strftime("%H:%M:%S")
-        sys.stdout.write("[%s] %s\n" % (stamp, line))
-        sys.stdout.flush()
-        with open(log_path, "a") as f:
-            f.write("[%s] %s\n" % (stamp, line))
+    log = log_lines(log_path)
 
     cfg = {"student": args.student, "imgsz": args.imgsz, "steps": args.steps, "batch_images": args.batch,
            "views": args.views, "num_prompts": args.prompts_per_frame, "lr": args.lr, "head_lr": args.head_lr,

@@ -1,9 +1,8 @@
 """``rmpsam-edge train``: train demo weights on synthetic scenes (CPU is fine; resumable)."""
 import os
-import sys
-import time
 
 from rmpsam_edge.errors import UserError
+from rmpsam_edge.progress import log_lines
 
 
 def add_arguments(parser):
@@ -19,20 +18,13 @@ def add_arguments(parser):
                         help="add one 3-frame video clip every N steps (0: images only)")
     parser.add_argument("--prompts-per-frame", type=int, default=DEFAULTS["num_prompts"],
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
-    from rmpsam_edge.commands.common_args import add_deprecated, add_force
+    from rmpsam_edge.commands.common_args import add_deprecated, add_training_run
     add_deprecated(parser, "--prompts", "--prompts-per-frame", "prompts_per_frame", type=int)
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
     parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
                         help="learning-rate factor of the class branches (sharp cosine logits; default %(default)s)")
-    parser.add_argument("--lr", type=float, default=DEFAULTS["lr"])
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    parser.add_argument("--threads", type=int, default=DEFAULTS["threads"], help="torch CPU threads")
-    parser.add_argument("--ckpt-minutes", type=float, default=DEFAULTS["ckpt_minutes"],
-                        help="save last.pth every this many minutes")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pth")
-    add_force(parser, "an earlier run in OUT (its last.pth): start over")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (log lines only)")
+    add_training_run(parser, DEFAULTS, "save last.pth every this many minutes")
 
 
 def run(args) -> int:
@@ -58,12 +50,7 @@ def run(args) -> int:
     os.makedirs(args.out, exist_ok=True)
     log_path = os.path.join(args.out, "train_log.txt")
 
-    def log(line):
-        stamp = time.strftime("%H:%M:%S")
-        sys.stdout.write("[%s] %s\n" % (stamp, line))
-        sys.stdout.flush()
-        with open(log_path, "a") as f:
-            f.write("[%s] %s\n" % (stamp, line))
+    log = log_lines(log_path)
 
     trainer = Trainer(args.out, cfg, log=log)
     if args.resume and trainer.resume():
