@@ -119,3 +119,20 @@ def test_prompt_sampler_is_deterministic_and_normalised():
     np.testing.assert_array_equal(a, b)
     assert (a > 0).all() and (a < 1).all()
     np.testing.assert_allclose(a[0, 2:], [6 / 200, 6 / 100], rtol=1e-4)  # a click is a 6-pixel box
+
+
+def test_one_reader_folder_videos_and_the_pixel_limit(tmp_path, monkeypatch):
+    """rmpsam_edge.media reads a folder's images and its videos' frames; a video whose frames are over the pixel
+    limit images have is refused before decoding, naming the flag the caller passes (--calib, --images)."""
+    from rmpsam_edge import image_header
+    from rmpsam_edge.training.distill_data import load_frames as distill_frames
+    _write_images(str(tmp_path / "mixed"), 2)
+    _write_video(str(tmp_path / "mixed" / "clip.avi"), 5)
+    fs = cal.load_frames(str(tmp_path / "mixed"), count=5, holdout=2, stream=io.StringIO())
+    assert fs.available == 7 and sum("#" in n for n, _ in fs.calib + fs.holdout) == 5
+    monkeypatch.setattr(image_header, "DEFAULT_MAX_PIXELS", 48 * 64)  # the clip's frames are 48x64
+    with pytest.raises(UserError, match="clip.avi given to --calib has 64x48 frames, over the limit") as exc:
+        cal.load_frames(str(tmp_path / "mixed" / "clip.avi"), stream=io.StringIO())
+    assert "\n" not in str(exc.value)
+    with pytest.raises(UserError, match="given to --images has 64x48 frames"):
+        distill_frames([str(tmp_path / "mixed")], count=2, holdout=1, long_side=32)
