@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 # files whose maker does not record its command line inside -> the command prefix documented for them
 NO_COMMAND = {"demo_weights_info.json": "rmpsam-edge info --json", "eval_demo_weights.json": "rmpsam-edge eval",
-              "fidelity_issue14/*.json": "rmpsam-edge quantize --model /tmp/speed/r18",
+              "fidelity_int8_variants/*.json": "rmpsam-edge quantize --model /tmp/speed/r18",
               "fidelity_cpu_recipes/*.json": "rmpsam-edge quantize --model"}
 
 
