@@ -1,5 +1,6 @@
-"""Shared test helpers for model / checkpoint tests: seeded official-format weights (the rule of
-shared/reference/README.md) and checkpoint files written the way mmengine writes them."""
+"""Shared test helpers for model / checkpoint tests: seeded official-format weights (the rule the reference
+outputs were made with: one generator per key, seeded with its crc32) and checkpoint files written the way
+mmengine writes them."""
 import json
 import os
 import re

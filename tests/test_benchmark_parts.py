@@ -5,17 +5,16 @@ import os
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from rmpsam_edge.benchmarks import flops, sysinfo  # noqa: E402
-from rmpsam_edge.benchmarks.plot import plot_rows  # noqa: E402
-from rmpsam_edge.benchmarks.table import format_table  # noqa: E402
+from rmpsam_edge.benchmarks import flops, sysinfo
+from rmpsam_edge.benchmarks.plot import plot_rows
+from rmpsam_edge.benchmarks.table import format_table
 
 
 def _graph():
     """x (1,3,H,W) -> Conv 3->8 k3 p1 -> ConvTranspose 8->4 k2 s2 -> reshape (4, 4HW) -> MatMul with (4HW, 5)
     is too big; instead: GlobalAveragePool -> Flatten (1,4) -> Gemm (4->6) ; plus q (N,4) MatMul W (4,7)."""
+    pytest.importorskip("onnx", reason="onnx (optional: the export / quantize extras) not installed")
+    from onnx import TensorProto, helper, numpy_helper
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w1"),
              numpy_helper.from_array(rng.standard_normal((8, 4, 2, 2)).astype(np.float32), "w2"),
@@ -36,7 +35,9 @@ def _graph():
 
 def test_flops_counts_conv_convtranspose_gemm_matmul_exactly(tmp_path):
     path = tmp_path / "g.onnx"
-    onnx.save(_graph(), str(path))
+    model = _graph()
+    import onnx
+    onnx.save(model, str(path))
     h, w, n = 10, 12, 5
     r = flops.count_graph(str(path), {"x": (1, 3, h, w), "q": (n, 4)})
     conv = h * w * 8 * 3 * 9            # every output element: Cin * k*k
@@ -143,6 +144,7 @@ def test_table_has_every_row_and_column():
 
 
 def test_plot_written(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib (optional: the bench extra) not installed")
     path = plot_rows(ROWS, str(tmp_path / "b.png"), prompts=(1, 16), title="test")
     data = open(path, "rb").read()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

@@ -11,7 +11,8 @@ from _bundle_fixture import shared_bundle
 from rmpsam_edge.cli import main
 from rmpsam_edge.errors import UserError
 
-ov_backend = pytest.importorskip("rmpsam_edge.runtime.openvino_backend")
+pytest.importorskip("openvino")  # optional (the openvino extra); a broken backend module fails, never skips
+from rmpsam_edge.runtime import openvino_backend as ov_backend  # noqa: E402
 FAST = ["--calib-count", "2", "--holdout", "1", "--runs", "1"]
 HAS_BF16 = ov_backend.bf16_support()[0]
 needs_bf16 = pytest.mark.skipif(not HAS_BF16, reason="this CPU has no native bf16 (AVX512-BF16/AMX)")
@@ -30,7 +31,7 @@ def _manifest(path):
 @pytest.fixture(scope="module")
 def bf16(bundle, tmp_path_factory):
     if not HAS_BF16:
-        pytest.skip("this CPU has no native bf16")
+        pytest.skip("this CPU has no native bf16 (AVX512-BF16/AMX)")
     out = tmp_path_factory.mktemp("bf16") / "b16"
     assert main(["quantize", "--model", bundle, "--out", str(out), "--precision", "bf16",
                  "--backend", "openvino"] + FAST) == 0

@@ -1,23 +1,39 @@
-"""``rmpsam-edge info BUNDLE``: variant, weights and the provenance steps, for new and old manifests."""
+"""``rmpsam-edge info BUNDLE | CHECKPOINT``: variant, weights and the provenance steps (new and old manifests); a
+checkpoint's hash, parameter count and training record."""
 import json
 import os
 
 from test_bundle import make_fake_bundle
 from rmpsam_edge.cli import main
 from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
-from rmpsam_edge.runtime.bundle import write_manifest
+from rmpsam_edge.runtime.bundle import provenance_step, write_manifest
 
 
-def test_info_shows_the_shipped_bundle_provenance(capsys):
+def test_info_shows_each_provenance_step(tmp_path, capsys):
+    path = make_fake_bundle(str(tmp_path / "b"))
+    with open(os.path.join(path, "manifest.json")) as f:
+        m = json.load(f)
+    m["provenance"] = [dict(provenance_step("rmpsam-edge export", ["rmpsam-edge", "export", "--out", "my dir"]),
+                            created="2026-01-02T03:04:05Z"),
+                       dict(provenance_step("rmpsam-edge quantize", ["rmpsam-edge", "quantize", "--model", "b"]),
+                            created="2026-01-02T04:00:00Z")]
+    write_manifest(path, m)
+    assert main(["info", path]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = lines.index("provenance:")
+    assert lines[i + 1:i + 3] == ["  1. rmpsam-edge export (2026-01-02T03:04:05Z): rmpsam-edge export --out 'my dir'",
+                                  "  2. rmpsam-edge quantize (2026-01-02T04:00:00Z): rmpsam-edge quantize --model b"]
+
+
+def test_info_on_the_shipped_bundle(capsys):
     assert main(["info", SHIPPED_BUNDLE]) == 0
     out = capsys.readouterr().out
     assert "kind: demo" in out and "provenance:" in out
-    assert "1. rmpsam-edge export (2026-12-07T13:34:10Z): rmpsam-edge export --no-many-prompts-graph" in out
-    assert "2. rmpsam_edge.export.fp16_storage (2026-12-07T13:34:24Z): python -m rmpsam_edge.export.fp16_storage" in out
-    assert "TensorRT 8.5: builds" in out.splitlines()  # exported at opset 16
+    assert "TensorRT 8.5: builds" in out.splitlines()  # exported at opset 16: JetPack 5's TensorRT builds it
     assert main(["info", SHIPPED_BUNDLE, "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["kind"] == "bundle" and d["weights"]["kind"] == "demo" and len(d["provenance"]) == 2
+    assert d["kind"] == "bundle" and d["weights"]["kind"] == "demo" and d["provenance"]
+    assert all(s["tool"] and s["argv"] and s["created"] for s in d["provenance"])
 
 
 def test_info_reads_an_old_manifest(tmp_path, capsys):
@@ -34,12 +50,18 @@ def test_info_reads_an_old_manifest(tmp_path, capsys):
 
 
 def test_info_shows_the_demo_weights_training_record(capsys):
+    """The fields docs/training.md cites (`rmpsam-edge info --json` regenerates its results file), read from the
+    shipped weights themselves: the hash of the file, the parameter count by part, the training record."""
+    import hashlib
     import pytest
     pytest.importorskip("torch")
     assert main(["info", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
     assert d["path"] == os.path.join("rmpsam_edge", "assets", "weights", "rmpsam_r18_demo.pth")
-    assert d["training"]["steps"] > 0 and d["training"]["train_config"]["imgsz"] == 192
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    with open(os.path.join(root, "benchmarks", "results", "demo_weights_info.json")) as f:
-        assert json.load(f) == d  # docs/training.md's figures: `rmpsam-edge info --json > that file`
+    with open(os.path.join(root, d["path"]), "rb") as f:
+        assert d["sha256"] == hashlib.sha256(f.read()).hexdigest()
+    assert d["variant"] == "r18" and d["parameters"] == sum(d["parameters_by_part"].values())
+    t = d["training"]
+    assert 0 < t["steps"] <= t["train_config"]["steps"] and t["train_seconds"] > 0
+    assert t["train_config"]["imgsz"] == 192 and d["input_policy"] == "long side 192 px, pad to /32"

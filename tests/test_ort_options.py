@@ -4,7 +4,8 @@ import pytest
 
 from _bundle_fixture import shared_bundle
 
-ort_backend = pytest.importorskip("rmpsam_edge.runtime.onnxruntime_backend")
+pytest.importorskip("onnxruntime")  # optional (the ort extra); a broken backend module fails, never skips
+from rmpsam_edge.runtime import onnxruntime_backend as ort_backend  # noqa: E402
 
 
 @pytest.fixture(scope="session")

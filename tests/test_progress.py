@@ -32,7 +32,7 @@ def test_lines_every_interval_with_the_note():
 
 
 def test_terminal_uses_tqdm():
-    pytest.importorskip("tqdm")
+    pytest.importorskip("tqdm", reason="tqdm (optional; in the dev extra) not installed")
     out = FakeTerminal()
     list(progress(range(50), 50, "fidelity", out))
     assert "\r" in out.getvalue()

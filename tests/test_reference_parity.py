@@ -1,9 +1,9 @@
 """The model reproduces the official RMP-SAM code's outputs (R50, seeded weights, one real image).
 
-Reference arrays come from ../shared/reference (outputs of github xushilin1/RAP-SAM at 2e7bf1c run on CPU);
-the few small ones this test needs (and the official panoptic map ``pan_seg``) are copied into
-tests/data/ref_r50_small.npz, with the input image and the
-seeded classifier, so the test runs on a fresh clone. Tolerances follow the reference README: features within
+Reference arrays are outputs of the official code (github xushilin1/RAP-SAM at 2e7bf1c, run on CPU); the few
+small ones the tests need (with the official panoptic map ``pan_seg`` and the binarised 512x512 prompt masks) are
+in tests/data/ref_r50_small.npz, with the input image and the seeded classifier, so the test runs on a fresh
+clone. Tolerances follow the reference README: features within
 1e-4 of their absmax, class/mask logits within 1e-3, mask-sign mismatches a few pixels
 (at most 1e-5 of them).
 """

@@ -42,11 +42,12 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         allocs = [c[1] for c in fake.calls if c[0] == "mem_alloc"]
         pinned = [c[1] for c in fake.calls if c[0] == "pagelocked_empty"]
         f_max = 4 * 256 * 16 * 16
-        assert allocs[:-1] == [f_max, 4 * 3 * 64 * 64,                                # features, encoder image
-                               4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,                     # prompt decoder: Np 1..8
-                               4 * 8 * 2 * 768, 4 * 100 * 9, 4 * 100 * 16 * 16, 4 * 100 * 256,  # object decoder
-                               4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]                  # many-prompt graph: Np 48
-        assert [p[0] for p in pinned] == allocs[:-1]
+        buffers = [f_max, 4 * 3 * 64 * 64,                                            # features, encoder image
+                   4 * 8 * 4, 4 * 8 * 16 * 16, 4 * 8,                                 # prompt decoder: Np 1..8
+                   4 * 8 * 2 * 768, 4 * 100 * 9, 4 * 100 * 16 * 16, 4 * 100 * 256,   # object decoder
+                   4 * 48 * 4, 4 * 48 * 16 * 16, 4 * 48]                              # many-prompt graph: Np 48
+        assert allocs[:-1] == buffers
+        assert [p[0] for p in pinned] == buffers
         # one activation area, the largest engine's, given to every execution context (made without their own)
         given = [c[1:] for c in fake.calls if c[0] == "device_memory"]
         engines = [g.engine for g in r._gpu.graphs.values()]
@@ -54,7 +55,8 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         assert given[0][1] == allocs[-1] == max(e.device_memory_size_v2 for e in engines)
         assert {c[1] for c in fake.calls if c[0] == "create_execution_context"} == {"USER_MANAGED"}
         n_alloc = len(allocs)
-        assert r.gpu_memory_mb() == sum(allocs) / 1048576.0  # the device's free memory dropped by the buffers
+        # its own device memory, from the shapes above: the buffers plus the one shared activation area
+        assert r.gpu_memory_mb() == (sum(buffers) + given[0][1]) / 1048576.0
 
         feats = r.encode(image)
         np.testing.assert_array_equal(feats, ort_run(bundle, "encoder", {"image": image})[0])
