@@ -13,13 +13,13 @@ import sys
 from rmpsam_edge.commands.common_args import image_sizes, input_size
 from rmpsam_edge.errors import UserError
 
-from . import compat as compat_mod
-from . import gpu_index, importers
-from . import profiles
-from .cuda_context import CudaContext
-from ..bundle import Bundle
-from ..bundle_runner import BackendUnavailable
-from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
+from rmpsam_edge.runtime.bundle import Bundle
+from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
+from rmpsam_edge.runtime.tensorrt import compat as compat_mod
+from rmpsam_edge.runtime.tensorrt import gpu_index, importers, profiles
+from rmpsam_edge.runtime.tensorrt.cuda_context import CudaContext
+from rmpsam_edge.runtime.tensorrt.engines import (GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges,
+                                                  stored_precision)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
