@@ -17,7 +17,7 @@ from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
 from rmpsam_edge.runtime.tensorrt import compat as compat_mod
 from rmpsam_edge.runtime.tensorrt import gpu_index, importers, profiles
-from rmpsam_edge.runtime.tensorrt.cuda_context import CudaContext
+from rmpsam_edge.runtime.tensorrt.cuda_context import CudaContext, device_info, import_pycuda
 from rmpsam_edge.runtime.tensorrt.engines import (GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges,
                                                   stored_precision)
 
@@ -111,21 +111,21 @@ def run(args) -> int:
     if bad:
         raise UserError("--graphs: unknown graph %s (this bundle has %s)" % (", ".join(bad), ", ".join(have)))
     trt = compat_mod.import_tensorrt()
-    cuda = compat_mod.import_pycuda()
+    cuda = import_pycuda()
     compat = compat_mod.Compat(trt)
     importers.check_build(bundle, compat.version_string, graphs)  # every graph, before any is built
     try:
         index = gpu_index(args.device)
     except BackendUnavailable as exc:
         raise UserError("--device %s: %s" % (args.device, exc))
-    device = compat.device_info(cuda, index)
+    device = device_info(cuda, index)
     dla = _dla(args.dla)
     ctx = CudaContext(cuda, index)
     held = {}  # the runtime is released inside the context, before it is popped and detached
     ctx.own(held.clear)
     try:
         with ctx:
-            session = Session(compat, device, bundle, cuda)
+            session = Session(compat, device, bundle)
             choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
                               fp32_layers=args.fp32_layers, workspace_gib=args.workspace, verbose=args.verbose)
             choices = session.fill_choices(choices)

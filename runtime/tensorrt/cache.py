@@ -32,7 +32,6 @@ FIELDS = (
     ("precision", "precision"),
     ("dla_core", "DLA core"),
     ("profiles", "optimisation profile"),
-    ("calibration", "INT8 calibration (data + graph sha256)"),
     ("fp32_policy", "FP32 pinning rules"),
     ("fp32_layers", "--fp32-layers patterns"),
 )
@@ -62,14 +61,13 @@ def timing_cache_name(tensorrt: str, gpu: str, module: str = "") -> str:
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
-             profiles: Dict[str, list], dla_core: Optional[int] = None, calibration: Optional[str] = None,
-             fp32_policy: Optional[str] = None, fp32_layers=(), gpu_memory_mb: Optional[int] = None,
+             profiles: Dict[str, list], dla_core: Optional[int] = None, fp32_policy: Optional[str] = None, fp32_layers=(), gpu_memory_mb: Optional[int] = None,
              sm_count: Optional[int] = None, module: str = "") -> Dict[str, object]:
     return {"format": FORMAT, "tensorrt": str(tensorrt), "gpu": str(gpu),
             "compute_capability": str(compute_capability), "gpu_memory_mb": gpu_memory_mb, "sm_count": sm_count,
             "module": str(module or ""), "graph": graph, "onnx_sha256": onnx_sha256,
             "precision": precision, "dla_core": None if dla_core is None else int(dla_core),
-            "profiles": json.loads(json.dumps(profiles)), "calibration": calibration, "fp32_policy": fp32_policy,
+            "profiles": json.loads(json.dumps(profiles)), "fp32_policy": fp32_policy,
             "fp32_layers": list(fp32_layers or [])}
 
 
@@ -82,7 +80,7 @@ def differences(stored: Dict[str, object], wanted: Dict[str, object]) -> List[st
             continue
         if field == "profiles":
             out.append("%s %s" % (label, _profile_diff(a or {}, b or {})))
-        elif field in ("onnx_sha256", "calibration"):
+        elif field == "onnx_sha256":
             out.append("%s changed (%s != %s)" % (label, _short(a), _short(b)))
         else:
             out.append("%s %s (engine) != %s (here)" % (label, _show(a), _show(b)))

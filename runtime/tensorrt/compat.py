@@ -1,5 +1,5 @@
-"""The one adapter to ``tensorrt`` / ``pycuda`` (TensorRT 8.5 to 11): every call that differs between versions,
-checked against NVIDIA's real bindings by tests/test_tensorrt_real_bindings.py. Nothing is imported at import."""
+"""The one adapter to ``tensorrt`` (8.5 to 11): every call that differs between versions, checked against NVIDIA's
+real bindings by tests/test_tensorrt_real_bindings.py. Nothing is imported at import."""
 import collections
 import importlib
 import re
@@ -10,36 +10,16 @@ import numpy as np
 from rmpsam_edge.errors import UserError
 
 MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address / execute_async_v3)
-
-INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it comes with JetPack (never pip: "
-                    "`sudo apt install python3-libnvinfer`, then the system python3 or a --system-site-packages "
-                    "venv); on a desktop GPU `pip install \"tensorrt-cu12<11\"` (10.x) or `pip install tensorrt` "
-                    "(11.x: strongly typed only, FP16/INT8 from FP16 or Q/DQ bundles, no DLA)")
-INSTALL_PYCUDA = "pycuda not installed (pip install pycuda; it needs the CUDA toolkit, nvcc on PATH)"
+NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip: `sudo apt install python3-libnvinfer`, "
+                 "then the system python3 or a --system-site-packages venv; desktop GPU: pip install "
+                 "\"tensorrt-cu12<11\" for 10.x, or pip install tensorrt for 11.x: strongly typed, no DLA)")
 
 
 def import_tensorrt():
     try:
         return importlib.import_module("tensorrt")
     except ImportError as exc:
-        raise UserError("%s (%s)" % (INSTALL_TENSORRT, exc))
-
-
-def import_pycuda():
-    """-> the ``pycuda.driver`` module (never ``pycuda.autoinit``: the runner owns its context)."""
-    try:
-        return importlib.import_module("pycuda.driver")
-    except ImportError as exc:
-        raise UserError(pycuda_problem(exc))
-
-
-def pycuda_problem(exc: ImportError) -> str:
-    """pycuda absent, or installed but its compiled part cannot load libcuda (no NVIDIA driver here)."""
-    text = str(exc)
-    if "libcuda" in text or (getattr(exc, "name", "") or "").startswith("pycuda._driver"):
-        return ("pycuda is installed but cannot load the CUDA driver library (%s): install the NVIDIA driver "
-                "(on Jetson it comes with JetPack), or rebuild pycuda against this CUDA" % text.strip()[:120])
-    return INSTALL_PYCUDA
+        raise UserError("%s (%s)" % (NOT_INSTALLED, exc))
 
 
 def parse_version(text: str) -> Tuple[int, ...]:
@@ -238,25 +218,3 @@ class Compat(object):
             context.set_device_memory(address, size)
         else:
             context.device_memory = address
-
-    # ---------------------------------------------------------------- device (pycuda)
-    @staticmethod
-    def device_info(cuda, index: int = 0) -> "Gpu":
-        """-> Gpu(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
-        try:
-            cuda.init()
-            count = cuda.Device.count()
-        except Exception as exc:
-            raise UserError("CUDA is not usable here (%s): TensorRT needs an NVIDIA GPU and its driver" % exc)
-        if count <= index:
-            raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
-        dev = cuda.Device(index)
-        sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
-        from ..platform_facts import jetson_module
-        return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
-                   int(sms), jetson_module())
-
-
-# Every Orin module reports the GPU name "Orin" and sm 8.7: the engine key also needs memory, SM count and
-# the module (an engine tuned on an AGX Orin is not the right one for an Orin Nano).
-Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")

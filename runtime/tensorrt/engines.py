@@ -115,22 +115,17 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
 
 
 
-
 class Session(object):
-    """One machine (TensorRT module + GPU) and one bundle. ``log`` gets one line per build/rebuild."""
+    """The loader: one machine (TensorRT module, ``cuda_context.Gpu``) and one bundle; ``log`` gets one line per
+    build or rebuild."""
 
-    def __init__(self, compat, device: Tuple[str, str], bundle, cuda=None, log: Callable[[str], None] = stderr_log):
-        self.compat, self.gpu, self.cc = compat, device[0], device[1]
-        self.device = device  # compat.Gpu: name, cc, memory, SM count, Jetson module
-        self.bundle, self.cuda, self.log = Bundle.open(bundle), cuda, log
+    def __init__(self, compat, gpu, bundle, log: Callable[[str], None] = stderr_log):
+        self.compat, self.gpu, self.log = compat, gpu, log
+        self.bundle = Bundle.open(bundle)
         self.dir = os.path.abspath(self.bundle.path)
 
     def engine_dir(self) -> str:
         return cache.engine_dir(self.dir)
-
-    def timing_cache_path(self) -> str:
-        return os.path.join(self.engine_dir(), cache.timing_cache_name(self.compat.version_string, self.gpu,
-                                                                       getattr(self.device, "module", "")))
 
     def fill_choices(self, requested: Choices) -> Choices:
         """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
@@ -174,10 +169,9 @@ class Session(object):
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
-                             profile_key(graph, ranges), dla, None,
-                             precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
-                             *tuple(self.device)[2:5])
+        key = cache.make_key(self.compat.version_string, self.gpu.name, self.gpu.cc, graph, onnx_sha, gp,
+                             profile_key(graph, ranges), dla, precision.POLICY if gp != "fp32" else None,
+                             pins if gp != "fp32" else [], *self.gpu[2:])
         verdict = cache.check(engine_path, side_path, key)
         if verdict.ok and not force:
             return verdict.data, "cached"
@@ -207,8 +201,10 @@ class Session(object):
                 self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
                          % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
-        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins,
-                                         self.timing_cache_path(), choices.verbose, typed)
+        timing = os.path.join(self.engine_dir(), cache.timing_cache_name(self.compat.version_string, self.gpu.name,
+                                                                                 self.gpu.module))
+        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, timing,
+                                         choices.verbose, typed)
         with cache.building(engine_path):
             result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),
