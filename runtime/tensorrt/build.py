@@ -9,8 +9,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
 
-from . import precision as prec
 from . import profiles
+from ..sensitive_layers import select_fp32, summary
+from .precision import nodes_from_network
 
 Log = Callable[[str], None]
 OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation|Requested amount of GPU memory",
@@ -56,13 +57,15 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     config.add_optimization_profile(profile)
 
     pinned = {}  # type: Dict[str, str]
-    if settings.precision != "fp32" and not settings.typed:
-        nodes = prec.nodes_from_network(network, compat)
-        pinned = prec.select_fp32(nodes, prec.network_outputs(network), settings.fp32_layers)
+    if settings.precision != "fp32" and not settings.typed:  # weak typing: pin the sensitive layers to FP32
+        outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+        pinned = select_fp32(nodes_from_network(network, compat), outputs, settings.fp32_layers)
     compat.set_precision(config, settings.precision, bool(pinned), settings.typed)
     if pinned:
-        prec.apply_fp32(network, compat, pinned)
-        log("%s: %s" % (graph, prec.summary(pinned)))
+        for layer in (network.get_layer(i) for i in range(network.num_layers)):
+            if layer.name in pinned:
+                compat.pin_fp32(layer)
+        log("%s: %s" % (graph, summary(pinned)))
     if settings.dla_core is not None:
         log("%s: %s" % (graph, compat.use_dla(builder, config, settings.dla_core, network)))
 

@@ -1,9 +1,6 @@
-"""Engine cache: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + ``.engine.json`` sidecar.
-
-An engine runs only with the TensorRT version and GPU that built it, so its sidecar holds a key of what it was
-built for plus its size and sha256. ``check()`` reads the key before TensorRT sees the (untrusted) bytes and
-returns a ``Verdict``: usable, or a one-line reason. Pure Python.
-"""
+"""Engine cache: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + a ``.json`` sidecar whose key says what
+the engine was built for (TensorRT, GPU, graph sha256, profile, ...) plus its size and sha256; ``check`` reads the key
+before TensorRT sees the (untrusted) bytes."""
 import collections
 import contextlib
 import hashlib
@@ -19,22 +16,11 @@ FORMAT = 1
 ENGINE_DIR = "tensorrt"
 
 # key field -> how it is named in a mismatch line
-FIELDS = (
-    ("format", "sidecar format"),
-    ("tensorrt", "TensorRT version"),
-    ("gpu", "GPU"),
-    ("compute_capability", "compute capability"),
-    ("gpu_memory_mb", "GPU memory MiB"),
-    ("sm_count", "SM count"),
-    ("module", "Jetson module"),
-    ("graph", "graph"),
-    ("onnx_sha256", "ONNX graph sha256"),
-    ("precision", "precision"),
-    ("dla_core", "DLA core"),
-    ("profiles", "optimisation profile"),
-    ("fp32_policy", "FP32 pinning rules"),
-    ("fp32_layers", "--fp32-layers patterns"),
-)
+FIELDS = (("format", "sidecar format"), ("tensorrt", "TensorRT version"), ("gpu", "GPU"),
+          ("compute_capability", "compute capability"), ("gpu_memory_mb", "GPU memory MiB"), ("sm_count", "SM count"),
+          ("module", "Jetson module"), ("graph", "graph"), ("onnx_sha256", "ONNX graph sha256"),
+          ("precision", "precision"), ("dla_core", "DLA core"), ("profiles", "optimisation profile"),
+          ("fp32_policy", "FP32 pinning rules"), ("fp32_layers", "--fp32-layers patterns"))
 
 
 def engine_dir(bundle_dir: str) -> str:
@@ -81,29 +67,24 @@ def differences(stored: Dict[str, object], wanted: Dict[str, object]) -> List[st
         if field == "profiles":
             out.append("%s %s" % (label, _profile_diff(a or {}, b or {})))
         elif field == "onnx_sha256":
-            out.append("%s changed (%s != %s)" % (label, _short(a), _short(b)))
+            out.append("%s changed (%s != %s)" % (label, _show(a, 12), _show(b, 12)))
         else:
             out.append("%s %s (engine) != %s (here)" % (label, _show(a), _show(b)))
     return out
 
 
-def _short(v) -> str:
-    return "none" if v is None else str(v)[:12] + ".."
-
-
-def _show(v) -> str:
-    return "none" if v is None else ("'%s'" % v if isinstance(v, str) and " " in v else str(v))
+def _show(v, cut: int = 0) -> str:
+    if v is None or cut:
+        return "none" if v is None else str(v)[:cut] + ".."
+    return "'%s'" % v if isinstance(v, str) and " " in v else str(v)
 
 
 def _profile_diff(a: Dict[str, list], b: Dict[str, list]) -> str:
-    for name in sorted(set(a) | set(b)):
-        if a.get(name) != b.get(name):
-            return "for %s: %s (engine) != %s (wanted)" % (name, _range(a.get(name)), _range(b.get(name)))
+    for n in sorted(set(a) | set(b)):
+        if a.get(n) != b.get(n):
+            pa, pb = ("none" if p is None else "min %s opt %s max %s" % tuple(p) for p in (a.get(n), b.get(n)))
+            return "for %s: %s (engine) != %s (wanted)" % (n, pa, pb)
     return "differs"
-
-
-def _range(p) -> str:
-    return "none" if p is None else "min %s opt %s max %s" % tuple(p)
 
 
 # ok: ``data`` (the engine bytes) can go to TensorRT; else ``reason`` is one line, ``foreign`` marks an engine file

@@ -1,12 +1,6 @@
-"""pycuda: import it (never ``pycuda.autoinit``), describe a GPU, and own one CUDA context usable from any thread.
-
-pycuda keeps a context stack per thread and aborts at exit when a context is left on one, so the context is
-popped right after creation; ``with ctx:`` pushes/pops it under a lock. ``close()`` (also at interpreter exit,
-via ``weakref.finalize``) pushes it on the calling thread, releases what was registered with ``own``, and
-detaches it while it is current: pycuda's ``context::detach`` (src/cpp/cuda.hpp) destroys a current context on
-any thread, whereas a non-current one detached off its creating thread is leaked. ``SCHED_BLOCKING_SYNC``: the
-CPU thread blocks in synchronize instead of spinning a core (flags 0 = AUTO).
-"""
+"""pycuda: import it (never ``pycuda.autoinit``), describe a GPU, and own one CUDA context usable from any thread
+(pushed per call under a lock, closed on the calling thread while current, since pycuda leaks a context detached
+elsewhere; src/cpp/cuda.hpp ``context::detach``). SCHED_BLOCKING_SYNC: synchronize blocks instead of spinning."""
 import collections
 import importlib
 import threading

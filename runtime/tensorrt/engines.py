@@ -1,9 +1,6 @@
-"""A usable engine per graph: the cached one when its sidecar key matches (cache.py), else a rebuild (build.py)
-with one line saying why; --no-build makes that an error naming what differs, and a foreign engine file is never
-overwritten without --force. Choices not given come from the bundle and the stored sidecars (a custom profile
-survives a TensorRT or GPU change). The one place that decides which graph gets which precision and DLA, and
-which ONNX file carries that precision (the bundle's, or its typed FP16 graph: precision.typed_fp16).
-"""
+"""The loader: a usable engine per graph, the cached one when its sidecar key matches (cache.py), else built
+(build.py) with one line saying why. The one place that decides each graph's precision, DLA core, profile ranges
+(not given: the stored sidecars', else the bundle's) and ONNX file (the bundle's or its typed FP16 graph)."""
 import os
 import sys
 import time
@@ -20,10 +17,6 @@ GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "
 GRAPH_ORDER = REQUIRED_GRAPHS + OPTIONAL_GRAPHS
 DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
-
-
-def build_command(bundle_dir: str, precision: str) -> str:
-    return "rmpsam-edge build-engine --model %s --precision %s" % (bundle_dir, precision)
 
 
 def stderr_log(line: str) -> None:
@@ -123,9 +116,7 @@ class Session(object):
         self.compat, self.gpu, self.log = compat, gpu, log
         self.bundle = Bundle.open(bundle)
         self.dir = os.path.abspath(self.bundle.path)
-
-    def engine_dir(self) -> str:
-        return cache.engine_dir(self.dir)
+        self.engine_dir = cache.engine_dir(self.dir)
 
     def fill_choices(self, requested: Choices) -> Choices:
         """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
@@ -179,8 +170,8 @@ class Session(object):
             raise UserError("%s; pass --force to overwrite it" % verdict.reason)
         why = reason_prefix or ("--force: overwriting the usable engine" if verdict.ok else verdict.reason)
         if not build:
-            raise UserError("the %s engine cannot be used: %s; build it with `%s`"
-                            % (graph, why, build_command(self.dir, choices.precision)))
+            raise UserError("the %s engine cannot be used: %s; build it with `rmpsam-edge build-engine --model %s "
+                            "--precision %s`" % (graph, why, self.dir, choices.precision))
         if dla is not None and self.compat.major >= 11:
             raise UserError("--dla %d: TensorRT %s has no DLA (TensorRT 11 dropped it and does not run on Jetson); "
                             "build without --dla" % (dla, self.compat.version_string))
@@ -196,12 +187,12 @@ class Session(object):
         if stored_prec == "int8":
             precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
         elif typed and gp == "fp16" and stored_prec == "fp32":  # strong typing: the FP16 graph is the precision
-            onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir(), pins, self.dir)
+            onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir, pins, self.dir)
             if kept is not None:
                 self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
                          % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
-        timing = os.path.join(self.engine_dir(), cache.timing_cache_name(self.compat.version_string, self.gpu.name,
+        timing = os.path.join(self.engine_dir, cache.timing_cache_name(self.compat.version_string, self.gpu.name,
                                                                                  self.gpu.module))
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, timing,
                                          choices.verbose, typed)
