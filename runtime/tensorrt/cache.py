@@ -47,8 +47,9 @@ def timing_cache_name(tensorrt: str, gpu: str, module: str = "") -> str:
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
-             profiles: Dict[str, list], dla_core: Optional[int] = None, fp32_policy: Optional[str] = None, fp32_layers=(), gpu_memory_mb: Optional[int] = None,
-             sm_count: Optional[int] = None, module: str = "") -> Dict[str, object]:
+             profiles: Dict[str, list], dla_core: Optional[int] = None, fp32_policy: Optional[str] = None,
+             fp32_layers=(), gpu_memory_mb: Optional[int] = None, sm_count: Optional[int] = None,
+             module: str = "") -> Dict[str, object]:
     return {"format": FORMAT, "tensorrt": str(tensorrt), "gpu": str(gpu),
             "compute_capability": str(compute_capability), "gpu_memory_mb": gpu_memory_mb, "sm_count": sm_count,
             "module": str(module or ""), "graph": graph, "onnx_sha256": onnx_sha256,
@@ -141,11 +142,14 @@ def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, objec
     with file_lock(engine_path):
         if os.path.exists(sidecar_path):
             os.remove(sidecar_path)
-        for path, blob in ((engine_path, data), (sidecar_path, (json.dumps(side, indent=1, sort_keys=True)
-                                                                + "\n").encode())):
-            with atomic_file(path) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(blob)
+        write_bytes(engine_path, data)
+        write_bytes(sidecar_path, (json.dumps(side, indent=1, sort_keys=True) + "\n").encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """``path`` written whole or not at all (atomic_file)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 @contextlib.contextmanager

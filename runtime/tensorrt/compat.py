@@ -10,8 +10,8 @@ import numpy as np
 from rmpsam_edge.errors import UserError
 
 MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address / execute_async_v3)
-NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip: `sudo apt install python3-libnvinfer`, "
-                 "then the system python3 or a --system-site-packages venv; desktop GPU: pip install "
+NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip: `sudo apt install "
+                 "python3-libnvinfer`, then the system python3 or a --system-site-packages venv; desktop GPU: pip install "
                  "\"tensorrt-cu12<11\" for 10.x, or pip install tensorrt for 11.x: strongly typed, no DLA)")
 
 
@@ -87,16 +87,12 @@ class Compat(object):
         return _Logger()
 
     def typed(self, dla: bool = False) -> bool:
-        """The one precision decision per version: True = a STRONGLY_TYPED network whose precision is the ONNX
-        graph's (FP16 graph with FP32 Casts, Q/DQ INT8), no precision flags: 10.x and 11.x (11 has nothing else).
-        False = weak typing, 8.5 / 8.6 (no STRONGLY_TYPED flag): FP16 flag + FP32 layer pins under
-        OBEY_PRECISION_CONSTRAINTS, INT8 flag for Q/DQ graphs (explicit quantization); and DLA builds on 10.x,
-        whose DLA path takes precision from the FP16/INT8 flags (typed DLA builds arrive with 11.4.1)."""
+        """The one precision decision per version: a STRONGLY_TYPED network (the graph's types are the precision)
+        on 10.x and 11.x; weak typing (FP16/INT8 flags, FP32 pins) on 8.5 / 8.6 and for DLA on 10.x."""
         return not self.weak_typing or (self.major >= 10 and not dla)
 
     def create_network(self, builder, typed: bool = False):
-        """8.x: explicit batch must be requested; 10.x: always explicit (flag ignored); STRONGLY_TYPED from 10.0
-        (ignored by 11, where every network is strongly typed)."""
+        """8.x: EXPLICIT_BATCH requested (10.x+: always); STRONGLY_TYPED from 10.0 (11: every network)."""
         ncf = self.trt.NetworkDefinitionCreationFlag
         flags = 1 << int(ncf.EXPLICIT_BATCH) if self.major < 10 else 0
         if typed:
@@ -107,8 +103,8 @@ class Compat(object):
         config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
 
     def set_precision(self, config, precision: str, pinned: bool, typed: bool = False) -> None:
-        """Weak typing only: fp16 = FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned); int8 = INT8 + FP16
-        (a Q/DQ graph: TensorRT 8.x quantizes explicitly only with the INT8 flag set). A typed network: nothing."""
+        """Weak typing only: FP16 (+ OBEY_PRECISION_CONSTRAINTS with pins); int8 adds INT8 (8.x quantizes a Q/DQ
+        graph only with that flag)."""
         trt = self.trt
         if precision == "fp32" or typed:
             return
@@ -164,7 +160,7 @@ class Compat(object):
         return "%s%s: %s" % (where, " '%s' (%s)" % (name, op) if name or op else "", desc)
 
     def layer_kind(self, layer) -> str:
-        """Normalised op kind of a network layer (the kinds of ``precision.ONNX_KINDS``)."""
+        """Normalised op kind of a network layer (the kinds of ``sensitive_layers.ONNX_KINDS``)."""
         lt = self.trt.LayerType
         for name, kind in _LAYER_KINDS.items():
             if hasattr(lt, name) and layer.type == getattr(lt, name):
@@ -192,13 +188,9 @@ class Compat(object):
 
     def io_tensors(self, engine) -> List[Tuple[str, bool, np.dtype]]:
         """[(name, is_input, numpy dtype)] through the named-tensor API."""
-        trt = self.trt
-        out = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            out.append((name, is_input, self.np_dtype(engine.get_tensor_dtype(name))))
-        return out
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [(n, engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT, self.np_dtype(engine.get_tensor_dtype(n)))
+                for n in names]
 
     def profile_shapes(self, engine, name: str) -> Tuple[Tuple[int, ...], ...]:
         """(min, opt, max) of one input in profile 0."""

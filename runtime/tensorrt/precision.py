@@ -1,8 +1,6 @@
-"""Precision of a TensorRT build, from the rules of ``rmpsam_edge.runtime.sensitive_layers`` (the one list,
-shared with quantize). Weak typing (8.5 / 8.6, DLA on 10.x): ``nodes_from_network`` + ``apply_fp32`` pin the
-chosen layers of the network. Strong typing (10.x, 11.x): the graph carries its precision: ``typed_fp16`` makes
-the FP16 graph ``rmpsam-edge quantize --precision fp16`` writes (quantize/fp16.py, FP32 kept by Casts) from an
-FP32 graph; ``check_qdq`` accepts only TensorRT's INT8 format (symmetric int8 Q/DQ)."""
+"""A build's precision from the one rule list (``runtime.sensitive_layers``, shared with quantize). Weak typing:
+``nodes_from_network`` feeds the FP32 pins. Strong typing: ``typed_fp16`` writes the FP16 graph `quantize --precision
+fp16` writes (quantize/fp16.py); ``check_qdq`` accepts only TensorRT's INT8 format (symmetric int8 Q/DQ)."""
 import glob
 import hashlib
 import os
