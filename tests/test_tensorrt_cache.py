@@ -52,7 +52,7 @@ def test_paths_and_write(tmp_path, stored):
 def test_every_key_mismatch_is_one_line(stored, field, value, line):
     eng, side = stored
     v = cache.check(eng, side, key(**{field: value}))
-    assert not v.ok and v.reason == line and v.data is None and v.stored == key()
+    assert not v.ok and v.reason == line and v.data is None
 
 
 def test_an_engine_keyed_with_the_old_calibration_field_stays_usable(tmp_path):

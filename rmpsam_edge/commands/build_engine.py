@@ -18,8 +18,7 @@ from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
 from rmpsam_edge.runtime.tensorrt import compat as compat_mod
 from rmpsam_edge.runtime.tensorrt import gpu_index, importers, profiles
 from rmpsam_edge.runtime.tensorrt.cuda_context import CudaContext, device_info, import_pycuda
-from rmpsam_edge.runtime.tensorrt.engines import (GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges,
-                                                  stored_precision)
+from rmpsam_edge.runtime.tensorrt.engines import GRAPH_ORDER, Choices, Session, prompt_ranges
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -142,7 +141,7 @@ def run(args) -> int:
                 _, data, status = session.load_engine(held["runtime"], graph, choices, build=not args.no_build,
                                                       force=args.force)
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                    graph, graph_precision(graph, choices.precision, stored_precision(bundle, graph)),
+                    graph, session.precision(graph, choices),
                     "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
         ctx.close()

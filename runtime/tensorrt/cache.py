@@ -89,8 +89,8 @@ def _profile_diff(a: Dict[str, list], b: Dict[str, list]) -> str:
 
 
 # ok: ``data`` (the engine bytes) can go to TensorRT; else ``reason`` is one line, ``foreign`` marks an engine file
-# without a sidecar (not ours: never overwritten without --force); ``stored``: the sidecar key when one could be read.
-Verdict = collections.namedtuple("Verdict", "ok reason data stored foreign", defaults=("", None, None, False))
+# without a sidecar (not ours: never overwritten without --force).
+Verdict = collections.namedtuple("Verdict", "ok reason data foreign", defaults=("", None, False))
 
 
 def read_sidecar(sidecar_path: str) -> Tuple[Optional[dict], str]:
@@ -116,21 +116,19 @@ def check(engine_path: str, sidecar_path: str, wanted: Dict[str, object]) -> Ver
             return Verdict(False, "%s has no sidecar key (not built by rmpsam-edge)" % os.path.basename(engine_path),
                            foreign=True)
         return Verdict(False, why)
-    stored = side["key"]
-    diff = differences(stored, wanted)
+    diff = differences(side["key"], wanted)
     if diff:
-        return Verdict(False, "; ".join(diff), stored=stored)
+        return Verdict(False, "; ".join(diff))
     if not os.path.isfile(engine_path):
-        return Verdict(False, "engine file %s is missing" % os.path.basename(engine_path), stored=stored)
-    size = os.path.getsize(engine_path)
-    if size != int(side["engine_bytes"]):
-        return Verdict(False, "engine file is truncated or changed (%d bytes, sidecar says %d)"
-                       % (size, int(side["engine_bytes"])), stored=stored)
+        return Verdict(False, "engine file %s is missing" % os.path.basename(engine_path))
+    size, expected = os.path.getsize(engine_path), int(side["engine_bytes"])
+    if size != expected:
+        return Verdict(False, "engine file is truncated or changed (%d bytes, sidecar says %d)" % (size, expected))
     with open(engine_path, "rb") as f:
         data = f.read()
     if hashlib.sha256(data).hexdigest() != side["engine_sha256"]:
-        return Verdict(False, "engine file is corrupt (sha256 differs from its sidecar)", stored=stored)
-    return Verdict(True, data=data, stored=stored)
+        return Verdict(False, "engine file is corrupt (sha256 differs from its sidecar)")
+    return Verdict(True, data=data)
 
 
 def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, object], extra=None) -> None:

@@ -118,6 +118,9 @@ class Session(object):
         self.dir = os.path.abspath(self.bundle.path)
         self.engine_dir = cache.engine_dir(self.dir)
 
+    def precision(self, graph: str, choices: Choices) -> str:
+        return graph_precision(graph, choices.precision, stored_precision(self.bundle, graph))
+
     def fill_choices(self, requested: Choices) -> Choices:
         """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
         last); profile ranges come from the stored sidecars of that precision, else the defaults."""
@@ -128,8 +131,7 @@ class Session(object):
             ranges, found = dict(default_ranges(self.bundle)), set()
             for graph in GRAPH_ORDER:
                 dla = c.dla_core if graph == "encoder" else None
-                gp = graph_precision(graph, c.precision, stored_precision(self.bundle, graph))
-                side, _ = cache.read_sidecar(cache.engine_paths(self.dir, graph, gp, dla)[1])
+                side, _ = cache.read_sidecar(cache.engine_paths(self.dir, graph, self.precision(graph, c), dla)[1])
                 for k, v in ((side or {}).get("key", {}).get("profiles") or {}).items():
                     ranges[k] = tuple(v)
                     found.add(k)

@@ -12,7 +12,7 @@ from ..bundle_runner import BackendUnavailable, BundleRunner
 from . import compat as compat_mod
 from .buffers import SHARED, DeviceMemory, Graph
 from .cuda_context import CudaContext, device_info, import_pycuda
-from .engines import Choices, Session, graph_precision, stored_precision
+from .engines import Choices, Session
 from .profiles import check_within
 
 GROW = {"image": "--max-size", SHARED: "--max-size", "class_embed": "--max-classes"}
@@ -89,10 +89,8 @@ class TensorRTRunner(BundleRunner):
         if self._ctx is None:
             return "tensorrt (not active)"
         dla = ", DLA %d" % self.choices.dla_core if self.choices.dla_core is not None else ""
-        graph = self.bundle.graph_names()[0]
         return "tensorrt %s, %s (sm %s)%s, %s" % (self.compat.version_string, self.gpu.name, self.gpu.cc, dla,
-                                                 graph_precision(graph, self.choices.precision,
-                                                                 stored_precision(self.bundle, graph)))
+                                                 self.session.precision(self.bundle.graph_names()[0], self.choices))
 
     def _max_prompts(self, graph: str) -> int:
         g = self._mem.graphs.get(graph)
