@@ -23,13 +23,9 @@ def import_tensorrt():
 
 
 def parse_version(text: str) -> Tuple[int, ...]:
-    nums = []
-    for part in str(text).split("."):
-        m = re.match(r"\d+", part)
-        if not m:
-            break
-        nums.append(int(m.group(0)))
-    return tuple(nums) or (0,)
+    """'8.6.2.3+cuda12' -> (8, 6, 2, 3)."""
+    m = re.match(r"\d+(\.\d+)*", str(text))
+    return tuple(int(p) for p in m.group(0).split(".")) if m else (0,)
 
 
 # TensorRT DataType name -> numpy dtype (trt.nptype exists in 8.6 and 10 but not for every type).

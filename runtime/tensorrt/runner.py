@@ -9,7 +9,7 @@ import numpy as np
 from rmpsam_edge.errors import UserError
 
 from ..bundle_runner import BackendUnavailable, BundleRunner
-from . import compat as compat_mod
+from . import compat
 from .buffers import SHARED, DeviceMemory, Graph
 from .cuda_context import CudaContext, device_info, import_pycuda
 from .engines import Choices, Session
@@ -37,8 +37,8 @@ class TensorRTRunner(BundleRunner):
     def activate(self) -> None:
         if self.active:
             return
-        trt, cuda = compat_mod.import_tensorrt(), import_pycuda()
-        self.compat, self.gpu = compat_mod.Compat(trt), device_info(cuda, self.device_index)
+        trt, cuda = compat.import_tensorrt(), import_pycuda()
+        self.compat, self.gpu = compat.Compat(trt), device_info(cuda, self.device_index)
         self._ctx, self._mem = CudaContext(cuda, self.device_index), DeviceMemory(cuda)
         self._ctx.own(self._mem.release)
         try:
