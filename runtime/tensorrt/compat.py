@@ -54,16 +54,13 @@ class Compat(object):
         self.trt = trt
         self.version_string = str(getattr(trt, "__version__", "0"))
         self.version = parse_version(self.version_string)
+        self.major = self.version[0]
         if self.version[:2] < MIN_VERSION:
             raise UserError("TensorRT %s is too old: this runtime needs TensorRT 8.5 or newer (named-tensor API; "
                             "JetPack 5.1+ ships 8.5/8.6)" % self.version_string)
         flags = trt.BuilderFlag
         # 8.5 to 10.x have weak typing (FP16/INT8 builder flags, layer pins); 11.x is strongly typed only.
         self.weak_typing = hasattr(flags, "FP16") and hasattr(flags, "OBEY_PRECISION_CONSTRAINTS")
-
-    @property
-    def major(self) -> int:
-        return self.version[0]
 
     # ---------------------------------------------------------------- building
     def logger(self, sink: List[Tuple[str, str]], verbose: bool = False):

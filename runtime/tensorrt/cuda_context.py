@@ -23,7 +23,6 @@ def pycuda_problem(exc: ImportError) -> str:
 
 
 def import_pycuda():
-    """-> ``pycuda.driver``."""
     try:
         return importlib.import_module("pycuda.driver")
     except ImportError as exc:

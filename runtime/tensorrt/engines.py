@@ -19,10 +19,6 @@ DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
 
 
-def stderr_log(line: str) -> None:
-    sys.stderr.write("tensorrt: %s\n" % line)
-
-
 def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
     """A graph the bundle stores quantized (by `rmpsam-edge quantize`) keeps that precision; else int8 applies
     to the encoder only (it must be a Q/DQ graph), the decoders of an int8 build are fp16."""
@@ -112,8 +108,9 @@ class Session(object):
     """The loader: one machine (TensorRT module, ``cuda_context.Gpu``) and one bundle; ``log`` gets one line per
     build or rebuild."""
 
-    def __init__(self, compat, gpu, bundle, log: Callable[[str], None] = stderr_log):
-        self.compat, self.gpu, self.log = compat, gpu, log
+    def __init__(self, compat, gpu, bundle, log: Optional[Callable[[str], None]] = None):
+        self.compat, self.gpu = compat, gpu
+        self.log = log or (lambda line: sys.stderr.write("tensorrt: %s\n" % line))
         self.bundle = Bundle.open(bundle)
         self.dir = os.path.abspath(self.bundle.path)
         self.engine_dir = cache.engine_dir(self.dir)
