@@ -16,7 +16,7 @@ COMMANDS = {  # README.md's command table lists these lines (tests/test_cli_flag
     "predict": ("rmpsam_edge.commands.predict", "one image: point/box prompts (one decoder pass for all), --task panoptic or instances"),
     "export": ("rmpsam_edge.commands.export", "checkpoint -> bundle (three ONNX graphs + manifest), parity-checked"),
     "quantize": ("rmpsam_edge.commands.quantize", "bundle -> FP16 / INT8 bundle + fidelity.json / fidelity.md"),
-    "build-engine": ("rmpsam_edge.runtime.tensorrt.cli", "TensorRT engines for a bundle, built on the target GPU, cached in the bundle"),
+    "build-engine": ("rmpsam_edge.commands.build_engine", "TensorRT engines for a bundle, built on the target GPU, cached in the bundle"),
     "export-triton": ("rmpsam_edge.commands.export_triton", "bundle -> Triton model repository (python / onnxruntime / tensorrt platforms, dynamic batching)"),
     "serve": ("rmpsam_edge.commands.serve", "serve a bundle on a real tritonserver (127.0.0.1; --model grpc://127.0.0.1:8001 anywhere then)"),
     "benchmark": ("rmpsam_edge.commands.benchmark", "latency table across backends and precisions, or a named preset (stages, quantize, demo, soak, triton, ...), JSON + Markdown"),

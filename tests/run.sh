@@ -22,7 +22,7 @@ echo "== pytest (full suite)"
 
 echo "== vermin: runtime + shared numpy modules need at most Python 3.8"
 RUNTIME_FILES=$(ls runtime/*.py runtime/*/*.py rmpsam_edge/spec.py rmpsam_edge/errors.py rmpsam_edge/atomic.py rmpsam_edge/signals.py rmpsam_edge/image_header.py rmpsam_edge/media.py rmpsam_edge/automatic.py rmpsam_edge/preprocess.py \
-  rmpsam_edge/demo/*.py rmpsam_edge/timing.py rmpsam_edge/weights.py rmpsam_edge/commands/demo.py rmpsam_edge/commands/common_args.py \
+  rmpsam_edge/demo/*.py rmpsam_edge/timing.py rmpsam_edge/weights.py rmpsam_edge/commands/demo.py rmpsam_edge/commands/build_engine.py rmpsam_edge/commands/common_args.py \
   rmpsam_edge/postprocess.py rmpsam_edge/predictor.py rmpsam_edge/tracking.py rmpsam_edge/visualize.py 2>/dev/null)
 .venv/bin/vermin -t=3.8- --no-tips --violations --eval-annotations $RUNTIME_FILES
 echo "vermin: ok"

@@ -102,7 +102,8 @@ def test_bad_size_is_the_same_line_in_export_and_build_engine(capsys, tmp_path, 
 
 
 def test_build_engine_size_flags_set_the_profile():
-    from rmpsam_edge.runtime.tensorrt import cli, profiles
+    from rmpsam_edge.commands import build_engine as cli
+    from rmpsam_edge.runtime.tensorrt import profiles
     base = profiles.make_ranges((640, 640), prompts=(1, 1, 64))
     p = build_parser(only="build-engine")
     args = p.parse_args(["build-engine", "--model", "m", "--max-size", "384x640", "--min-size", "64"])

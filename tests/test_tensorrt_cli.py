@@ -109,6 +109,6 @@ def test_bad_flags_are_one_line(bundle, monkeypatch, capsys, argv, message):
 def test_without_tensorrt_or_bundle(bundle, monkeypatch, capsys, tmp_path):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     assert main(["build-engine", "--model", bundle]) == 2
-    assert "TensorRT's Python package is not installed" in capsys.readouterr()[1]
+    assert "tensorrt not installed (Jetson: comes with JetPack" in capsys.readouterr()[1]
     assert main(["build-engine", "--model", str(tmp_path)]) == 2
     assert "is not a model bundle (no manifest.json)" in capsys.readouterr()[1]

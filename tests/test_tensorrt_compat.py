@@ -7,7 +7,7 @@ import pytest
 from fakes_tensorrt import FakeGPU
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime import tensorrt as trt_pkg
-from rmpsam_edge.runtime.tensorrt import compat
+from rmpsam_edge.runtime.tensorrt import compat, cuda_context
 
 
 # version -> (typed on the GPU, typed with DLA, network flags of that decision: GPU, DLA)
@@ -106,13 +106,12 @@ def test_missing_packages_give_one_line_naming_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "pycuda.driver", None)
     with pytest.raises(UserError) as err:
         compat.import_tensorrt()
-    assert "comes with JetPack (never pip" in str(err.value) and 'pip install "tensorrt-cu12<11"` (10.x)' in \
-        str(err.value) and "`pip install tensorrt` (11.x: strongly typed only" in str(err.value)
+    assert "comes with JetPack, never pip: `sudo apt install python3-libnvinfer`" in str(err.value) and \
+        'pip install "tensorrt-cu12<11" for 10.x, or pip install tensorrt for 11.x: strongly typed' in str(err.value)
     with pytest.raises(UserError, match="pip install pycuda"):
-        compat.import_pycuda()
+        cuda_context.import_pycuda()
     ok, why = trt_pkg.probe()
-    assert not ok and why.startswith('tensorrt not installed (Jetson: comes with JetPack, never pip; desktop GPU: '
-                                     'pip install "tensorrt-cu12<11" for 10.x')
+    assert not ok and why == str(err.value)  # the same one line wherever TensorRT is missing
     monkeypatch.setitem(sys.modules, "tensorrt", FakeGPU().trt)
     ok, why = trt_pkg.probe()
     assert not ok and why.startswith("pycuda not installed (pip install pycuda")
@@ -152,9 +151,8 @@ def test_pycuda_without_libcuda_is_reported_as_such(monkeypatch):
         if name == "pycuda.driver":  # what pycuda's compiled _driver raises on a machine without the NVIDIA driver
             raise ImportError("libcuda.so.1: cannot open shared object file: No such file or directory")
         return fake.trt if name == "tensorrt" else real(name, *a)
-    monkeypatch.setattr(trt_pkg.importlib, "import_module", fail)
+    monkeypatch.setattr(cuda_context.importlib, "import_module", fail)
     ok, why = trt_pkg.probe()
     assert not ok and why.startswith("pycuda is installed but cannot load the CUDA driver library (libcuda.so.1")
-    monkeypatch.setattr(compat.importlib, "import_module", fail)
     with pytest.raises(UserError, match="pycuda is installed but cannot load the CUDA driver library"):
-        compat.import_pycuda()
+        cuda_context.import_pycuda()

@@ -13,6 +13,7 @@ from rmpsam_edge.errors import UserError
 from rmpsam_edge.quantize import ort_quant
 from rmpsam_edge.runtime.bundle import Bundle
 from rmpsam_edge.runtime.tensorrt import cache, compat, engines, profiles
+from rmpsam_edge.runtime.tensorrt.cuda_context import device_info
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
 
@@ -21,7 +22,7 @@ def session(bundle, version="10.3.0", gpu="Orin", cc=(8, 7)):
     fake = FakeGPU(version, gpu=gpu, cc=cc)
     fake.cuda.Device(0).make_context()
     lines = []
-    s = engines.Session(compat.Compat(fake.trt), (gpu, "%d.%d" % cc), Bundle.open(bundle), fake.cuda, lines.append)
+    s = engines.Session(compat.Compat(fake.trt), device_info(fake.cuda), Bundle.open(bundle), lines.append)
     return s, fake, lines
 
 
@@ -183,11 +184,11 @@ import os, signal, sys
 sys.path.insert(0, %(tests)r)
 from fakes_tensorrt import FakeGPU
 from rmpsam_edge.runtime.bundle import Bundle
-from rmpsam_edge.runtime.tensorrt import compat, engines, profiles
+from rmpsam_edge.runtime.tensorrt import compat, cuda_context, engines, profiles
 fake = FakeGPU("10.3.0")
 fake.cuda.Device(0).make_context()
 fake.trt.Builder.build_serialized_network = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # the OOM killer
-s = engines.Session(compat.Compat(fake.trt), ("Orin", "8.7"), Bundle.open(%(bundle)r), fake.cuda, print)
+s = engines.Session(compat.Compat(fake.trt), cuda_context.device_info(fake.cuda), Bundle.open(%(bundle)r), print)
 s.engine_bytes("encoder", engines.Choices("fp16", profiles.make_ranges((64, 64))))
 """
 

@@ -13,6 +13,7 @@ import pytest
 
 from _bundle_fixture import shared_bundle
 from fakes_tensorrt import FakeGPU
+from rmpsam_edge.runtime.sensitive_layers import summary
 from rmpsam_edge.runtime.tensorrt import build, compat, precision, profiles
 
 
@@ -47,7 +48,7 @@ def test_prompt_decoder_pins_on_the_real_graph(tiny_bundle, graph):
     assert r["logits"] == ["/MatMul_1"]
     stage_masks = [n.name for n in nodes if n.kind == "matmul" and n.name.startswith("/stages.0/")]
     assert len(stage_masks) > 1 and [m for m in stage_masks if m in sel] == ["/stages.0/MatMul"]
-    assert precision.summary(sel) == "29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"
+    assert summary(sel) == "29 layers pinned to FP32: 24 layernorm, 1 softmax, 3 mask_pool, 1 logits"
 
 
 def test_object_decoder_pins_on_the_real_graph(tiny_bundle):
@@ -73,7 +74,8 @@ def test_tensorrt_network_gives_the_same_layers(tiny_bundle):
     c = compat.Compat(fake.trt)
     network = c.create_network(fake.trt.Builder(fake.trt.Logger()))
     assert fake.trt.OnnxParser(network, fake.trt.Logger()).parse_from_file(os.path.join(tiny_bundle, "object_decoder.onnx"))
-    sel = precision.select_fp32(precision.nodes_from_network(network, c), precision.network_outputs(network))
+    outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+    sel = precision.select_fp32(precision.nodes_from_network(network, c), outputs)
     onnx_sel, _ = _onnx_selection(os.path.join(tiny_bundle, "object_decoder.onnx"))
     expected = dict(onnx_sel)
     del expected["/ReduceL2"]  # TensorRT's parser: sqrt(reduce_sum(x * x)), all three pinned

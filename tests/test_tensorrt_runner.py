@@ -18,7 +18,7 @@ from rmpsam_edge.errors import UserError
 from rmpsam_edge.runtime import load, load_runner
 from rmpsam_edge.runtime import tensorrt as trt_pkg
 from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
-from rmpsam_edge.runtime.tensorrt import profiles, runner
+from rmpsam_edge.runtime.tensorrt import buffers, profiles, runner
 
 RANGES = profiles.make_ranges((64, 64), prompts=(1, 1, 8), classes=(1, 5, 8), protos=(1, 2, 2))
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,7 +50,7 @@ def test_runner_matches_onnxruntime_and_reuses_buffers(bundle, monkeypatch):
         assert [p[0] for p in pinned] == buffers
         # one activation area, the largest engine's, given to every execution context (made without their own)
         given = [c[1:] for c in fake.calls if c[0] == "device_memory"]
-        engines = [g.engine for g in r._gpu.graphs.values()]
+        engines = [g.engine for g in r._mem.graphs.values()]
         assert len(given) == len(engines) == 4 and len(set(given)) == 1
         assert given[0][1] == allocs[-1] == max(e.device_memory_size_v2 for e in engines)
         assert {c[1] for c in fake.calls if c[0] == "create_execution_context"} == {"USER_MANAGED"}
@@ -111,7 +111,7 @@ def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
         m3, _ = r.decode_prompts(feats, boxes)
         assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
         np.testing.assert_array_equal(m1, m3)
-        assert r._gpu.graphs["prompt_decoder"].device["features"] is r._gpu.graphs["encoder"].device["features"]
+        assert r._mem.graphs["prompt_decoder"].device["features"] is r._mem.graphs["encoder"].device["features"]
         with pytest.raises(ValueError):
             feats += 1  # the encoder's output is read-only, so the device copy cannot go stale
 
@@ -212,7 +212,7 @@ def test_plan_buffers_uses_profile_max_and_output_shapes():
 
         def profile_shapes(self, engine, name):
             return ((1, 4), (2, 4), (64, 4))
-    plan = runner.plan_buffers(Compat(), None, Ctx())
+    plan = buffers.plan_buffers(Compat(), None, Ctx())
     assert plan == {"boxes": (np.float32, (64, 4), ((1, 4), (2, 4), (64, 4))), "out": (np.float16, (64, 4, 8), None)}
 
 

@@ -1,12 +1,8 @@
 """TensorRT backend (pycuda), imported lazily; ``probe``/``create`` follow runtime/backends.py. ``auto=True`` never
 builds (minutes on a Jetson): cached engines, or ``BackendUnavailable`` naming the ``build-engine`` command."""
-import importlib
 from typing import Optional, Tuple
 
 from ..bundle_runner import BackendUnavailable
-
-NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip; desktop GPU: pip install "
-                 "\"tensorrt-cu12<11\" for 10.x, or pip install tensorrt for 11.x: strongly typed, no DLA)")
 
 
 def gpu_index(device) -> int:
@@ -22,23 +18,12 @@ def gpu_index(device) -> int:
 def probe(device=None) -> Tuple[bool, str]:
     """Cheap: (True, 'TensorRT 10.3.0 on Orin (sm 8.7, 7620 MiB, 8 SMs)') or (False, why not)."""
     from rmpsam_edge.errors import UserError
-    from . import compat
+    from . import compat, cuda_context
     try:
         index = gpu_index(device)
-    except BackendUnavailable as exc:
-        return False, str(exc)
-    try:
-        trt = importlib.import_module("tensorrt")
-    except ImportError:
-        return False, NOT_INSTALLED
-    try:
-        cuda = importlib.import_module("pycuda.driver")
-    except ImportError as exc:
-        return False, compat.pycuda_problem(exc)
-    try:
-        c = compat.Compat(trt)
-        gpu = c.device_info(cuda, index)
-    except UserError as exc:
+        c = compat.Compat(compat.import_tensorrt())
+        gpu = cuda_context.device_info(cuda_context.import_pycuda(), index)
+    except (BackendUnavailable, UserError) as exc:
         return False, str(exc)
     return True, "TensorRT %s on %s (sm %s, %d MiB, %d SMs%s)" % (
         c.version_string, gpu.name, gpu.cc, gpu.memory_mb, gpu.sm_count, ", " + gpu.module if gpu.module else "")

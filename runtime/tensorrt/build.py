@@ -1,28 +1,24 @@
-"""One engine of one graph (the loader: no running here): parse the ONNX, optimisation profile, workspace, timing
-cache, precision (a strongly typed network from a typed graph, or weak typing with FP32 pins: ``compat.typed``)
-and DLA (engines.Session decides which graph gets which ONNX file and precision), serialise."""
+"""One engine of one graph (no running here): parse the ONNX, profile, workspace, timing cache, precision (typed
+network, or weak typing with FP32 pins: ``compat.typed``), DLA, serialise. Which file and precision: engines.py."""
 import collections
 import os
 import re
 from typing import Callable, Dict, List, Optional, Tuple
 
-from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
 
-from . import precision as prec
 from . import profiles
+from .cache import write_bytes
+from ..sensitive_layers import select_fp32, summary
+from .precision import nodes_from_network
 
 Log = Callable[[str], None]
-OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation|Requested amount of GPU memory",
-                           re.I)
-
+OUT_OF_MEMORY = re.compile(r"out of memory|OutOfMemory|cudaErrorMemoryAllocation|Requested amount of GPU memory", re.I)
 
 # typed: a STRONGLY_TYPED network, the ONNX's own types are the precision (compat.typed decides per version)
 BuildSettings = collections.namedtuple("BuildSettings", "precision ranges workspace_bytes dla_core fp32_layers "
                                        "timing_cache verbose typed",
                                        defaults=(2 << 30, None, (), None, False, False))
-
-
 BuildResult = collections.namedtuple("BuildResult", "data profile pinned")
 
 
@@ -56,13 +52,15 @@ def build_engine(compat, graph: str, onnx_path: str, settings: BuildSettings, lo
     config.add_optimization_profile(profile)
 
     pinned = {}  # type: Dict[str, str]
-    if settings.precision != "fp32" and not settings.typed:
-        nodes = prec.nodes_from_network(network, compat)
-        pinned = prec.select_fp32(nodes, prec.network_outputs(network), settings.fp32_layers)
+    if settings.precision != "fp32" and not settings.typed:  # weak typing: pin the sensitive layers to FP32
+        outputs = [network.get_output(i).name for i in range(network.num_outputs)]
+        pinned = select_fp32(nodes_from_network(network, compat), outputs, settings.fp32_layers)
     compat.set_precision(config, settings.precision, bool(pinned), settings.typed)
     if pinned:
-        prec.apply_fp32(network, compat, pinned)
-        log("%s: %s" % (graph, prec.summary(pinned)))
+        for layer in (network.get_layer(i) for i in range(network.num_layers)):
+            if layer.name in pinned:
+                compat.pin_fp32(layer)
+        log("%s: %s" % (graph, summary(pinned)))
     if settings.dla_core is not None:
         log("%s: %s" % (graph, compat.use_dla(builder, config, settings.dla_core, network)))
 
@@ -130,10 +128,5 @@ def _load_timing_cache(config, path: Optional[str], log: Log):
 
 
 def _save_timing_cache(config, cache, path: Optional[str]) -> None:
-    if not path or cache is None:
-        return
-    current = config.get_timing_cache() or cache
-    data = bytes(current.serialize())
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
+    if path and cache is not None:
+        write_bytes(path, bytes((config.get_timing_cache() or cache).serialize()))

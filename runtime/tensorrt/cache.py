@@ -1,9 +1,6 @@
-"""Engine cache: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + ``.engine.json`` sidecar.
-
-An engine runs only with the TensorRT version and GPU that built it, so its sidecar holds a key of what it was
-built for plus its size and sha256. ``check()`` reads the key before TensorRT sees the (untrusted) bytes and
-returns a ``Verdict``: usable, or a one-line reason. Pure Python.
-"""
+"""Engine cache: ``<bundle>/tensorrt/<graph>.<precision>[.dlaN].engine`` + a ``.json`` sidecar whose key says what
+the engine was built for (TensorRT, GPU, graph sha256, profile, ...) plus its size and sha256; ``check`` reads the key
+before TensorRT sees the (untrusted) bytes."""
 import collections
 import contextlib
 import hashlib
@@ -19,23 +16,11 @@ FORMAT = 1
 ENGINE_DIR = "tensorrt"
 
 # key field -> how it is named in a mismatch line
-FIELDS = (
-    ("format", "sidecar format"),
-    ("tensorrt", "TensorRT version"),
-    ("gpu", "GPU"),
-    ("compute_capability", "compute capability"),
-    ("gpu_memory_mb", "GPU memory MiB"),
-    ("sm_count", "SM count"),
-    ("module", "Jetson module"),
-    ("graph", "graph"),
-    ("onnx_sha256", "ONNX graph sha256"),
-    ("precision", "precision"),
-    ("dla_core", "DLA core"),
-    ("profiles", "optimisation profile"),
-    ("calibration", "INT8 calibration (data + graph sha256)"),
-    ("fp32_policy", "FP32 pinning rules"),
-    ("fp32_layers", "--fp32-layers patterns"),
-)
+FIELDS = (("format", "sidecar format"), ("tensorrt", "TensorRT version"), ("gpu", "GPU"),
+          ("compute_capability", "compute capability"), ("gpu_memory_mb", "GPU memory MiB"), ("sm_count", "SM count"),
+          ("module", "Jetson module"), ("graph", "graph"), ("onnx_sha256", "ONNX graph sha256"),
+          ("precision", "precision"), ("dla_core", "DLA core"), ("profiles", "optimisation profile"),
+          ("fp32_policy", "FP32 pinning rules"), ("fp32_layers", "--fp32-layers patterns"))
 
 
 def engine_dir(bundle_dir: str) -> str:
@@ -62,14 +47,14 @@ def timing_cache_name(tensorrt: str, gpu: str, module: str = "") -> str:
 
 
 def make_key(tensorrt: str, gpu: str, compute_capability: str, graph: str, onnx_sha256: str, precision: str,
-             profiles: Dict[str, list], dla_core: Optional[int] = None, calibration: Optional[str] = None,
-             fp32_policy: Optional[str] = None, fp32_layers=(), gpu_memory_mb: Optional[int] = None,
-             sm_count: Optional[int] = None, module: str = "") -> Dict[str, object]:
+             profiles: Dict[str, list], dla_core: Optional[int] = None, fp32_policy: Optional[str] = None,
+             fp32_layers=(), gpu_memory_mb: Optional[int] = None, sm_count: Optional[int] = None,
+             module: str = "") -> Dict[str, object]:
     return {"format": FORMAT, "tensorrt": str(tensorrt), "gpu": str(gpu),
             "compute_capability": str(compute_capability), "gpu_memory_mb": gpu_memory_mb, "sm_count": sm_count,
             "module": str(module or ""), "graph": graph, "onnx_sha256": onnx_sha256,
             "precision": precision, "dla_core": None if dla_core is None else int(dla_core),
-            "profiles": json.loads(json.dumps(profiles)), "calibration": calibration, "fp32_policy": fp32_policy,
+            "profiles": json.loads(json.dumps(profiles)), "fp32_policy": fp32_policy,
             "fp32_layers": list(fp32_layers or [])}
 
 
@@ -82,35 +67,30 @@ def differences(stored: Dict[str, object], wanted: Dict[str, object]) -> List[st
             continue
         if field == "profiles":
             out.append("%s %s" % (label, _profile_diff(a or {}, b or {})))
-        elif field in ("onnx_sha256", "calibration"):
-            out.append("%s changed (%s != %s)" % (label, _short(a), _short(b)))
+        elif field == "onnx_sha256":
+            out.append("%s changed (%s != %s)" % (label, _show(a, 12), _show(b, 12)))
         else:
             out.append("%s %s (engine) != %s (here)" % (label, _show(a), _show(b)))
     return out
 
 
-def _short(v) -> str:
-    return "none" if v is None else str(v)[:12] + ".."
-
-
-def _show(v) -> str:
-    return "none" if v is None else ("'%s'" % v if isinstance(v, str) and " " in v else str(v))
+def _show(v, cut: int = 0) -> str:
+    if v is None or cut:
+        return "none" if v is None else str(v)[:cut] + ".."
+    return "'%s'" % v if isinstance(v, str) and " " in v else str(v)
 
 
 def _profile_diff(a: Dict[str, list], b: Dict[str, list]) -> str:
-    for name in sorted(set(a) | set(b)):
-        if a.get(name) != b.get(name):
-            return "for %s: %s (engine) != %s (wanted)" % (name, _range(a.get(name)), _range(b.get(name)))
+    for n in sorted(set(a) | set(b)):
+        if a.get(n) != b.get(n):
+            pa, pb = ("none" if p is None else "min %s opt %s max %s" % tuple(p) for p in (a.get(n), b.get(n)))
+            return "for %s: %s (engine) != %s (wanted)" % (n, pa, pb)
     return "differs"
 
 
-def _range(p) -> str:
-    return "none" if p is None else "min %s opt %s max %s" % tuple(p)
-
-
 # ok: ``data`` (the engine bytes) can go to TensorRT; else ``reason`` is one line, ``foreign`` marks an engine file
-# without a sidecar (not ours: never overwritten without --force); ``stored``: the sidecar key when one could be read.
-Verdict = collections.namedtuple("Verdict", "ok reason data stored foreign", defaults=("", None, None, False))
+# without a sidecar (not ours: never overwritten without --force).
+Verdict = collections.namedtuple("Verdict", "ok reason data foreign", defaults=("", None, False))
 
 
 def read_sidecar(sidecar_path: str) -> Tuple[Optional[dict], str]:
@@ -136,21 +116,19 @@ def check(engine_path: str, sidecar_path: str, wanted: Dict[str, object]) -> Ver
             return Verdict(False, "%s has no sidecar key (not built by rmpsam-edge)" % os.path.basename(engine_path),
                            foreign=True)
         return Verdict(False, why)
-    stored = side["key"]
-    diff = differences(stored, wanted)
+    diff = differences(side["key"], wanted)
     if diff:
-        return Verdict(False, "; ".join(diff), stored=stored)
+        return Verdict(False, "; ".join(diff))
     if not os.path.isfile(engine_path):
-        return Verdict(False, "engine file %s is missing" % os.path.basename(engine_path), stored=stored)
-    size = os.path.getsize(engine_path)
-    if size != int(side["engine_bytes"]):
-        return Verdict(False, "engine file is truncated or changed (%d bytes, sidecar says %d)"
-                       % (size, int(side["engine_bytes"])), stored=stored)
+        return Verdict(False, "engine file %s is missing" % os.path.basename(engine_path))
+    size, expected = os.path.getsize(engine_path), int(side["engine_bytes"])
+    if size != expected:
+        return Verdict(False, "engine file is truncated or changed (%d bytes, sidecar says %d)" % (size, expected))
     with open(engine_path, "rb") as f:
         data = f.read()
     if hashlib.sha256(data).hexdigest() != side["engine_sha256"]:
-        return Verdict(False, "engine file is corrupt (sha256 differs from its sidecar)", stored=stored)
-    return Verdict(True, data=data, stored=stored)
+        return Verdict(False, "engine file is corrupt (sha256 differs from its sidecar)")
+    return Verdict(True, data=data)
 
 
 def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, object], extra=None) -> None:
@@ -162,11 +140,14 @@ def write(engine_path: str, sidecar_path: str, data: bytes, key: Dict[str, objec
     with file_lock(engine_path):
         if os.path.exists(sidecar_path):
             os.remove(sidecar_path)
-        for path, blob in ((engine_path, data), (sidecar_path, (json.dumps(side, indent=1, sort_keys=True)
-                                                                + "\n").encode())):
-            with atomic_file(path) as tmp:
-                with open(tmp, "wb") as f:
-                    f.write(blob)
+        write_bytes(engine_path, data)
+        write_bytes(sidecar_path, (json.dumps(side, indent=1, sort_keys=True) + "\n").encode())
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """``path`` written whole or not at all (atomic_file)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
 
 
 @contextlib.contextmanager

@@ -1,5 +1,5 @@
-"""The one adapter to ``tensorrt`` / ``pycuda`` (TensorRT 8.5 to 11): every call that differs between versions,
-checked against NVIDIA's real bindings by tests/test_tensorrt_real_bindings.py. Nothing is imported at import."""
+"""The one adapter to ``tensorrt`` (8.5 to 11): every call that differs between versions, checked against NVIDIA's
+real bindings by tests/test_tensorrt_real_bindings.py. Nothing is imported at import."""
 import collections
 import importlib
 import re
@@ -10,46 +10,22 @@ import numpy as np
 from rmpsam_edge.errors import UserError
 
 MIN_VERSION = (8, 5)  # named-tensor API (set_input_shape / set_tensor_address / execute_async_v3)
-
-INSTALL_TENSORRT = ("TensorRT's Python package is not installed: on Jetson it comes with JetPack (never pip: "
-                    "`sudo apt install python3-libnvinfer`, then the system python3 or a --system-site-packages "
-                    "venv); on a desktop GPU `pip install \"tensorrt-cu12<11\"` (10.x) or `pip install tensorrt` "
-                    "(11.x: strongly typed only, FP16/INT8 from FP16 or Q/DQ bundles, no DLA)")
-INSTALL_PYCUDA = "pycuda not installed (pip install pycuda; it needs the CUDA toolkit, nvcc on PATH)"
+NOT_INSTALLED = ("tensorrt not installed (Jetson: comes with JetPack, never pip: `sudo apt install "
+                 "python3-libnvinfer`, then the system python3 or a --system-site-packages venv; desktop GPU: pip install "
+                 "\"tensorrt-cu12<11\" for 10.x, or pip install tensorrt for 11.x: strongly typed, no DLA)")
 
 
 def import_tensorrt():
     try:
         return importlib.import_module("tensorrt")
     except ImportError as exc:
-        raise UserError("%s (%s)" % (INSTALL_TENSORRT, exc))
-
-
-def import_pycuda():
-    """-> the ``pycuda.driver`` module (never ``pycuda.autoinit``: the runner owns its context)."""
-    try:
-        return importlib.import_module("pycuda.driver")
-    except ImportError as exc:
-        raise UserError(pycuda_problem(exc))
-
-
-def pycuda_problem(exc: ImportError) -> str:
-    """pycuda absent, or installed but its compiled part cannot load libcuda (no NVIDIA driver here)."""
-    text = str(exc)
-    if "libcuda" in text or (getattr(exc, "name", "") or "").startswith("pycuda._driver"):
-        return ("pycuda is installed but cannot load the CUDA driver library (%s): install the NVIDIA driver "
-                "(on Jetson it comes with JetPack), or rebuild pycuda against this CUDA" % text.strip()[:120])
-    return INSTALL_PYCUDA
+        raise UserError("%s (%s)" % (NOT_INSTALLED, exc))
 
 
 def parse_version(text: str) -> Tuple[int, ...]:
-    nums = []
-    for part in str(text).split("."):
-        m = re.match(r"\d+", part)
-        if not m:
-            break
-        nums.append(int(m.group(0)))
-    return tuple(nums) or (0,)
+    """'8.6.2.3+cuda12' -> (8, 6, 2, 3)."""
+    m = re.match(r"\d+(\.\d+)*", str(text))
+    return tuple(int(p) for p in m.group(0).split(".")) if m else (0,)
 
 
 # TensorRT DataType name -> numpy dtype (trt.nptype exists in 8.6 and 10 but not for every type).
@@ -78,16 +54,13 @@ class Compat(object):
         self.trt = trt
         self.version_string = str(getattr(trt, "__version__", "0"))
         self.version = parse_version(self.version_string)
+        self.major = self.version[0]
         if self.version[:2] < MIN_VERSION:
             raise UserError("TensorRT %s is too old: this runtime needs TensorRT 8.5 or newer (named-tensor API; "
                             "JetPack 5.1+ ships 8.5/8.6)" % self.version_string)
         flags = trt.BuilderFlag
         # 8.5 to 10.x have weak typing (FP16/INT8 builder flags, layer pins); 11.x is strongly typed only.
         self.weak_typing = hasattr(flags, "FP16") and hasattr(flags, "OBEY_PRECISION_CONSTRAINTS")
-
-    @property
-    def major(self) -> int:
-        return self.version[0]
 
     # ---------------------------------------------------------------- building
     def logger(self, sink: List[Tuple[str, str]], verbose: bool = False):
@@ -107,16 +80,12 @@ class Compat(object):
         return _Logger()
 
     def typed(self, dla: bool = False) -> bool:
-        """The one precision decision per version: True = a STRONGLY_TYPED network whose precision is the ONNX
-        graph's (FP16 graph with FP32 Casts, Q/DQ INT8), no precision flags: 10.x and 11.x (11 has nothing else).
-        False = weak typing, 8.5 / 8.6 (no STRONGLY_TYPED flag): FP16 flag + FP32 layer pins under
-        OBEY_PRECISION_CONSTRAINTS, INT8 flag for Q/DQ graphs (explicit quantization); and DLA builds on 10.x,
-        whose DLA path takes precision from the FP16/INT8 flags (typed DLA builds arrive with 11.4.1)."""
+        """The one precision decision per version: a STRONGLY_TYPED network (the graph's types are the precision)
+        on 10.x and 11.x; weak typing (FP16/INT8 flags, FP32 pins) on 8.5 / 8.6 and for DLA on 10.x."""
         return not self.weak_typing or (self.major >= 10 and not dla)
 
     def create_network(self, builder, typed: bool = False):
-        """8.x: explicit batch must be requested; 10.x: always explicit (flag ignored); STRONGLY_TYPED from 10.0
-        (ignored by 11, where every network is strongly typed)."""
+        """8.x: EXPLICIT_BATCH requested (10.x+: always); STRONGLY_TYPED from 10.0 (11: every network)."""
         ncf = self.trt.NetworkDefinitionCreationFlag
         flags = 1 << int(ncf.EXPLICIT_BATCH) if self.major < 10 else 0
         if typed:
@@ -127,8 +96,8 @@ class Compat(object):
         config.set_memory_pool_limit(self.trt.MemoryPoolType.WORKSPACE, int(nbytes))
 
     def set_precision(self, config, precision: str, pinned: bool, typed: bool = False) -> None:
-        """Weak typing only: fp16 = FP16 (+ OBEY_PRECISION_CONSTRAINTS when layers are pinned); int8 = INT8 + FP16
-        (a Q/DQ graph: TensorRT 8.x quantizes explicitly only with the INT8 flag set). A typed network: nothing."""
+        """Weak typing only: FP16 (+ OBEY_PRECISION_CONSTRAINTS with pins); int8 adds INT8 (8.x quantizes a Q/DQ
+        graph only with that flag)."""
         trt = self.trt
         if precision == "fp32" or typed:
             return
@@ -184,7 +153,7 @@ class Compat(object):
         return "%s%s: %s" % (where, " '%s' (%s)" % (name, op) if name or op else "", desc)
 
     def layer_kind(self, layer) -> str:
-        """Normalised op kind of a network layer (the kinds of ``precision.ONNX_KINDS``)."""
+        """Normalised op kind of a network layer (the kinds of ``sensitive_layers.ONNX_KINDS``)."""
         lt = self.trt.LayerType
         for name, kind in _LAYER_KINDS.items():
             if hasattr(lt, name) and layer.type == getattr(lt, name):
@@ -212,13 +181,9 @@ class Compat(object):
 
     def io_tensors(self, engine) -> List[Tuple[str, bool, np.dtype]]:
         """[(name, is_input, numpy dtype)] through the named-tensor API."""
-        trt = self.trt
-        out = []
-        for i in range(engine.num_io_tensors):
-            name = engine.get_tensor_name(i)
-            is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
-            out.append((name, is_input, self.np_dtype(engine.get_tensor_dtype(name))))
-        return out
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        return [(n, engine.get_tensor_mode(n) == self.trt.TensorIOMode.INPUT, self.np_dtype(engine.get_tensor_dtype(n)))
+                for n in names]
 
     def profile_shapes(self, engine, name: str) -> Tuple[Tuple[int, ...], ...]:
         """(min, opt, max) of one input in profile 0."""
@@ -238,25 +203,3 @@ class Compat(object):
             context.set_device_memory(address, size)
         else:
             context.device_memory = address
-
-    # ---------------------------------------------------------------- device (pycuda)
-    @staticmethod
-    def device_info(cuda, index: int = 0) -> "Gpu":
-        """-> Gpu(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
-        try:
-            cuda.init()
-            count = cuda.Device.count()
-        except Exception as exc:
-            raise UserError("CUDA is not usable here (%s): TensorRT needs an NVIDIA GPU and its driver" % exc)
-        if count <= index:
-            raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
-        dev = cuda.Device(index)
-        sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
-        from ..platform_facts import jetson_module
-        return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
-                   int(sms), jetson_module())
-
-
-# Every Orin module reports the GPU name "Orin" and sm 8.7: the engine key also needs memory, SM count and
-# the module (an engine tuned on an AGX Orin is not the right one for an Orin Nano).
-Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")

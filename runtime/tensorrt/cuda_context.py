@@ -1,15 +1,48 @@
-"""One pycuda context owned by one runner (or one ``build-engine`` run), usable from any thread.
-
-pycuda keeps a context stack per thread and aborts at exit when a context is left on one, so the context is
-popped right after creation; ``with ctx:`` pushes/pops it under a lock. ``close()`` (also at interpreter exit,
-via ``weakref.finalize``) pushes it on the calling thread, releases what was registered with ``own``, and
-detaches it while it is current: pycuda's ``context::detach`` (src/cpp/cuda.hpp) destroys a current context on
-any thread and pops it, whereas a non-current one detached off its creating thread is leaked. The context
-blocks the CPU thread in synchronize (``SCHED_BLOCKING_SYNC``) instead of spinning a core (flags 0 = AUTO).
-"""
+"""pycuda: import it (never ``pycuda.autoinit``), describe a GPU, and own one CUDA context usable from any thread
+(pushed per call under a lock, closed on the calling thread while current, since pycuda leaks a context detached
+elsewhere; src/cpp/cuda.hpp ``context::detach``). SCHED_BLOCKING_SYNC: synchronize blocks instead of spinning."""
+import collections
+import importlib
 import threading
 import weakref
 from typing import Callable, List
+
+from rmpsam_edge.errors import UserError
+
+# Every Orin reports the GPU name "Orin" and sm 8.7: an engine key also needs memory, SM count and the module.
+Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")
+
+
+def pycuda_problem(exc: ImportError) -> str:
+    """pycuda absent, or installed but its compiled part cannot load libcuda (no NVIDIA driver here)."""
+    text = str(exc)
+    if "libcuda" in text or (getattr(exc, "name", "") or "").startswith("pycuda._driver"):
+        return ("pycuda is installed but cannot load the CUDA driver library (%s): install the NVIDIA driver "
+                "(on Jetson it comes with JetPack), or rebuild pycuda against this CUDA" % text.strip()[:120])
+    return "pycuda not installed (pip install pycuda; it needs the CUDA toolkit, nvcc on PATH)"
+
+
+def import_pycuda():
+    try:
+        return importlib.import_module("pycuda.driver")
+    except ImportError as exc:
+        raise UserError(pycuda_problem(exc))
+
+
+def device_info(cuda, index: int = 0) -> Gpu:
+    """-> Gpu(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
+    try:
+        cuda.init()
+        count = cuda.Device.count()
+    except Exception as exc:
+        raise UserError("CUDA is not usable here (%s): TensorRT needs an NVIDIA GPU and its driver" % exc)
+    if count <= index:
+        raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
+    dev = cuda.Device(index)
+    sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+    from ..platform_facts import jetson_module
+    return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
+               int(sms), jetson_module())
 
 
 def _close(ctx, owned: List[Callable[[], None]], lock) -> None:

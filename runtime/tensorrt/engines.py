@@ -1,9 +1,6 @@
-"""A usable engine per graph: the cached one when its sidecar key matches (cache.py), else a rebuild (build.py)
-with one line saying why; --no-build makes that an error naming what differs, and a foreign engine file is never
-overwritten without --force. Choices not given come from the bundle and the stored sidecars (a custom profile
-survives a TensorRT or GPU change). The one place that decides which graph gets which precision and DLA, and
-which ONNX file carries that precision (the bundle's, or its typed FP16 graph: precision.typed_fp16).
-"""
+"""The loader: a usable engine per graph, the cached one when its sidecar key matches (cache.py), else built
+(build.py) with one line saying why. The one place that decides each graph's precision, DLA core, profile ranges
+(not given: the stored sidecars', else the bundle's) and ONNX file (the bundle's or its typed FP16 graph)."""
 import os
 import sys
 import time
@@ -20,14 +17,6 @@ GRAPH_SYMBOLS = {"encoder": ("B", "H", "W"), "prompt_decoder": ("B", "h", "w", "
 GRAPH_ORDER = REQUIRED_GRAPHS + OPTIONAL_GRAPHS
 DEFAULT_IMGSZ = 640
 DEFAULT_MAX_PROMPTS = 64
-
-
-def build_command(bundle_dir: str, precision: str) -> str:
-    return "rmpsam-edge build-engine --model %s --precision %s" % (bundle_dir, precision)
-
-
-def stderr_log(line: str) -> None:
-    sys.stderr.write("tensorrt: %s\n" % line)
 
 
 def graph_precision(graph: str, precision: str, stored: str = "fp32") -> str:
@@ -115,22 +104,19 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
 
 
 
-
 class Session(object):
-    """One machine (TensorRT module + GPU) and one bundle. ``log`` gets one line per build/rebuild."""
+    """The loader: one machine (TensorRT module, ``cuda_context.Gpu``) and one bundle; ``log`` gets one line per
+    build or rebuild."""
 
-    def __init__(self, compat, device: Tuple[str, str], bundle, cuda=None, log: Callable[[str], None] = stderr_log):
-        self.compat, self.gpu, self.cc = compat, device[0], device[1]
-        self.device = device  # compat.Gpu: name, cc, memory, SM count, Jetson module
-        self.bundle, self.cuda, self.log = Bundle.open(bundle), cuda, log
+    def __init__(self, compat, gpu, bundle, log: Optional[Callable[[str], None]] = None):
+        self.compat, self.gpu = compat, gpu
+        self.log = log or (lambda line: sys.stderr.write("tensorrt: %s\n" % line))
+        self.bundle = Bundle.open(bundle)
         self.dir = os.path.abspath(self.bundle.path)
+        self.engine_dir = cache.engine_dir(self.dir)
 
-    def engine_dir(self) -> str:
-        return cache.engine_dir(self.dir)
-
-    def timing_cache_path(self) -> str:
-        return os.path.join(self.engine_dir(), cache.timing_cache_name(self.compat.version_string, self.gpu,
-                                                                       getattr(self.device, "module", "")))
+    def precision(self, graph: str, choices: Choices) -> str:
+        return graph_precision(graph, choices.precision, stored_precision(self.bundle, graph))
 
     def fill_choices(self, requested: Choices) -> Choices:
         """Fill what the caller left out: the precision is the bundle's (never guessed from what was built
@@ -142,8 +128,7 @@ class Session(object):
             ranges, found = dict(default_ranges(self.bundle)), set()
             for graph in GRAPH_ORDER:
                 dla = c.dla_core if graph == "encoder" else None
-                gp = graph_precision(graph, c.precision, stored_precision(self.bundle, graph))
-                side, _ = cache.read_sidecar(cache.engine_paths(self.dir, graph, gp, dla)[1])
+                side, _ = cache.read_sidecar(cache.engine_paths(self.dir, graph, self.precision(graph, c), dla)[1])
                 for k, v in ((side or {}).get("key", {}).get("profiles") or {}).items():
                     ranges[k] = tuple(v)
                     found.add(k)
@@ -174,10 +159,9 @@ class Session(object):
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        key = cache.make_key(self.compat.version_string, self.gpu, self.cc, graph, onnx_sha, gp,
-                             profile_key(graph, ranges), dla, None,
-                             precision.POLICY if gp != "fp32" else None, pins if gp != "fp32" else [],
-                             *tuple(self.device)[2:5])
+        key = cache.make_key(self.compat.version_string, self.gpu.name, self.gpu.cc, graph, onnx_sha, gp,
+                             profile_key(graph, ranges), dla, precision.POLICY if gp != "fp32" else None,
+                             pins if gp != "fp32" else [], *self.gpu[2:])
         verdict = cache.check(engine_path, side_path, key)
         if verdict.ok and not force:
             return verdict.data, "cached"
@@ -185,8 +169,8 @@ class Session(object):
             raise UserError("%s; pass --force to overwrite it" % verdict.reason)
         why = reason_prefix or ("--force: overwriting the usable engine" if verdict.ok else verdict.reason)
         if not build:
-            raise UserError("the %s engine cannot be used: %s; build it with `%s`"
-                            % (graph, why, build_command(self.dir, choices.precision)))
+            raise UserError("the %s engine cannot be used: %s; build it with `rmpsam-edge build-engine --model %s "
+                            "--precision %s`" % (graph, why, self.dir, choices.precision))
         if dla is not None and self.compat.major >= 11:
             raise UserError("--dla %d: TensorRT %s has no DLA (TensorRT 11 dropped it and does not run on Jetson); "
                             "build without --dla" % (dla, self.compat.version_string))
@@ -202,13 +186,15 @@ class Session(object):
         if stored_prec == "int8":
             precision.check_qdq(self.bundle.manifest, onnx_path, self.dir)
         elif typed and gp == "fp16" and stored_prec == "fp32":  # strong typing: the FP16 graph is the precision
-            onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir(), pins, self.dir)
+            onnx_path, kept = precision.typed_fp16(graph, onnx_path, onnx_sha, self.engine_dir, pins, self.dir)
             if kept is not None:
                 self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
                          % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
-        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins,
-                                         self.timing_cache_path(), choices.verbose, typed)
+        timing = os.path.join(self.engine_dir, cache.timing_cache_name(self.compat.version_string, self.gpu.name,
+                                                                                 self.gpu.module))
+        settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, timing,
+                                         choices.verbose, typed)
         with cache.building(engine_path):
             result = builder.build_engine(self.compat, graph, onnx_path, settings, self.log)
         extra = {"tensor_profiles": profiles.as_json(result.profile), "fp32_pinned": len(result.pinned),

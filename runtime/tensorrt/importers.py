@@ -1,18 +1,6 @@
-"""Which TensorRT's ONNX importer can take a bundle's graphs, decided from the manifest before TensorRT runs.
-
-The export records, per graph, the operators and the forms that importers read differently (``graph_record``:
-opset, Reduce* ``axes`` as attribute / initializer / computed input, GridSample ``mode``). ``problems`` checks that
-record against ``LIMITS``, a table of what each release's ONNX parser (onnx-tensorrt) cannot take, e.g.
-
-    TensorRT 8.5: cannot import LayerNormalization (24 nodes in prompt_decoder); export with --opset 16
-
-Scope: only the operators this project's graphs contain or may contain (LayerNormalization and its decomposed
-chain, every Reduce*, GridSample, DeformConv, Einsum); any other operator is not checked here and is left to the
-parser. Einsum (Y on every release, docs/operators.md) and the decomposed LayerNorm ops have no limit to record.
-Sources: github.com/onnx/onnx-tensorrt, branches 8.5-GA, 8.6-GA, 10.0-GA, 10.1-GA (newest release branch there);
-TensorRT 10.3-10.13 and 11.x are given 10.1-GA's limits (no newer branch was available to read).
-Torch-free, no onnx needed to read a record, Python 3.8.
-"""
+"""Which TensorRT's ONNX importer can take a bundle's graphs, from the manifest's per-graph record (``graph_record``)
+and ``LIMITS`` (onnx-tensorrt branches 8.5-GA, 8.6-GA, 10.0-GA, 10.1-GA; 10.3-11.x get 10.1-GA's limits), before
+TensorRT runs and without the onnx package. Only the operators this project's graphs may contain are checked."""
 import collections
 from typing import Dict, List, Optional, Sequence
 

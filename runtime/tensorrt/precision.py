@@ -1,17 +1,15 @@
-"""Precision of a TensorRT build, from the rules of ``rmpsam_edge.runtime.sensitive_layers`` (the one list,
-shared with quantize). Weak typing (8.5 / 8.6, DLA on 10.x): ``nodes_from_network`` + ``apply_fp32`` pin the
-chosen layers of the network. Strong typing (10.x, 11.x): the graph carries its precision: ``typed_fp16`` makes
-the FP16 graph ``rmpsam-edge quantize --precision fp16`` writes (quantize/fp16.py, FP32 kept by Casts) from an
-FP32 graph; ``check_qdq`` accepts only TensorRT's INT8 format (symmetric int8 Q/DQ)."""
+"""A build's precision from the one rule list (``runtime.sensitive_layers``, shared with quantize). Weak typing:
+``nodes_from_network`` feeds the FP32 pins. Strong typing: ``typed_fp16`` writes the FP16 graph `quantize --precision
+fp16` writes (quantize/fp16.py); ``check_qdq`` accepts only TensorRT's INT8 format (symmetric int8 Q/DQ)."""
 import glob
 import hashlib
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from rmpsam_edge.atomic import atomic_file
 from rmpsam_edge.errors import UserError
 
-from ..sensitive_layers import REASONS, Node, nodes_from_onnx, select_fp32, summary  # noqa: F401 - the one list
+from ..sensitive_layers import Node, nodes_from_onnx, select_fp32
 
 POLICY = "fp32-rules-v2"  # recorded in the engine key: changing the rules (or typing) rebuilds engines
 TRT_ONLY = ("sum_squares", "user")  # rules quantize's FP16 graph does not apply; TensorRT's typed graph adds them
@@ -30,20 +28,6 @@ def nodes_from_network(network, compat) -> List[Node]:
         nodes.append(Node(layer.name, compat.layer_kind(layer), [t.name for t in ins if t is not None],
                           [t.name for t in outs if t is not None]))
     return nodes
-
-
-def network_outputs(network) -> List[str]:
-    return [network.get_output(i).name for i in range(network.num_outputs)]
-
-
-def apply_fp32(network, compat, chosen: Dict[str, str]) -> int:
-    """Set layer precision and output types of the chosen layers; -> how many were pinned."""
-    pinned = 0
-    for i in range(network.num_layers):
-        layer = network.get_layer(i)
-        if layer.name in chosen and compat.pin_fp32(layer):
-            pinned += 1
-    return pinned
 
 
 def typed_fp16(graph: str, src: str, src_sha: str, folder: str, patterns: Sequence[str], bundle_dir: str):

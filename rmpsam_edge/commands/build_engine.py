@@ -4,22 +4,20 @@
     rmpsam-edge build-engine --model bundles/r18-int8-trt --precision int8 [--dla 0]  # a Q/DQ bundle from quantize
     rmpsam-edge build-engine --model bundles/r18 --no-build      # are the cached engines usable here?
 
-Flags left out keep what the last build of this bundle used (stored in the engine sidecars), else the
-defaults: fp16, the bundle's input size (else 640) as the max and opt image side, 1..64 prompts.
+The precision is --precision, else the bundle's; the profile flags left out keep what the last build used (the
+engine sidecars), else the bundle's input size (else 640) as the max and opt image side, 1..64 prompts.
 """
 import argparse
 import sys
 
 from rmpsam_edge.commands.common_args import image_sizes, input_size
 from rmpsam_edge.errors import UserError
-
-from . import compat as compat_mod
-from . import gpu_index, importers
-from . import profiles
-from .cuda_context import CudaContext
-from ..bundle import Bundle
-from ..bundle_runner import BackendUnavailable
-from .engines import GRAPH_ORDER, Choices, Session, graph_precision, prompt_ranges, stored_precision
+from rmpsam_edge.runtime.bundle import Bundle
+from rmpsam_edge.runtime.bundle_runner import BackendUnavailable
+from rmpsam_edge.runtime.tensorrt import compat as compat_mod
+from rmpsam_edge.runtime.tensorrt import gpu_index, importers, profiles
+from rmpsam_edge.runtime.tensorrt.cuda_context import CudaContext, device_info, import_pycuda
+from rmpsam_edge.runtime.tensorrt.engines import GRAPH_ORDER, Choices, Session, prompt_ranges
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,12 +48,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _dla(text):
-    """None: not given; -1: 'off'; else the DLA core."""
-    if text is None:
-        return None
+    """The DLA core, or None (not given, or 'off': DLA is never taken from what was built last)."""
     word = str(text).strip().lower()
-    if word in ("off", "none", "gpu", "-1"):
-        return -1
+    if text is None or word in ("off", "none", "gpu", "-1"):
+        return None
     if not word.isdigit():
         raise UserError("--dla %s: give a DLA core number (0, 1) or 'off'" % text)
     return int(word)
@@ -111,26 +107,23 @@ def run(args) -> int:
     if bad:
         raise UserError("--graphs: unknown graph %s (this bundle has %s)" % (", ".join(bad), ", ".join(have)))
     trt = compat_mod.import_tensorrt()
-    cuda = compat_mod.import_pycuda()
+    cuda = import_pycuda()
     compat = compat_mod.Compat(trt)
     importers.check_build(bundle, compat.version_string, graphs)  # every graph, before any is built
     try:
         index = gpu_index(args.device)
     except BackendUnavailable as exc:
         raise UserError("--device %s: %s" % (args.device, exc))
-    device = compat.device_info(cuda, index)
-    dla = _dla(args.dla)
+    device = device_info(cuda, index)
     ctx = CudaContext(cuda, index)
     held = {}  # the runtime is released inside the context, before it is popped and detached
     ctx.own(held.clear)
     try:
         with ctx:
-            session = Session(compat, device, bundle, cuda)
-            choices = Choices(precision=args.precision, dla_core=None if dla in (None, -1) else dla,
-                              fp32_layers=args.fp32_layers, workspace_gib=args.workspace, verbose=args.verbose)
-            choices = session.fill_choices(choices)
-            if dla == -1:
-                choices.dla_core = None
+            session = Session(compat, device, bundle)
+            choices = session.fill_choices(Choices(precision=args.precision, dla_core=_dla(args.dla),
+                                                   fp32_layers=args.fp32_layers, workspace_gib=args.workspace,
+                                                   verbose=args.verbose))
             choices.ranges = ranges_from_args(args, sizes, choices.ranges, bundle.many_prompts_from)
             r = choices.ranges
             many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
@@ -142,7 +135,7 @@ def run(args) -> int:
                 _, data, status = session.load_engine(held["runtime"], graph, choices, build=not args.no_build,
                                                       force=args.force)
                 sys.stdout.write("%s: %s engine %s (%.1f MB)\n" % (
-                    graph, graph_precision(graph, choices.precision, stored_precision(bundle, graph)),
+                    graph, session.precision(graph, choices),
                     "up to date" if status == "cached" else "built", len(data) / 1e6))
     finally:
         ctx.close()
