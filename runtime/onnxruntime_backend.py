@@ -6,8 +6,8 @@ the ones it has seen, so ``auto`` never uses it; with 'tensorrt' each graph gets
 ranges (the native TensorRT backend's: one build covers every image size and prompt count the runtime sends), its
 engines cached in the bundle's engine folder, and one line before a build. Sessions use ``threads`` intra-op threads (None: ONNX Runtime's default),
 no spinning between calls and the CPU memory arena on, full graph optimisation. Spinning off is for pipelines whose
-capture / draw threads share the cores; on an otherwise quiet machine spinning ran the encoder and object decoder
-faster and the prompt decoder slower (benchmarks/results/ort_session_options_r18_512.md); ``spinning=True`` /
+capture / draw threads share the cores; on an otherwise quiet machine spinning ran the encoder faster and both
+decoders slower (benchmarks/results/ort_session_options_r18_512.md); ``spinning=True`` /
 ``arena=False`` switch them per runner.
 """
 import os
