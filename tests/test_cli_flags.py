@@ -6,7 +6,7 @@ import re
 import pytest
 
 from rmpsam_edge.cli import COMMANDS, build_parser, main
-from rmpsam_edge.commands.common_args import DEFAULTS, add_deprecated, image_size, input_size
+from rmpsam_edge.commands.common_args import DEFAULTS, image_size, input_size
 from rmpsam_edge.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -143,17 +143,13 @@ def test_bad_imgsz_is_one_line_in_predict(capsys, tmp_path):
     assert err.startswith("error: --imgsz must be a number of pixels") and err.count("\n") == 1
 
 
-def test_old_spelling_warns_once_and_fills_the_new_option(capsys):
-    p = argparse.ArgumentParser()
-    p.add_argument("--prompts-file")
-    add_deprecated(p, "--prompts", "--prompts-file", "prompts_file")
-    p.add_argument("--rebuild", action="store_true")
-    add_deprecated(p, "--again", "--rebuild", "rebuild", flag=True)
-    args = p.parse_args(["--prompts", "p.json", "--again"])
-    assert args.prompts_file == "p.json" and args.rebuild is True
-    err = capsys.readouterr().err
-    assert err.count("\n") == 2 and "--prompts is deprecated; use --prompts-file" in err
-    assert "--prompts" not in p.format_help().replace("--prompts-file", "")
+def test_prompts_has_one_meaning():
+    """--prompts is the benchmark's prompt counts only; the demo's file and train's count have their own names."""
+    assert "--prompts" in _actions("benchmark")
+    for name in COMMANDS:
+        if name != "benchmark":
+            assert "--prompts" not in _actions(name), name
+    assert "--prompts-file" in _actions("demo") and "--prompts-per-frame" in _actions("train")
 
 
 def test_predict_rejects_device_on_the_torch_path(capsys, tmp_path):

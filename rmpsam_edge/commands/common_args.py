@@ -4,11 +4,9 @@ One meaning per flag: ``--model`` is always the bundle folder (or a Triton URL),
 backend (default ``auto``), ``--device`` the backend's device, ``--imgsz`` the long side in pixels or
 ``official`` (short side 800, long side at most 1333), ``--min-size/--opt-size/--max-size`` a padded image
 size ``PX`` (square) or ``HxW``, ``--runs`` timed rounds, ``--force`` "overwrite what is
-there". Old spellings are hidden aliases that print one warning line. Torch-free, numpy-free, Python 3.8.
+there", ``--prompts`` the benchmark's prompt counts (nothing else). Torch-free, numpy-free, Python 3.8.
 """
-import argparse
 import re
-import sys
 
 from rmpsam_edge.errors import UserError
 
@@ -102,25 +100,6 @@ def max_pixels(args):
 
 def add_force(p, what):
     p.add_argument("--force", action="store_true", help="overwrite %s" % what)
-
-
-class _Deprecated(argparse.Action):
-    """A hidden old spelling: stores into the new option's dest and prints one warning line."""
-
-    def __init__(self, option_strings, dest, new=None, **kw):
-        self.new = new
-        super(_Deprecated, self).__init__(option_strings, dest, help=argparse.SUPPRESS, **kw)
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        sys.stderr.write("warning: %s is deprecated; use %s\n" % (option_string, self.new))
-        setattr(namespace, self.dest, True if self.nargs == 0 else values)
-
-
-def add_deprecated(p, old, new, dest, flag=False, **kw):
-    """``old`` -> ``new`` (same dest); ``flag=True`` for store_true options."""
-    if flag:
-        kw.update(nargs=0)
-    p.add_argument(old, dest=dest, action=_Deprecated, new=new, **kw)
 
 
 def add_weights_arguments(p):

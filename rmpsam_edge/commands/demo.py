@@ -16,7 +16,7 @@ import sys
 
 import numpy as np
 
-from rmpsam_edge.commands.common_args import (add_deprecated, add_force, add_max_pixels, add_weights_arguments,
+from rmpsam_edge.commands.common_args import (add_force, add_max_pixels, add_weights_arguments,
                                               max_pixels, parse_numbers, predictor_from_args)
 from rmpsam_edge.demo.modes import MODES, build_mode
 from rmpsam_edge.errors import UserError, warn
@@ -34,7 +34,6 @@ def add_arguments(p):
     p.add_argument("--boxes", nargs="*", default=[], metavar="X1,Y1,X2,Y2", help="box prompts in frame pixels")
     p.add_argument("--prompts-file", metavar="JSON", help='prompts file: {"points": [[x, y], ...], "boxes": '
                                                           '[[x1, y1, x2, y2], ...]}')
-    add_deprecated(p, "--prompts", "--prompts-file", "prompts_file")
     p.add_argument("--grid", type=int, default=8, help="everything: points per side (8 -> 64 prompts)")
     p.add_argument("--nms", type=float, default=0.7, help="everything: mask IoU above which duplicates go")
     p.add_argument("--score-thr", type=float, default=0.3, help="track: hide tracks scoring below this")

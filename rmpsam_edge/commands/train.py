@@ -18,8 +18,7 @@ def add_arguments(parser):
                         help="add one 3-frame video clip every N steps (0: images only)")
     parser.add_argument("--prompts-per-frame", type=int, default=DEFAULTS["num_prompts"],
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
-    from rmpsam_edge.commands.common_args import add_deprecated, add_training_run
-    add_deprecated(parser, "--prompts", "--prompts-per-frame", "prompts_per_frame", type=int)
+    from rmpsam_edge.commands.common_args import add_training_run
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
     parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
