@@ -1,7 +1,7 @@
 """The latency table of ``rmpsam-edge benchmark`` (presets table, paper, stages, quantize): one row per model x
 backend x precision x input size. Missing bundles are made first (``export`` when no --model is given, ``quantize``
 for FP16/INT8) in a work folder and reused on the next run; every stage runs its rows round-robin with warm-up calls
-excluded (``measure.run_group``). The header states the command, CPU, cores, OS, Python, package versions, threads
+excluded (``row_runs.run_group``). The header states the command, CPU, cores, OS, Python, package versions, threads
 and, on a Jetson, the power mode and JetPack/TensorRT versions.
 
     run_table(args) -> (report {"header", "settings", "rows"}, Markdown)
@@ -174,7 +174,7 @@ def _open_runners(args, bundle, plan, mwork, installed, threads, log, first_size
 
     from rmpsam_edge.timing import rss_mb
 
-    from .measure import open_row, process_gpu_mb, row_gpu_mb
+    from .row_runs import open_row, process_gpu_mb, row_gpu_mb
     base_path = bundle.path
     image = _bench_image(first_size)
     spec = _spec_for(bundle, first_size, class_embed)
@@ -232,7 +232,7 @@ def _bench_model(args, base_path, mwork, backends, precisions, installed, thread
     from rmpsam_edge.predictor import Predictor
     from rmpsam_edge.runtime.bundle import Bundle
 
-    from .measure import fidelity, run_group
+    from .row_runs import fidelity, run_group
     bundle = Bundle.open(base_path)
     spec0 = bundle.spec()
     class_embed, vocab_note = spec0.class_embed, None

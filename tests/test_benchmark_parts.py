@@ -153,7 +153,7 @@ def test_plot_written(tmp_path):
 
 
 def test_frame_parts_and_within_run_ratios():
-    from rmpsam_edge.benchmarks.measure import frame_parts
+    from rmpsam_edge.benchmarks.row_runs import frame_parts
     from rmpsam_edge.benchmarks.rows import derived_lines
     parts = frame_parts([{"preprocess": 2.0, "encoder": 80.0, "decoder": 10.0, "postprocess": 8.0},
                          {"preprocess": 4.0, "encoder": 90.0, "decoder": 12.0, "postprocess": 6.0}])
@@ -168,13 +168,13 @@ def test_frame_parts_and_within_run_ratios():
 
 
 def test_process_gpu_memory_from_nvidia_smi(tmp_path, monkeypatch):
-    from rmpsam_edge.benchmarks import measure
-    assert measure.row_gpu_mb(type("R", (), {"gpu_memory_mb": lambda self: 321.0})(), None) == 321.0
+    from rmpsam_edge.benchmarks import row_runs
+    assert row_runs.row_gpu_mb(type("R", (), {"gpu_memory_mb": lambda self: 321.0})(), None) == 321.0
     smi = tmp_path / "nvidia-smi"
     smi.write_text("#!/bin/sh\necho '%d, 1500'\necho '1, 99'\n" % os.getpid())
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path) + os.pathsep + os.environ["PATH"])
-    assert measure.process_gpu_mb() == 1500.0
-    assert measure.row_gpu_mb(object(), 1200.0) == 300.0  # the row's growth
+    assert row_runs.process_gpu_mb() == 1500.0
+    assert row_runs.row_gpu_mb(object(), 1200.0) == 300.0  # the row's growth
     monkeypatch.setenv("PATH", str(tmp_path / "none"))
-    assert measure.process_gpu_mb() is None and measure.row_gpu_mb(object(), None) is None
+    assert row_runs.process_gpu_mb() is None and row_runs.row_gpu_mb(object(), None) is None
