@@ -7,13 +7,12 @@ JSON and quantize fidelity reports, for the ISA named in the benchmark's header 
 
 Every ratio is between rows of the one benchmark run (interleaved per stage): no number from another machine.
 
-    python -m rmpsam_edge.benchmarks.targets --bench benchmarks/results/bench_cpu_isa_r18_512.json \\
-        --fidelity R1/fidelity.json R2/fidelity.json --out benchmarks/results/targets_cpu_r18_512
+    rmpsam-edge benchmark --preset targets --from benchmarks/results/bench_cpu_isa_r18_512.json \\
+        R1/fidelity.json R2/fidelity.json --json benchmarks/results/targets_cpu_r18_512.json \\
+        --md benchmarks/results/targets_cpu_r18_512.md
 """
-import argparse
 import json
 import re
-import sys
 
 SPEEDUP_INT8, SPEEDUP_FP32, MIN_IOU, IOU_SIZE = 7.0, 3.0, 0.95, 512
 
@@ -97,26 +96,17 @@ def markdown(t: dict, cmd: str, bench_cmd: str) -> str:
     return "\n".join(L) + "\n"
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--bench", required=True)
-    p.add_argument("--fidelity", nargs="*", default=[])
-    p.add_argument("--out", required=True, help="path without extension (.json and .md)")
-    args = p.parse_args(argv)
-    with open(args.bench) as f:
-        bench = json.load(f)
-    t = compute(bench, args.fidelity)
-    cmd = "python -m rmpsam_edge.benchmarks.targets " + " ".join(argv if argv is not None else sys.argv[1:])
-    t["command"] = cmd
-    from rmpsam_edge.atomic import atomic_file
-    text = markdown(t, cmd, (bench.get("header") or {}).get("command", "?"))
-    with atomic_file(args.out + ".json") as tmp, open(tmp, "w") as f:
-        json.dump(t, f, indent=1)
-    with atomic_file(args.out + ".md") as tmp, open(tmp, "w") as f:
-        f.write(text)
-    sys.stdout.write(text)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def run(args):
+    """``--preset targets``: ``--from`` one benchmark JSON, then quantize fidelity.json reports -> (report, Markdown)."""
+    from rmpsam_edge.errors import UserError
+    if not args.inputs:
+        raise UserError("--preset targets reads results: pass --from BENCH.json [FIDELITY.json ...]")
+    try:
+        with open(args.inputs[0]) as f:
+            bench = json.load(f)
+        t = compute(bench, args.inputs[1:])
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError("--from %s: not a benchmark JSON followed by fidelity.json reports (%s); give the "
+                        "benchmark's --json first" % (" ".join(args.inputs), exc))
+    t["command"] = " ".join(args.command_argv)
+    return t, markdown(t, t["command"], (bench.get("header") or {}).get("command", "?")).rstrip("\n")

@@ -50,3 +50,17 @@ def test_a_header_without_isa_says_so():
     assert t["t1"]["path"] == "no row" and not t["t1"]["met"] and t["t2"]["met"]
     md = targets.markdown(t, "cmd", "bench")
     assert "ISA: unknown (the benchmark header has no isa)" in md and "no report at 512" in md
+
+
+def test_preset_targets_reads_from_and_writes_the_report(tmp_path, capsys):
+    from rmpsam_edge.cli import main
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"header": {"isa": ["avx2"]}, "rows": [
+        _row("torch", "fp32", 300.0, 50.0), _row("onnxruntime", "int8", 40.0, 5.0)]}))
+    rep = _report(tmp_path, "a", 512, 0.96)
+    out = tmp_path / "t.json"
+    assert main(["benchmark", "--preset", "targets", "--from", str(bench), rep, "--json", str(out)]) == 0
+    t = json.loads(out.read_text())
+    assert t["t1"]["met"] and t["t3"]["met"] and t["command"].startswith("rmpsam-edge benchmark --preset targets")
+    assert "--from %s %s" % (bench, rep) in t["command"]
+    assert main(["benchmark", "--preset", "targets"]) == 2 and "pass --from" in capsys.readouterr().err

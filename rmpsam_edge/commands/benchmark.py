@@ -38,6 +38,8 @@ PRESETS = {
                     {"imgsz": [512], "threads": 2}, "ort_options"),
     "profile": ("ONNX Runtime kernel-time profile of one --graph by op type and node",
                 {"imgsz": [512], "threads": 2}, "profile_graph"),
+    "targets": ("the CPU targets (docs/benchmark_demo.md) from --from: one benchmark --json report, then quantize "
+                "fidelity.json reports; measures nothing", {}, "targets"),
     "triton": ("two local tritonservers (batching on / off) vs in-process: latency and FPS at --streams",
                {"frames": 12, "threads": 2, "streams": [1, 2, 4]}, "triton_streams"),
 }
@@ -87,6 +89,8 @@ def add_arguments(p):
                    help="profile: the graph (default object_decoder)")
     s.add_argument("--streams", type=int, nargs="+", help="triton, or --model grpc://...: concurrent client "
                    "streams (default 1 2 4; docs/triton.md)")
+    p.add_argument("--from", dest="inputs", nargs="+", metavar="FILE", help="summary presets (targets): the "
+                   "results files read instead of measuring")
     p.add_argument("--json", help="write the whole report (every row with its latency summaries) here")
     p.add_argument("--md", help="write the header + table as Markdown here")
     p.add_argument("--plot", help="table presets: latency-vs-fidelity and per-stage plots (PNG)")
@@ -180,7 +184,7 @@ def command_line(args) -> list:
         if key.startswith("_") or key in ("command", "command_argv", "soak", "paper", "thread_env") or \
                 value in (None, False, []) or value == defaults.get(key):
             continue
-        flag = "--" + key.replace("_", "-")
+        flag = "--from" if key == "inputs" else "--" + key.replace("_", "-")
         values = value if isinstance(value, list) else [value]
         cmd += [flag] if value is True else ([flag] + [str(v) for v in values] if key != "model" else
                                               sum([[flag, str(v)] for v in values], []))
