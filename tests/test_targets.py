@@ -64,3 +64,25 @@ def test_preset_targets_reads_from_and_writes_the_report(tmp_path, capsys):
     assert t["t1"]["met"] and t["t3"]["met"] and t["command"].startswith("rmpsam-edge benchmark --preset targets")
     assert "--from %s %s" % (bench, rep) in t["command"]
     assert main(["benchmark", "--preset", "targets"]) == 2 and "pass --from" in capsys.readouterr().err
+
+
+def test_preset_collect_fidelity_gathers_quantize_reports_and_the_old_entry_point_runs_it(tmp_path):
+    import os
+    import shutil
+
+    from rmpsam_edge.cli import main
+    from rmpsam_edge.quantize import bench
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    src = os.path.join(root, "benchmarks", "results", "fidelity_cpu_recipes", "int8_512_auto.json")
+    (tmp_path / "q8").mkdir()
+    shutil.copy(src, str(tmp_path / "q8" / "fidelity.json"))
+    rep = json.load(open(src))
+    out = tmp_path / "c.json"
+    assert main(["benchmark", "--preset", "collect-fidelity", "--from", str(tmp_path / "q8"), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())["fidelity"]["q8"]
+    assert got["metrics"]["mask_iou_mean"] == rep["metrics"]["mask_iou_mean"] and got["pass"] == rep["pass"]
+    assert got["latency_setting"] == rep["latency"]["setting"]
+    assert bench.main(["--collect", str(tmp_path / "q8"), "--out", str(out)]) == 0  # overwrites, as it did
+    cmd = json.loads(out.read_text())["command"]
+    assert cmd.startswith("rmpsam-edge benchmark --preset collect-fidelity --force --from %s" % (tmp_path / "q8"))
+    assert main(["benchmark", "--preset", "collect-fidelity", "--from", str(tmp_path)]) == 2  # no fidelity.json

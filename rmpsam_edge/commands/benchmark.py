@@ -38,6 +38,8 @@ PRESETS = {
                     {"imgsz": [512], "threads": 2}, "ort_options"),
     "profile": ("ONNX Runtime kernel-time profile of one --graph by op type and node",
                 {"imgsz": [512], "threads": 2}, "profile_graph"),
+    "collect-fidelity": ("the fidelity.json headlines of the quantized bundles given with --from, in one file "
+                         "(docs/quantize.md); times nothing", {}, "collect_fidelity"),
     "targets": ("the CPU targets (docs/benchmark_demo.md) from --from: one benchmark --json report, then quantize "
                 "fidelity.json reports; measures nothing", {}, "targets"),
     "triton": ("two local tritonservers (batching on / off) vs in-process: latency and FPS at --streams",
@@ -89,8 +91,9 @@ def add_arguments(p):
                    help="profile: the graph (default object_decoder)")
     s.add_argument("--streams", type=int, nargs="+", help="triton, or --model grpc://...: concurrent client "
                    "streams (default 1 2 4; docs/triton.md)")
-    p.add_argument("--from", dest="inputs", nargs="+", metavar="FILE", help="summary presets (targets): the "
-                   "results files read instead of measuring")
+    p.add_argument("--from", dest="inputs", nargs="+", metavar="FILE", help="summary presets: the results read "
+                   "instead of measuring (targets: a benchmark JSON + fidelity.json files; collect-fidelity: "
+                   "quantized bundles)")
     p.add_argument("--json", help="write the whole report (every row with its latency summaries) here")
     p.add_argument("--md", help="write the header + table as Markdown here")
     p.add_argument("--plot", help="table presets: latency-vs-fidelity and per-stage plots (PNG)")
