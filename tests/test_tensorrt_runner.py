@@ -111,7 +111,7 @@ def test_features_are_read_from_the_device_without_a_copy(bundle, monkeypatch):
         m3, _ = r.decode_prompts(feats, boxes)
         assert sorted(c[2] for c in fake.calls if c[0] == "memcpy_htod_async") == [32, 4 * 256 * 16 * 16]
         np.testing.assert_array_equal(m1, m3)
-        assert r._mem.graphs["prompt_decoder"].device["features"] is r._mem.graphs["encoder"].device["features"]
+        assert r._mem.graphs["prompt_decoder"].device_mem["features"] is r._mem.graphs["encoder"].device_mem["features"]
         with pytest.raises(ValueError):
             feats += 1  # the encoder's output is read-only, so the device copy cannot go stale
 

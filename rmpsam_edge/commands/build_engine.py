@@ -114,13 +114,13 @@ def run(args) -> int:
         index = gpu_index(args.device)
     except BackendUnavailable as exc:
         raise UserError("--device %s: %s" % (args.device, exc))
-    device = device_info(cuda, index)
+    gpu_info = device_info(cuda, index)
     ctx = CudaContext(cuda, index)
     held = {}  # the runtime is released inside the context, before it is popped and detached
     ctx.own(held.clear)
     try:
         with ctx:
-            session = Session(compat, device, bundle)
+            session = Session(compat, gpu_info, bundle)
             choices = session.fill_choices(Choices(precision=args.precision, dla_core=_dla(args.dla),
                                                    fp32_layers=args.fp32_layers, workspace_gib=args.workspace,
                                                    verbose=args.verbose))
@@ -128,7 +128,7 @@ def run(args) -> int:
             r = choices.ranges
             many = ", many-prompt graph %d..%d" % (r["Npm"][0], r["Npm"][2]) if "prompt_decoder_many" in graphs else ""
             sys.stdout.write("TensorRT %s on %s (sm %s): %s, image %s..%s (opt %s), prompts %d..%d (opt %d)%s\n"
-                             % (compat.version_string, device[0], device[1], choices.precision, _hw(r, 0), _hw(r, 2),
+                             % (compat.version_string, gpu_info.name, gpu_info.cc, choices.precision, _hw(r, 0), _hw(r, 2),
                                 _hw(r, 1), r["Np"][0], r["Np"][2], r["Np"][1], many))
             held["runtime"] = trt.Runtime(compat.logger([]))
             for graph in graphs:

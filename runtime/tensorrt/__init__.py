@@ -22,11 +22,12 @@ def probe(device=None) -> Tuple[bool, str]:
     try:
         index = gpu_index(device)
         c = compat.Compat(compat.import_tensorrt())
-        gpu = cuda_context.device_info(cuda_context.import_pycuda(), index)
+        gpu_info = cuda_context.device_info(cuda_context.import_pycuda(), index)
     except (BackendUnavailable, UserError) as exc:
         return False, str(exc)
     return True, "TensorRT %s on %s (sm %s, %d MiB, %d SMs%s)" % (
-        c.version_string, gpu.name, gpu.cc, gpu.memory_mb, gpu.sm_count, ", " + gpu.module if gpu.module else "")
+        c.version_string, gpu_info.name, gpu_info.cc, gpu_info.memory_mb, gpu_info.sm_count,
+        ", " + gpu_info.module if gpu_info.module else "")
 
 
 def create(bundle, device=None, threads=None, auto: bool = False, precision: Optional[str] = None):
@@ -35,14 +36,14 @@ def create(bundle, device=None, threads=None, auto: bool = False, precision: Opt
     ok, why = probe(device)
     if not ok:
         raise BackendUnavailable(why)
-    runner = create_runner(bundle, precision, build=not auto, device=gpu_index(device))
+    runner = create_runner(bundle, precision, build=not auto, device_index=gpu_index(device))
     runner.activate()
     return runner
 
 
-def create_runner(bundle, precision: Optional[str] = None, build: bool = True, device: int = 0, **choices):
+def create_runner(bundle, precision: Optional[str] = None, build: bool = True, device_index: int = 0, **choices):
     """A (not yet activated) ``TensorRTRunner``; keyword arguments go to ``engines.Choices`` (ranges,
     dla_core, fp32_layers, ...). build=False: a missing or stale engine is an error naming build-engine."""
     from .engines import Choices
     from .runner import TensorRTRunner
-    return TensorRTRunner(bundle, Choices(precision=precision, **choices), build=build, device=device)
+    return TensorRTRunner(bundle, Choices(precision=precision, **choices), build=build, device_index=device_index)

@@ -40,7 +40,7 @@ class Graph(object):
         self.plan = plan_buffers(compat, engine, self.context)
         self.profiles = {n: p[2] for n, p in self.plan.items() if p[2]}
         self.outputs = [n for n, p in self.plan.items() if not p[2]]
-        self.host, self.device = {}, {}  # type: (Dict[str, np.ndarray], Dict[str, object])
+        self.host, self.device_mem = {}, {}  # type: (Dict[str, np.ndarray], Dict[str, object])
 
 
 class DeviceMemory(object):
@@ -49,12 +49,12 @@ class DeviceMemory(object):
     def __init__(self, cuda):
         self.cuda, self.stream, self.runtime = cuda, None, None
         self.graphs = {}  # type: Dict[str, Graph]
-        self._device, self._pinned = [], []
+        self._device_mem, self._pinned = [], []
 
     def _alloc(self, nbytes: int, pinned: bool = False):
         nbytes = max(1, int(nbytes))
         buf = self.cuda.pagelocked_empty(nbytes, np.uint8) if pinned else self.cuda.mem_alloc(nbytes)
-        (self._pinned if pinned else self._device).append(buf)
+        (self._pinned if pinned else self._device_mem).append(buf)
         return buf
 
     def allocate(self, compat) -> None:
@@ -65,9 +65,9 @@ class DeviceMemory(object):
         for g in graphs:
             for name, (dtype, _, _) in g.plan.items():
                 n = nbytes[id(g), name]
-                host, dev = shared if name == SHARED else (self._alloc(n, pinned=True), self._alloc(n))
-                g.host[name], g.device[name] = host.view(dtype), dev
-                g.context.set_tensor_address(name, int(dev))
+                host, device_buf = shared if name == SHARED else (self._alloc(n, pinned=True), self._alloc(n))
+                g.host[name], g.device_mem[name] = host.view(dtype), device_buf
+                g.context.set_tensor_address(name, int(device_buf))
         area = max(g.activation for g in graphs)
         if area:
             address = int(self._alloc(area))
@@ -78,8 +78,8 @@ class DeviceMemory(object):
         if self.stream is not None:
             self.stream.synchronize()
         self.graphs.clear()  # contexts and engines before the memory they use
-        for buf in self._device:
+        for buf in self._device_mem:
             buf.free()
         for arr in self._pinned:
             getattr(arr.base, "free", lambda: None)()  # pycuda HostAllocation
-        self._device, self._pinned, self.runtime, self.stream = [], [], None, None
+        self._device_mem, self._pinned, self.runtime, self.stream = [], [], None, None

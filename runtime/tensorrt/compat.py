@@ -129,15 +129,15 @@ class Compat(object):
                             "have DLA cores; Orin Nano, Orin Nano Super and desktop GPUs do not); build without --dla"
                             % core)
         if core >= cores:
-            raise UserError("--dla %d: this device has %d DLA core(s) (0..%d)" % (core, cores, cores - 1))
+            raise UserError("--dla %d: this machine has %d DLA core(s) (0..%d)" % (core, cores, cores - 1))
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
         layers = [network.get_layer(i) for i in range(network.num_layers)]
-        gpu = collections.Counter(str(getattr(l.type, "name", l.type)) for l in layers if not config.can_run_on_DLA(l))
-        kinds = ", ".join("%s x%d" % (k, n) for k, n in sorted(gpu.items(), key=lambda kv: (-kv[1], kv[0])))
+        gpu_kinds = collections.Counter(str(getattr(l.type, "name", l.type)) for l in layers if not config.can_run_on_DLA(l))
+        kinds = ", ".join("%s x%d" % (k, n) for k, n in sorted(gpu_kinds.items(), key=lambda kv: (-kv[1], kv[0])))
         return "DLA core %d runs %d of %d layers; on the GPU (each switch costs a transfer): %s" % (
-            core, len(layers) - sum(gpu.values()), len(layers), kinds or "none")
+            core, len(layers) - sum(gpu_kinds.values()), len(layers), kinds or "none")
 
     def parser_error_line(self, error, node_names: Optional[Sequence[Tuple[str, str]]] = None) -> str:
         """One line per parser error naming the failing node. 10.x: node_name()/node_operator(); 8.6: only the

@@ -10,7 +10,7 @@ from typing import Callable, List
 from rmpsam_edge.errors import UserError
 
 # Every Orin reports the GPU name "Orin" and sm 8.7: an engine key also needs memory, SM count and the module.
-Gpu = collections.namedtuple("Gpu", "name cc memory_mb sm_count module")
+GpuInfo = collections.namedtuple("GpuInfo", "name cc memory_mb sm_count module")
 
 
 def pycuda_problem(exc: ImportError) -> str:
@@ -29,8 +29,8 @@ def import_pycuda():
         raise UserError(pycuda_problem(exc))
 
 
-def device_info(cuda, index: int = 0) -> Gpu:
-    """-> Gpu(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
+def device_info(cuda, index: int = 0) -> GpuInfo:
+    """-> GpuInfo(name, compute capability 'major.minor', total memory MiB, SM count, Jetson module or '')."""
     try:
         cuda.init()
         count = cuda.Device.count()
@@ -38,10 +38,11 @@ def device_info(cuda, index: int = 0) -> Gpu:
         raise UserError("CUDA is not usable here (%s): TensorRT needs an NVIDIA GPU and its driver" % exc)
     if count <= index:
         raise UserError("no CUDA GPU %d found (%d visible): TensorRT needs an NVIDIA GPU" % (index, count))
-    dev = cuda.Device(index)
-    sms = dev.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
+    cuda_device = cuda.Device(index)
+    sms = cuda_device.get_attribute(cuda.device_attribute.MULTIPROCESSOR_COUNT)
     from ..platform_facts import jetson_module
-    return Gpu(str(dev.name()), "%d.%d" % tuple(dev.compute_capability()), int(dev.total_memory()) >> 20,
+    return GpuInfo(str(cuda_device.name()), "%d.%d" % tuple(cuda_device.compute_capability()),
+                   int(cuda_device.total_memory()) >> 20,
                int(sms), jetson_module())
 
 

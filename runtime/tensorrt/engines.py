@@ -105,11 +105,11 @@ def profile_key(graph: str, ranges: Dict[str, tuple]) -> Dict[str, list]:
 
 
 class Session(object):
-    """The loader: one machine (TensorRT module, ``cuda_context.Gpu``) and one bundle; ``log`` gets one line per
+    """The loader: one machine (TensorRT module, ``cuda_context.GpuInfo``) and one bundle; ``log`` gets one line per
     build or rebuild."""
 
-    def __init__(self, compat, gpu, bundle, log: Optional[Callable[[str], None]] = None):
-        self.compat, self.gpu = compat, gpu
+    def __init__(self, compat, gpu_info, bundle, log: Optional[Callable[[str], None]] = None):
+        self.compat, self.gpu_info = compat, gpu_info
         self.log = log or (lambda line: sys.stderr.write("tensorrt: %s\n" % line))
         self.bundle = Bundle.open(bundle)
         self.dir = os.path.abspath(self.bundle.path)
@@ -159,9 +159,9 @@ class Session(object):
 
         ranges = ranges_for(graph, choices.ranges)
         pins = list(choices.fp32_layers if choices.fp32_layers is not None else stored.get("fp32_layers") or [])
-        key = cache.make_key(self.compat.version_string, self.gpu.name, self.gpu.cc, graph, onnx_sha, gp,
+        key = cache.make_key(self.compat.version_string, self.gpu_info.name, self.gpu_info.cc, graph, onnx_sha, gp,
                              profile_key(graph, ranges), dla, precision.POLICY if gp != "fp32" else None,
-                             pins if gp != "fp32" else [], *self.gpu[2:])
+                             pins if gp != "fp32" else [], *self.gpu_info[2:])
         verdict = cache.check(engine_path, side_path, key)
         if verdict.ok and not force:
             return verdict.data, "cached"
@@ -191,8 +191,8 @@ class Session(object):
                 self.log("%s: typed FP16 graph %s written (%d nodes kept FP32, Casts around them)"
                          % (graph, os.path.basename(onnx_path), kept))
         t0 = time.time()
-        timing = os.path.join(self.engine_dir, cache.timing_cache_name(self.compat.version_string, self.gpu.name,
-                                                                                 self.gpu.module))
+        timing = os.path.join(self.engine_dir, cache.timing_cache_name(self.compat.version_string, self.gpu_info.name,
+                                                                                 self.gpu_info.module))
         settings = builder.BuildSettings(gp, ranges, int(choices.workspace_gib * (1 << 30)), dla, pins, timing,
                                          choices.verbose, typed)
         with cache.building(engine_path):

@@ -24,12 +24,12 @@ class EngineUnavailable(BackendUnavailable, UserError):
 
 
 class TensorRTRunner(BundleRunner):
-    """``device``: CUDA device index. One CUDA context, pushed around every build, execute and release."""
+    """``device_index``: CUDA device ordinal. One CUDA context, pushed around every build, execute and release."""
     name = "tensorrt"
 
-    def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device: int = 0):
+    def __init__(self, bundle, choices: Optional[Choices] = None, build: bool = True, device_index: int = 0):
         super(TensorRTRunner, self).__init__(bundle)
-        self.choices, self.build, self.device_index = choices or Choices(), build, device
+        self.choices, self.build, self.device_index = choices or Choices(), build, device_index
         self._ctx, self._mem = None, DeviceMemory(None)  # type: (Optional[CudaContext], DeviceMemory)
         self._on_device = None  # (array, dtype) whose values the shared features buffer holds
         self._gpu_bytes = 0
@@ -38,7 +38,7 @@ class TensorRTRunner(BundleRunner):
         if self.active:
             return
         trt, cuda = compat.import_tensorrt(), import_pycuda()
-        self.compat, self.gpu = compat.Compat(trt), device_info(cuda, self.device_index)
+        self.compat, self.gpu_info = compat.Compat(trt), device_info(cuda, self.device_index)
         self._ctx, self._mem = CudaContext(cuda, self.device_index), DeviceMemory(cuda)
         self._ctx.own(self._mem.release)
         try:
@@ -47,7 +47,7 @@ class TensorRTRunner(BundleRunner):
                 self._messages = []  # type: List[Tuple[str, str]]
                 self._logger = self.compat.logger(self._messages)  # kept alive as long as the runtime
                 self._mem.runtime = trt.Runtime(self._logger)
-                self.session = Session(self.compat, self.gpu, self.bundle)
+                self.session = Session(self.compat, self.gpu_info, self.bundle)
                 self.choices = self.session.fill_choices(self.choices)
                 free = cuda.mem_get_info()[0]
                 super(TensorRTRunner, self).activate()  # _load() for every graph of the bundle
@@ -82,14 +82,14 @@ class TensorRTRunner(BundleRunner):
             return super(TensorRTRunner, self).infer(graph, feeds)
 
     def gpu_memory_mb(self) -> Optional[float]:
-        """What loading took from the device's free memory (``cuMemGetInfo``): engines, activations, buffers."""
+        """What loading took from the GPU's free memory (``cuMemGetInfo``): engines, activations, buffers."""
         return None if self._ctx is None else self._gpu_bytes / 1048576.0
 
     def describe(self) -> str:
         if self._ctx is None:
             return "tensorrt (not active)"
         dla = ", DLA %d" % self.choices.dla_core if self.choices.dla_core is not None else ""
-        return "tensorrt %s, %s (sm %s)%s, %s" % (self.compat.version_string, self.gpu.name, self.gpu.cc, dla,
+        return "tensorrt %s, %s (sm %s)%s, %s" % (self.compat.version_string, self.gpu_info.name, self.gpu_info.cc, dla,
                                                  self.session.precision(self.bundle.graph_names()[0], self.choices))
 
     def _max_prompts(self, graph: str) -> int:
@@ -120,7 +120,7 @@ class TensorRTRunner(BundleRunner):
                 continue  # the encoder's features, still in the shared buffer: no copy
             n = int(np.prod(shape))
             np.copyto(g.host[name][:n].reshape(shape), arr, casting="unsafe")
-            cuda.memcpy_htod_async(g.device[name], g.host[name][:n], stream)
+            cuda.memcpy_htod_async(g.device_mem[name], g.host[name][:n], stream)
             if name == SHARED:  # only a read-only array cannot change behind the copy
                 self._on_device = None if arr.flags.writeable else (arr, dtype)
         shapes = {n: tuple(int(d) for d in g.context.get_tensor_shape(n)) for n in g.outputs}
@@ -128,7 +128,7 @@ class TensorRTRunner(BundleRunner):
             errors = [m for s, m in self._messages if s in ("ERROR", "INTERNAL_ERROR")]
             raise UserError("TensorRT failed to run the %s engine: %s" % (graph, (errors or ["no reason given"])[-1]))
         for name in g.outputs:
-            cuda.memcpy_dtoh_async(g.host[name][:int(np.prod(shapes[name]))], g.device[name], stream)
+            cuda.memcpy_dtoh_async(g.host[name][:int(np.prod(shapes[name]))], g.device_mem[name], stream)
         stream.synchronize()
         out = {n: g.host[n][:int(np.prod(s))].reshape(s).copy() for n, s in shapes.items()}
         if SHARED in out:
