@@ -36,6 +36,8 @@ PRESETS = {
              {"frames": 30, "threads": 2}, "demo_targets"),
     "ort-options": ("ONNX Runtime intra-op spinning x memory arena, per graph (docs/benchmark_demo.md)",
                     {"imgsz": [512], "threads": 2}, "ort_options"),
+    "opset-speed": ("the same weights at two opsets (two --model bundles) on ONNX Runtime and OpenVINO: p50 per "
+                    "graph, and what each runtime fuses (docs/export_runtime.md)", {"threads": 2}, "opset_speed"),
     "profile": ("ONNX Runtime kernel-time profile of one --graph by op type and node",
                 {"imgsz": [512], "threads": 2}, "profile_graph"),
     "collect-fidelity": ("the fidelity.json headlines of the quantized bundles given with --from, in one file "
