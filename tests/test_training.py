@@ -158,6 +158,25 @@ def test_train_cli_refuses_to_overwrite(tmp_path):
     assert main(["train", "--out", str(tmp_path)]) == 2
 
 
+def test_train_weights_out_writes_the_shipping_file_and_never_over_one(tmp_path):
+    import argparse
+
+    from rmpsam_edge.checkpoint import load_checkpoint
+    from rmpsam_edge.commands import train as cli
+    p = argparse.ArgumentParser()
+    cli.add_arguments(p)
+    dst = tmp_path / "w.pth"
+    dst.write_bytes(b"x")
+    argv = ["--out", str(tmp_path / "run"), "--imgsz", "64", "--batch", "1", "--steps", "1", "--prompts-per-frame",
+            "3", "--threads", "1", "--no-progress", "--weights-out", str(dst)]
+    with pytest.raises(UserError, match="--weights-out"):
+        cli.run(p.parse_args(argv))
+    assert not (tmp_path / "run").exists()  # refused before training
+    assert cli.run(p.parse_args(argv + ["--force"])) == 0
+    model, info = load_checkpoint(str(dst))
+    assert info["input_size"] == 64 and torch.load(str(dst), weights_only=True)["meta"]["steps"] == 1
+
+
 # ------------------------------------------------------------------ metrics
 def _sq(y0, y1, x0, x1, size=10):
     m = np.zeros((size, size), bool)

@@ -23,6 +23,9 @@ def add_arguments(parser):
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
     parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
                         help="learning-rate factor of the class branches (sharp cosine logits; default %(default)s)")
+    parser.add_argument("--weights-out", metavar="PTH", help="when training ends, also write the FP16 shipping "
+                        "weights here (official key layout, what rmpsam_edge/assets/weights holds; with --force "
+                        "over an existing file)")
     add_training_run(parser, DEFAULTS, "save last.pth every this many minutes")
 
 
@@ -34,6 +37,8 @@ def run(args) -> int:
     last = os.path.join(args.out, "last.pth")
     if os.path.exists(last) and not (args.resume or args.force):
         raise UserError("%s exists: pass --resume to continue it or --force to overwrite it (start over)" % last)
+    if args.weights_out and os.path.exists(args.weights_out) and not args.force:
+        raise UserError("%s exists; pass --force to overwrite it or choose another --weights-out" % args.weights_out)
     import torch
     torch.set_num_threads(max(1, args.threads))
     try:
@@ -57,4 +62,8 @@ def run(args) -> int:
     log("config %s" % cfg)
     trainer.run(show_progress=not args.no_progress)
     log("done: step %d, %.0f s of training; checkpoint %s" % (trainer.step, trainer.elapsed, last))
+    if args.weights_out:
+        from rmpsam_edge.training.export_weights import export_weights
+        export_weights(last, args.weights_out, force=True)  # existence checked before training
+        log("FP16 shipping weights %s (%.1f MB)" % (args.weights_out, os.path.getsize(args.weights_out) / 1e6))
     return 0

@@ -2,12 +2,10 @@
 ({'state_dict': {backbone.*, neck.*, panoptic_head.*}, 'meta': {...}}), read by the normal strict loader
 (``rmpsam_edge.checkpoint.load_checkpoint`` upcasts to FP32). Optimizer state is dropped.
 
-    python -m rmpsam_edge.training.export_weights train_run/last.pth rmpsam_edge/assets/weights/rmpsam_r18_demo.pth
+    rmpsam-edge train ... --weights-out rmpsam_edge/assets/weights/rmpsam_r18_demo.pth   (at the end of a run)
 """
-import argparse
 import json
 import os
-import sys
 
 import torch
 
@@ -33,24 +31,3 @@ def export_weights(src: str, dst: str, force: bool = False, input_size=None) -> 
     with atomic_file(dst, force=True) as tmp:  # existence was checked above (force)
         torch.save({"state_dict": sd, "meta": meta}, tmp)
     return meta
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("src")
-    p.add_argument("dst")
-    p.add_argument("--input-size", type=int, default=None)
-    from rmpsam_edge.commands.common_args import add_force
-    add_force(p, "an existing dst")
-    a = p.parse_args(argv)
-    try:
-        meta = export_weights(a.src, a.dst, a.force, a.input_size)
-    except UserError as exc:
-        sys.stderr.write("error: %s\n" % exc)
-        return 2
-    sys.stdout.write("%s (%.1f MB): %s\n" % (a.dst, os.path.getsize(a.dst) / 1e6, meta))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
