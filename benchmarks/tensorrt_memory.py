@@ -8,6 +8,8 @@ bytes come from TensorRT's tactics (``device_memory_size``), which only a GPU ca
 runs the runner of the checkout whose Python runs it (``--checkout``: where its tests/fakes_tensorrt.py is) at
 max sizes 512, 640 and 1024 (default profile otherwise: the bundle's vocabulary, 64 prompts) and stores the label's
 rows in benchmarks/results/tensorrt_memory.json; with rows for 'before' and 'after' it also writes the .md table.
+Not a ``rmpsam-edge benchmark`` preset: it runs the fake TensorRT of a source checkout's tests/ (no GPU), and the
+committed file's 'before' rows come from an older checkout.
 """
 import argparse
 import json
@@ -22,7 +24,7 @@ RESULTS = os.path.join(HERE, "results", "tensorrt_memory")
 SIZES = (512, 640, 1024)
 
 
-def measure(bundle: str, size: int, checkout: str) -> dict:
+def allocations(bundle: str, size: int, checkout: str) -> dict:
     sys.path.insert(0, os.path.join(checkout, "tests"))
     from fakes_tensorrt import FakeGPU
     from rmpsam_edge.runtime.bundle import Bundle
@@ -78,7 +80,7 @@ def main(argv=None) -> int:
     data["command"] = ("rmpsam-edge export --imgsz 512 --out BUNDLE; python benchmarks/tensorrt_memory.py --model "
                        "BUNDLE --label after; OLD/.venv/bin/python benchmarks/tensorrt_memory.py --model BUNDLE "
                        "--label before --checkout OLD (OLD: a checkout of the runner before the shared buffers)")
-    data["rows"][args.label] = [measure(args.model, s, args.checkout) for s in SIZES]
+    data["rows"][args.label] = [allocations(args.model, s, args.checkout) for s in SIZES]
     with open(RESULTS + ".json", "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     write_md(data)
