@@ -71,3 +71,16 @@ def test_benchmark_bad_lists_are_one_line(bundle, capsys):
     assert "unknown backend 'tflite'" in err and err.count("\n") == 1
     assert main(["benchmark", "--model", "/nonexistent/bundle"]) == 2
     assert "not a model bundle" in capsys.readouterr().err
+
+
+def test_opset_speed_preset_needs_two_bundles_and_the_old_entry_point_maps_onto_it(monkeypatch, capsys):
+    import rmpsam_edge.cli as cli
+    from rmpsam_edge.benchmarks import opset_speed
+    assert cli.main(["benchmark", "--preset", "opset-speed", "--model", "a"]) == 2
+    assert "--model BUNDLE_A --model BUNDLE_B" in capsys.readouterr().err
+    seen = []
+    monkeypatch.setattr(cli, "main", lambda argv: seen.append(argv) or 0)
+    assert opset_speed.main(["A", "B", "--threads", "3", "--runs", "40", "--out", "r/x", "--force"]) == 0
+    args = cli.build_parser(only="benchmark").parse_args(seen[0])
+    assert (args.preset, args.model, args.threads, args.runs) == ("opset-speed", ["A", "B"], 3, 40)
+    assert (args.json, args.md, args.force) == ("r/x.json", "r/x.md", True)
