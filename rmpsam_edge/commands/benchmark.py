@@ -93,7 +93,7 @@ def add_arguments(p):
                    help="profile: the graph (default object_decoder)")
     s.add_argument("--streams", type=int, nargs="+", help="triton, or --model grpc://...: concurrent client "
                    "streams (default 1 2 4; docs/triton.md)")
-    p.add_argument("--from", dest="inputs", nargs="+", metavar="FILE", help="summary presets: the results read "
+    p.add_argument("--from", dest="inputs", nargs="+", metavar="PATH", help="summary presets: the results read "
                    "instead of measuring (targets: a benchmark JSON + fidelity.json files; collect-fidelity: "
                    "quantized bundles)")
     p.add_argument("--json", help="write the whole report (every row with its latency summaries) here")
