@@ -27,8 +27,9 @@ MIN_OPSET = 13
 CHUNK = 4  # calibration inputs whose intermediate tensors are held at once
 
 # target -> how quantize_static is called. ONNX Runtime's U8S8 kernels on x86 without VNNI multiply-add u8 x s8
-# pairs into saturating int16 (vpmaddubsw): 7-bit weights (reduce_range) keep the sums in range (shipped demo
-# bundle on an AVX2-only Zen 3: prompt-mask IoU 0.938 instead of 0.756, encoder 1.62x FP32 instead of 1.58x).
+# pairs into saturating int16 (vpmaddubsw): 7-bit weights (reduce_range) keep the sums in range (ONNX Runtime's
+# quantization docs advise reduce_range on such CPUs; benchmarks/results/fidelity_cpu_recipes/ has this recipe's
+# fidelity, measured on a VNNI CPU).
 # VNNI (x86) and ARM's kernels accumulate in 32 bit: the full 8-bit range is both exact and the faster.
 # TensorRT reads explicit quantization: symmetric int8 activations and weights (zero point 0), Q/DQ pairs in
 # on the inputs of every Conv/Gemm/MatMul only (TensorRT's placement advice: it fuses DQ -> Conv into an INT8
