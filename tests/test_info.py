@@ -5,7 +5,7 @@ import os
 
 from test_bundle import make_fake_bundle
 from rmpsam_edge.cli import main
-from rmpsam_edge.commands.predict import SHIPPED_BUNDLE
+from rmpsam_edge.weights import SHIPPED_BUNDLE
 from rmpsam_edge.runtime.bundle import provenance_step, write_manifest
 
 

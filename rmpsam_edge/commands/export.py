@@ -68,7 +68,6 @@ def run(args) -> int:
     else:
         model, info = ck.load_checkpoint(args.checkpoint)
     weights = ck.weights_record(info, vocab)
-    from rmpsam_edge.commands.common_args import input_size
     imgsz = input_size(args.imgsz) if args.imgsz is not None else (info.get("input_size") or 640)
     out = args.out or os.path.join("bundles", "rmpsam_%s_%s%s" % (info["variant"], imgsz or "official",
                                                                   "_static" if args.static else ""))

@@ -15,7 +15,6 @@ import numpy as np
 from rmpsam_edge.commands.common_args import (add_force, add_max_pixels, add_weights_arguments, max_pixels,
                                               parse_numbers, predictor_from_args)
 from rmpsam_edge.errors import UserError
-from rmpsam_edge.weights import SHIPPED_BUNDLE  # noqa: F401 (tests import it here)
 
 
 def add_arguments(p):

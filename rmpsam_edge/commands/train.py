@@ -1,6 +1,7 @@
 """``rmpsam-edge train``: train demo weights on synthetic scenes (CPU is fine; resumable)."""
 import os
 
+from rmpsam_edge.commands.common_args import add_training_run
 from rmpsam_edge.errors import UserError
 from rmpsam_edge.progress import log_lines
 
@@ -18,7 +19,6 @@ def add_arguments(parser):
                         help="add one 3-frame video clip every N steps (0: images only)")
     parser.add_argument("--prompts-per-frame", type=int, default=DEFAULTS["num_prompts"],
                         help="prompts (points / boxes) sampled per frame (default %(default)s)")
-    from rmpsam_edge.commands.common_args import add_training_run
     parser.add_argument("--prompt-weight", type=float, default=DEFAULTS["prompt_weight"],
                         help="weight of the prompt mask loss against the object losses (default %(default)s)")
     parser.add_argument("--cls-lr-scale", type=float, default=DEFAULTS["cls_lr_scale"],
